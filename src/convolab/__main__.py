@@ -1,0 +1,5 @@
+import sys
+
+from convolab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""The one exception family convolab raises for bad input: what was wrong, and how to fix it.
+
+The command line prints these as a short message and exits non-zero, never with a traceback.
+"""
+from __future__ import annotations
+
+
+class ConvolabError(Exception):
+    """A user-facing error: `message` says what was received and expected, `fix` says what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.message}\n  fix: {self.fix}"
+        return self.message
+
+
+class SpecError(ConvolabError, ValueError):
+    """A model spec that cannot be parsed or cannot be built on its input."""
+
+
+class DataError(ConvolabError):
+    """A dataset that is missing, corrupt or unreadable."""
+
+
+class RunError(ConvolabError):
+    """A run directory or checkpoint that is missing, corrupt or does not match."""
+
+
+class TrainingError(ConvolabError):
+    """Training that had to stop (a non-finite loss, say); the last good checkpoint is kept."""
