@@ -19,6 +19,86 @@ from convolab.errors import ConvolabError
 
 # --- data ------------------------------------------------------------------------------------------------------------
 
+def parse_image_size(text: str) -> tuple[int, int]:
+    """argparse type for --image-size: "28,28", "28x28" or "28" (square)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH such as 28,28") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH, two positive integers such as 28,28")
+    return (sizes[0], sizes[1])
+
+
+def parse_fraction(text: str) -> float:
+    """argparse type for a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 up to (not including) 1") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a fraction from 0 up to (not including) 1")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    """Add the data flags every command shares; `positional=True` takes the dataset as an argument instead of --data."""
+    if positional:
+        parser.add_argument("data", nargs="?", default="fashion-mnist", metavar="DATASET|PATH",
+                            help="fashion-mnist (default), mnist, or a folder with one subfolder of images per class")
+    else:
+        parser.add_argument("--data", default="fashion-mnist", metavar="DATASET|PATH",
+                            help="fashion-mnist (default), mnist, or a folder with one subfolder of images per class")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="folder holding the four IDX files, gzipped or not (default: $CONVOLAB_DATA_DIR, then "
+                             "the cache, the system copy, the download)")
+    parser.add_argument("--offline", action="store_true", help="never download; use only local copies")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="1 (gray) or 3 (RGB) (default: the data's own)")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="H,W",
+                        help="fit images into H,W, aspect kept and padded (default: the data's own; 28,28 for folders)")
+    parser.add_argument("--test-split", type=parse_fraction, default=0.2, metavar="F",
+                        help="image folders without train/ and test/: fraction of each class held out for test "
+                             "(default 0.2, fixed seed)")
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """load_dataset keyword arguments from the flags add_data_flags declared."""
+    return {
+        "source": args.data,
+        "data_dir": args.data_dir,
+        "offline": args.offline,
+        "channels": args.channels,
+        "image_size": args.image_size,
+        "test_split": args.test_split,
+        "seed": getattr(args, "seed", None) or 0,
+    }
+
+
+def add_data_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data", help="find a dataset, verify it, count it, draw samples",
+        description="Find a dataset (or say every place looked and how to get it), verify its checksums, count images "
+                    "per split and class, and optionally draw samples of every class.",
+    )
+    add_data_flags(parser, positional=True)
+    parser.add_argument("--grid", metavar="FILE.png", default=None, help="write a picture of samples per class")
+    parser.add_argument("--per-class", type=int, default=8, metavar="N", help="samples per class in --grid (default 8)")
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from convolab.data import describe_dataset, load_dataset, save_sample_grid
+
+    dataset = load_dataset(**data_options(args))
+    print(describe_dataset(dataset))
+    if args.grid:
+        path = save_sample_grid(dataset, args.grid, per_class=max(1, args.per_class))
+        print(f"grid: wrote {path}")
+    return 0
+
 
 # --- train, evaluate, predict, compare, lab --------------------------------------------------------------------------
 
@@ -30,6 +110,7 @@ from convolab.errors import ConvolabError
 
 # (name, add_parser, run) for every subcommand, in the order --help lists them.
 COMMANDS: list[tuple[str, object, object]] = [
+    ("data", add_data_parser, run_data),
 ]
 
 

@@ -1,0 +1,127 @@
+"""One image file to a model-ready uint8 tensor (C, H, W): any common format, gray or RGB, aspect kept, optionally inverted.
+
+Fashion-MNIST and MNIST are light objects on a dark (zero) background. A photo of a shirt on a white table is the opposite,
+and a model trained on the lab's data sees it as a negative. So `invert="auto"` inverts an image whose background is
+light, judging the background by the median of the pixels on its one-pixel border (the object is usually in the middle;
+the median ignores the few border pixels it touches). Light means a median above 127 on the 0..255 gray scale.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convolab.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light background
+
+
+def open_image(path: str | Path):
+    """Open and decode an image with Pillow, upright per its EXIF orientation; DataError naming the file otherwise."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.seek(0)            # the first frame of an animated GIF or WebP
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return upright if upright is not None else image.copy()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file", fix="check the path") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(
+            f"{path}: cannot read as an image ({type(error).__name__}: {error})",
+            fix=f"use a PNG, JPEG, BMP, GIF or WebP file; this one is damaged or not an image",
+        ) from None
+
+
+def _to_channels(image, channels: int):
+    """Pillow image in mode L (channels=1) or RGB (channels=3); transparency composited onto white, as viewers show it."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit or float gray: scale its range to 0..255 rather than clipping it.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def border_median(pixels: np.ndarray) -> float:
+    """Median gray level (0..255) of an (H, W) or (H, W, C) array's one-pixel border."""
+    gray = pixels.mean(axis=2) if pixels.ndim == 3 else pixels
+    border = np.concatenate([gray[0, :], gray[-1, :], gray[1:-1, 0], gray[1:-1, -1]])
+    return float(np.median(border))
+
+
+def fit_image(image, height: int, width: int, fill: tuple[int, ...] | int):
+    """Resize a Pillow image to fit inside (height, width) with its aspect kept, then pad it centred with `fill`."""
+    from PIL import Image
+
+    scale = min(height / image.height, width / image.width)
+    new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if new_size != image.size:
+        image = image.resize(new_size, Image.Resampling.LANCZOS)
+    if image.size == (width, height):
+        return image
+    canvas = Image.new(image.mode, (width, height), fill)
+    canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
+
+
+def load_image(path: str | Path, input_shape: tuple[int, int, int], invert: bool | str = "auto") -> torch.Tensor:
+    """Load one image file as a uint8 tensor (C, H, W) for a model whose input shape is `input_shape` (H, W, C, Keras order).
+
+    invert: "auto" inverts when the border's median is light (see the module docstring); True or False forces it.
+    Padding, when the aspect differs, takes the border's median colour, so it matches the background either way.
+    """
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise DataError(f"input shape {tuple(input_shape)} has {channels} channels; expected 1 (gray) or 3 (RGB)",
+                        fix="use a model whose input has 1 or 3 channels")
+    if invert not in ("auto", True, False):
+        raise DataError(f"invert={invert!r}; expected 'auto', True or False")
+    image = _to_channels(open_image(path), channels)
+    pixels = np.asarray(image)
+    if invert == "auto":
+        invert = border_median(pixels) > LIGHT_BACKGROUND
+    if invert:
+        pixels = 255 - pixels
+    fill = np.median(pixels.reshape(-1, channels)[_border_mask(pixels.shape[:2]).reshape(-1)], axis=0)
+    fill_value = int(fill[0]) if channels == 1 else tuple(int(value) for value in fill)
+    from PIL import Image
+
+    fitted = np.asarray(fit_image(Image.fromarray(np.ascontiguousarray(pixels)), height, width, fill_value))
+    if channels == 1:
+        fitted = fitted[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(fitted.transpose(2, 0, 1)))   # (H, W, C) -> (C, H, W)
+
+
+def _border_mask(shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
+    return mask
+
+
+def image_channels(path: str | Path) -> int | None:
+    """1 if the file is grayscale, 3 if it has colour, None if it cannot be read (reads the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode == "P":
+                palette = image.getpalette() or []
+                colours = np.array(palette[: len(palette) - len(palette) % 3]).reshape(-1, 3)
+                return 1 if (colours == colours[:, :1]).all() else 3
+    except Exception:   # noqa: BLE001 - unreadable files are reported by load_image, with the reason
+        return None
+    return 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
