@@ -156,7 +156,7 @@ class IdxFile:
 
     filename: str                # as on the mirrors, gzipped: "train-images-idx3-ubyte.gz"
     role: str                    # "train_images", "train_labels", "test_images" or "test_labels"
-    shape: tuple[int, ...]       # (60000, 28, 28) for images, (60000,) for labels
+    shape: tuple[int | None, ...]   # (60000, 28, 28) for images, (60000,) for labels; None: any size there
     md5: str | None              # the MD5 the mirrors publish for the gzip file
     content_sha256: str | None   # SHA-256 of the decompressed IDX bytes; None where no trustworthy value is known
 
@@ -285,10 +285,11 @@ class FileCheck:
 
 @dataclass
 class _Attempt:
-    """One place looked, and what happened there."""
+    """One place looked, what happened there, and the fix its error suggested (if any)."""
 
     place: str
     outcome: str
+    fix: str | None = None
 
 
 def _md5(path: Path) -> str:
@@ -514,15 +515,15 @@ class Dataset:
 
 
 def _missing_message(info: DatasetInfo, attempts: list[_Attempt], offline: bool) -> DataError:
-    lines = [f"{info.title} ({info.name}) was not found. Looked in:"]
+    lines = [f"no usable copy of {info.title} ({info.name}) was found. Looked in:"]
     lines += [f"  - {attempt.place}: {attempt.outcome}" for attempt in attempts]
-    fixes = []
+    fixes = list(dict.fromkeys(attempt.fix for attempt in attempts if attempt.fix))   # a damaged file's own fix first
     if info.apt_package:
         fixes.append(f"install the system copy: sudo apt-get install {info.apt_package}")
     if offline:
         fixes.append("allow the download: run without --offline (the files go to the cache, checksums verified)")
     fixes.append("fetch the four files by hand into a folder, then pass --data-dir FOLDER (or set CONVOLAB_DATA_DIR):")
-    fixes += [f"    {info.mirrors[0]}{file.filename}" for file in info.files]
+    fixes += [f"    {info.mirrors[0] if info.mirrors else ''}{file.filename}" for file in info.files]
     if len(info.mirrors) > 1:
         fixes.append(f"  (same names on the other mirrors: {', '.join(info.mirrors[1:])})")
     return DataError("\n".join(lines), fix="\n    ".join(fixes))
@@ -560,11 +561,11 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
                 arrays, checks = _load_directory(directory, info)
                 return build(arrays, checks, f"{directory} ({origin})")
             except DataError as error:
-                attempts.append(_Attempt(f"{directory} ({origin})", _short(error)))
+                attempts.append(_Attempt(f"{directory} ({origin})", _short(error), error.fix))
                 if any(_find_file(directory, file) for file in info.files):
                     break   # the files are here but bad: report that, do not look in the parent
         error = _missing_message(info, attempts, offline)
-        error.message += f"\n  ({origin} was given, so no other place was searched.)"
+        error.message += f"\n  ({origin} was given, so no other place was searched; it names the copy to use.)"
         raise error
 
     # 2. The cache: a bad file is set aside, never trusted.
@@ -580,7 +581,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
             # A file named by the error is bad; an error naming none (counts that disagree) condemns the whole copy.
             for path in named or (present if str(cache) in error.message else []):
                 outcome += f"; set aside as {_set_aside(path).name}"
-            attempts.append(_Attempt(f"cache {cache}", outcome))
+            attempts.append(_Attempt(f"cache {cache}", outcome))   # set aside: no fix needed, a download replaces it
     else:
         attempts.append(_Attempt(f"cache {cache}", "no such directory"))
 
@@ -596,7 +597,9 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
             arrays, checks = _load_directory(directory, info)
             return build(arrays, checks, f"system copy {directory}")
         except DataError as error:
-            attempts.append(_Attempt(f"system copy {directory}", _short(error)))
+            attempts.append(_Attempt(f"system copy {directory}", _short(error),
+                                     f"reinstall the system copy: sudo apt-get install --reinstall {info.apt_package}"
+                                     if info.apt_package else None))
 
     # 4. Download into the cache.
     if offline:
@@ -670,6 +673,10 @@ def _folder_classes(root: Path, split_roots: list[Path]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _all_gray(images: torch.Tensor) -> bool:
+    return bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+
+
 def _stratified_split(labels: torch.Tensor, test_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, test): per class, a seeded shuffle and round(n * test_split) of its images held out for test."""
     generator = torch.Generator().manual_seed(seed)
@@ -687,13 +694,12 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
                       test_split: float = 0.2, seed: int = 0) -> Dataset:
     """A folder with one subfolder of images per class (or train/ and test/ folders of those) as a Dataset.
 
-    channels: 1 (gray) or 3 (RGB); None picks 1 when every image is gray, else 3.
+    channels: 1 (gray) or 3 (RGB); None picks 1 when every image is gray (R = G = B everywhere, whatever the file's
+    mode: WebP, say, stores gray as RGB), else 3.
     image_size: (height, width) every image is fitted into, aspect kept and padded; default 28x28 as the lab.
     test_split: the fraction of each class held out for test when there are no train/ and test/ folders; the
     choice is a seeded shuffle, so the same folder and seed always give the same split.
     """
-    from convolab.images import image_channels
-
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
@@ -702,14 +708,12 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     split_roots = [root / "train", root / "test"] if presplit else [root]
     class_names = _folder_classes(root, split_roots)
-    if channels is None:
-        kinds = {image_channels(path) for split_root in split_roots for name in class_names
-                 for path in _image_files(split_root / name)}
-        channels = 3 if 3 in kinds else 1
-    if channels not in (1, 3):
+    if channels not in (None, 1, 3):
         raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
     height, width = image_size or DEFAULT_FOLDER_IMAGE_SIZE
-    input_shape = (height, width, channels)
+    # Undecided channels: read as RGB, and keep one channel if all three are equal everywhere (exactly what reading as
+    # gray gives, since Pillow's luma of R = G = B is that value).
+    input_shape = (height, width, channels or 3)
     skipped: list[str] = []
     if presplit:
         train_images, train_labels = _read_folder_split(root / "train", class_names, input_shape, skipped)
@@ -721,6 +725,8 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         train_images, train_labels = images[train_index], labels[train_index]
         test_images, test_labels = images[test_index], labels[test_index]
         how = f"split {1 - test_split:.0%}/{test_split:.0%} per class with seed {seed}"
+    if channels is None and _all_gray(train_images) and _all_gray(test_images):
+        train_images, test_images = train_images[:, :1].clone(), test_images[:, :1].clone()
     counts = torch.bincount(train_labels, minlength=len(class_names))
     unreadable_classes = [name for name, count in zip(class_names, counts.tolist()) if count == 0]
     if unreadable_classes:

@@ -102,26 +102,10 @@ def load_image(path: str | Path, input_shape: tuple[int, int, int], invert: bool
     fitted = np.asarray(fit_image(Image.fromarray(np.ascontiguousarray(pixels)), height, width, fill_value))
     if channels == 1:
         fitted = fitted[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(fitted.transpose(2, 0, 1)))   # (H, W, C) -> (C, H, W)
+    return torch.from_numpy(np.array(fitted.transpose(2, 0, 1)))   # (H, W, C) -> (C, H, W), a writable copy
 
 
 def _border_mask(shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
-
-
-def image_channels(path: str | Path) -> int | None:
-    """1 if the file is grayscale, 3 if it has colour, None if it cannot be read (reads the header only)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode == "P":
-                palette = image.getpalette() or []
-                colours = np.array(palette[: len(palette) - len(palette) % 3]).reshape(-1, 3)
-                return 1 if (colours == colours[:, :1]).all() else 3
-    except Exception:   # noqa: BLE001 - unreadable files are reported by load_image, with the reason
-        return None
-    return 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3

@@ -1,0 +1,447 @@
+"""convolab.data: real Fashion-MNIST, the IDX reader on every corruption, sources, downloads, image folders, batches."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from convolab import data
+from convolab.data import (DATASETS, load_dataset, read_idx, split_validation, iterate_batches, describe_dataset,
+                           load_image_folder)
+from convolab.errors import DataError
+from idx_fixtures import MirrorServer, gz, idx_bytes, make_tiny
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+needs_debian = pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache and no CONVOLAB_DATA_DIR, and downloads retry without waiting."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("CONVOLAB_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 5.0)
+    return tmp_path / "xdg-cache"
+
+
+@pytest.fixture(scope="session")
+def fashion(tmp_path_factory):
+    """The real Fashion-MNIST, loaded once per session from the system copy (offline, with an empty cache)."""
+    if not DEBIAN.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-cache")))
+        patch.delenv("CONVOLAB_DATA_DIR", raising=False)
+        return load_dataset("fashion-mnist", offline=True, progress=False)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A generated 3-class dataset registered as 'tiny' (content hashes and gzip MD5s known)."""
+    dataset = make_tiny()
+    monkeypatch.setitem(DATASETS, "tiny", dataset.info())
+    return dataset
+
+
+# --- real Fashion-MNIST ----------------------------------------------------------------------------------------------
+
+@needs_debian
+def test_fashion_mnist_from_the_system_copy_is_whole_and_verified(fashion):
+    assert fashion.source == f"system copy {DEBIAN}"
+    assert fashion.train_images.shape == (60000, 1, 28, 28) and fashion.train_images.dtype == torch.uint8
+    assert fashion.test_images.shape == (10000, 1, 28, 28)
+    assert fashion.train_labels.dtype == torch.int64
+    assert torch.bincount(fashion.train_labels).tolist() == [6000] * 10
+    assert torch.bincount(fashion.test_labels).tolist() == [1000] * 10
+    assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
+    assert fashion.input_shape == (28, 28, 1) and fashion.num_classes == 10
+    assert fashion.verdict == "verified"
+    expected = {file.role: file.content_sha256 for file in DATASETS["fashion-mnist"].files}
+    assert {check.role: check.content_sha256 for check in fashion.checks} == expected
+    assert all("content SHA-256" in check.how for check in fashion.checks)
+
+
+@needs_debian
+def test_fashion_mnist_content_hashes_match_an_independent_computation():
+    # The registry's hashes against hashlib over gzip.open, file by file: what `zcat FILE | sha256sum` prints.
+    for file in DATASETS["fashion-mnist"].files:
+        with gzip.open(DEBIAN / file.filename) as stream:
+            assert hashlib.sha256(stream.read()).hexdigest() == file.content_sha256, file.filename
+
+
+@needs_debian
+def test_first_training_labels_are_the_published_ones(fashion):
+    # Zalando's README and Keras's tutorial: the first training labels are ankle boot, T-shirt, T-shirt, dress, T-shirt.
+    assert fashion.train_labels[:5].tolist() == [9, 0, 0, 3, 0]
+
+
+@needs_debian
+def test_channels_and_image_size_apply_to_the_whole_tensor(fashion, monkeypatch):
+    images = data._reshape_images(fashion.test_images[:50], channels=3, image_size=(28, 56))
+    assert images.shape == (50, 3, 28, 56) and images.dtype == torch.uint8
+    assert torch.equal(images[:, 0], images[:, 2])
+    # Aspect kept: the 28x28 image sits unchanged in the middle, zero padding left and right.
+    assert torch.equal(images[:, 0, :, 14:42], fashion.test_images[:50, 0])
+    assert images[:, :, :, :14].max() == 0 and images[:, :, :, 42:].max() == 0
+
+
+# --- the IDX reader --------------------------------------------------------------------------------------------------
+
+def test_read_idx_reads_raw_and_gzipped_files_identically(tmp_path):
+    array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+    (tmp_path / "raw").write_bytes(idx_bytes(array))
+    (tmp_path / "zipped").write_bytes(gz(idx_bytes(array)))
+    raw, zipped = read_idx(tmp_path / "raw", 2051), read_idx(tmp_path / "zipped", 2051)
+    assert np.array_equal(raw.array, array) and np.array_equal(zipped.array, array)
+    assert raw.content_sha256 == zipped.content_sha256 == hashlib.sha256(idx_bytes(array)).hexdigest()
+    assert (raw.gzipped, zipped.gzipped) == (False, True)
+
+
+def test_read_idx_honours_big_endian_element_types(tmp_path):
+    values = np.array([1, -2, 70000], dtype=">i4")
+    (tmp_path / "ints").write_bytes(bytes([0, 0, 0x0C, 1]) + (3).to_bytes(4, "big") + values.tobytes())
+    assert read_idx(tmp_path / "ints").array.tolist() == [1, -2, 70000]
+
+
+def test_truncated_gzip_is_refused_with_the_file_named(tmp_path):
+    whole = gz(idx_bytes(np.zeros((100, 28, 28), dtype=np.uint8)))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="truncated gzip") as caught:
+        read_idx(path)
+    assert str(path) in str(caught.value) and caught.value.fix
+
+
+def test_garbage_after_the_gzip_magic_is_refused(tmp_path):
+    path = tmp_path / "broken.gz"
+    path.write_bytes(b"\x1f\x8b" + b"not deflate at all" * 10)
+    with pytest.raises(DataError, match="not a valid gzip stream"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("header", [b"PK\x03\x04", b"\x00\x00\x07\x01", b"\x00\x00\x08\x00", b"\x01\x00\x08\x01"])
+def test_wrong_magic_numbers_are_refused(tmp_path, header):
+    path = tmp_path / "labels"
+    path.write_bytes(header + (4).to_bytes(4, "big") + bytes(4))
+    with pytest.raises(DataError, match="wrong magic number"):
+        read_idx(path)
+
+
+def test_labels_where_images_are_expected_are_refused(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(np.zeros(10, dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"wrong magic number 2049 .*expected 2051"):
+        read_idx(path, expected_magic=2051)
+
+
+def test_truncated_and_oversized_payloads_are_refused(tmp_path):
+    content = idx_bytes(np.ones((3, 4, 4), dtype=np.uint8))
+    (tmp_path / "short").write_bytes(content[:-5])
+    (tmp_path / "long").write_bytes(content + b"\x00" * 7)
+    with pytest.raises(DataError, match="truncated payload: 43 bytes"):
+        read_idx(tmp_path / "short")
+    with pytest.raises(DataError, match="oversized payload: 55 bytes"):
+        read_idx(tmp_path / "long")
+
+
+def test_dimensions_are_checked_against_the_registry(tmp_path):
+    path = tmp_path / "images"
+    path.write_bytes(idx_bytes(np.zeros((5, 28, 27), dtype=np.uint8)))
+    with pytest.raises(DataError, match="dimensions 5x28x27; expected Nx28x28"):
+        read_idx(path, 2051, (None, 28, 28))
+
+
+def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", 1000)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gz(b"\x00" * 5000))
+    with pytest.raises(DataError, match="decompresses to more than 1,000 bytes"):
+        read_idx(path)
+
+
+# --- sources: data_dir, cache, system, download ----------------------------------------------------------------------
+
+def test_data_dir_gzipped_or_raw_is_verified_by_content(tiny, tmp_path):
+    for compressed in (True, False):
+        directory = tiny.write(tmp_path / f"copy-{compressed}", compressed=compressed)
+        dataset = load_dataset("tiny", data_dir=directory, offline=True)
+        assert dataset.source == f"{directory} (--data-dir)"
+        assert dataset.verdict == "verified"
+        assert torch.equal(dataset.train_images[:, 0], torch.from_numpy(tiny.arrays["train-images-idx3-ubyte.gz"]))
+        assert dataset.test_labels.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_environment_variable_and_dataset_subfolder(tiny, tmp_path, monkeypatch):
+    tiny.write(tmp_path / "all-data" / "tiny")
+    monkeypatch.setenv("CONVOLAB_DATA_DIR", str(tmp_path / "all-data"))
+    dataset = load_dataset("tiny", offline=True)
+    assert dataset.source == f"{tmp_path / 'all-data' / 'tiny'} (CONVOLAB_DATA_DIR)"
+
+
+def test_counts_that_disagree_are_refused(tiny, tmp_path):
+    directory = tiny.write(tmp_path / "copy")
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(gz(idx_bytes(np.zeros(5, dtype=np.uint8))))
+    with pytest.raises(DataError) as caught:
+        load_dataset("tiny", data_dir=directory, offline=True)
+    # The content hash catches the swapped file first; without hashes, the count check does.
+    assert "checksum mismatch" in str(caught.value)
+    DATASETS["tiny"] = tiny.info(content_hashes=False, md5s=False)
+    with pytest.raises(DataError, match="test counts disagree: 6 images but 5 labels"):
+        load_dataset("tiny", data_dir=directory, offline=True)
+
+
+def test_checksum_mismatch_names_the_file_and_searches_no_further(tiny, tmp_path):
+    directory = tiny.write(tmp_path / "copy")
+    bad = directory / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gz(idx_bytes(np.zeros((12, 4, 4), dtype=np.uint8))))
+    with pytest.raises(DataError) as caught:
+        load_dataset("tiny", data_dir=directory, offline=True)
+    message = str(caught.value)
+    assert f"{bad}: checksum mismatch" in message
+    assert "--data-dir was given, so no other place was searched" in message
+
+
+def test_a_file_of_another_dataset_is_named_as_such(tiny, tmp_path, monkeypatch):
+    # "twin" has no content hashes (like MNIST); handing it tiny's files must not pass as "unverified".
+    monkeypatch.setitem(DATASETS, "twin", make_tiny(seed=1).info(name="twin", content_hashes=False))
+    directory = tiny.write(tmp_path / "copy")
+    with pytest.raises(DataError, match="belongs to another dataset .it is tiny's train images"):
+        load_dataset("twin", data_dir=directory, offline=True)
+
+
+def test_without_content_hashes_the_mirror_md5_verifies_and_a_recompressed_copy_is_unverified(tmp_path, monkeypatch):
+    tiny = make_tiny()
+    monkeypatch.setitem(DATASETS, "tiny", tiny.info(content_hashes=False))
+    dataset = load_dataset("tiny", data_dir=tiny.write(tmp_path / "mirror-copy"), offline=True)
+    assert dataset.verdict == "verified" and all("MD5" in check.how for check in dataset.checks)
+    raw = load_dataset("tiny", data_dir=tiny.write(tmp_path / "raw-copy", compressed=False), offline=True)
+    assert raw.verdict == "unverified"
+    assert "no published checksum" in describe_dataset(raw)
+
+
+def test_nothing_found_lists_every_place_and_the_fixes(tiny, isolated_cache, monkeypatch):
+    monkeypatch.setitem(DATASETS, "tiny", tiny.info(mirrors=("https://example.invalid/tiny/",)))
+    with pytest.raises(DataError) as caught:
+        load_dataset("tiny", offline=True)
+    message = str(caught.value)
+    assert f"cache {isolated_cache / 'convolab' / 'tiny'}: no such directory" in message
+    assert "not tried: offline" in message
+    assert "--data-dir" in message and "https://example.invalid/tiny/train-images-idx3-ubyte.gz" in message
+    assert "run without --offline" in message
+
+
+def test_missing_fashion_mnist_suggests_the_debian_package(monkeypatch, tmp_path):
+    info = DATASETS["fashion-mnist"]
+    monkeypatch.setitem(DATASETS, "fashion-mnist",
+                        data.DatasetInfo(**{**info.__dict__, "system_dirs": (str(tmp_path / "nowhere"),)}))
+    with pytest.raises(DataError) as caught:
+        load_dataset("fashion-mnist", offline=True)
+    message = str(caught.value)
+    assert "the dataset-fashion-mnist package is not installed" in message
+    assert "sudo apt-get install dataset-fashion-mnist" in message
+    assert "https://storage.googleapis.com/tensorflow/tf-keras-datasets/train-images-idx3-ubyte.gz" in message
+
+
+def test_mnist_offline_explains_what_is_missing():
+    with pytest.raises(DataError) as caught:
+        load_dataset("mnist", offline=True)
+    message = str(caught.value)
+    assert "none known (no Debian or Ubuntu package ships mnist)" in message
+    assert "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz" in message
+    assert "https://storage.googleapis.com/cvdf-datasets/mnist/" in message
+
+
+def test_unknown_dataset_name_lists_the_known_ones():
+    with pytest.raises(DataError, match="unknown dataset 'cifar10'; expected one of fashion-mnist, mnist"):
+        load_dataset("cifar10")
+
+
+# --- download against a local server ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def mirror(tiny):
+    wrong = make_tiny(seed=7)
+    with MirrorServer(tiny.gzipped, wrong.gzipped) as server:
+        yield server
+
+
+def use_mirrors(tiny, monkeypatch, *mirrors, **options):
+    monkeypatch.setitem(DATASETS, "tiny", tiny.info(mirrors=mirrors, **options))
+
+
+def test_download_fills_the_cache_with_verified_files(tiny, mirror, isolated_cache, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("good"))
+    dataset = load_dataset("tiny", progress=False)
+    cache = isolated_cache / "convolab" / "tiny"
+    assert dataset.source == f"downloaded into cache {cache}" and dataset.verdict == "verified"
+    assert sorted(path.name for path in cache.iterdir()) == sorted(tiny.gzipped)   # no temporary file left
+    again = load_dataset("tiny", offline=True)
+    assert again.source == f"cache {cache}" and len(mirror.requests) == 4
+
+
+def test_download_falls_over_to_the_next_mirror_after_retries(tiny, mirror, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("error"), mirror.url("good"))
+    dataset = load_dataset("tiny", progress=False)
+    assert dataset.verdict == "verified"
+    assert sum(request.startswith("/error/") for request in mirror.requests) == 4 * data.DOWNLOAD_ATTEMPTS
+
+
+def test_http_error_everywhere_is_reported_per_mirror(tiny, mirror, isolated_cache, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("error"))
+    with pytest.raises(DataError, match=r"/error/train-images-idx3-ubyte.gz: HTTP 503"):
+        load_dataset("tiny", progress=False)
+    assert not any((isolated_cache / "convolab" / "tiny").iterdir())
+
+
+def test_wrong_checksum_download_is_never_kept(tiny, mirror, isolated_cache, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("bad"))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_dataset("tiny", progress=False)
+    assert not any((isolated_cache / "convolab" / "tiny").iterdir())
+    assert len(mirror.requests) == 1   # a mirror serving wrong bytes is not asked twice
+
+
+def test_a_transfer_cut_halfway_leaves_no_file(tiny, mirror, isolated_cache, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("cut"))
+    with pytest.raises(DataError, match=r"transfer cut after \d[\d,]* of [\d,]+ bytes"):
+        load_dataset("tiny", progress=False)
+    assert not any((isolated_cache / "convolab" / "tiny").iterdir())
+
+
+def test_offline_never_contacts_the_mirror(tiny, mirror, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("good"))
+    with pytest.raises(DataError, match="not tried: offline"):
+        load_dataset("tiny", offline=True)
+    assert mirror.requests == []
+
+
+def test_a_download_verified_by_md5_records_the_content_hash(tiny, mirror, isolated_cache, monkeypatch):
+    use_mirrors(tiny, monkeypatch, mirror.url("good"), content_hashes=False)
+    first = load_dataset("tiny", progress=False)
+    assert first.verdict == "verified"
+    recorded = (isolated_cache / "convolab" / "tiny" / "content-sha256.json").read_text()
+    assert hashlib.sha256(tiny.contents["t10k-images-idx3-ubyte.gz"]).hexdigest() in recorded
+    # A raw copy elsewhere is now verified by the recorded hash, and a wrong one is caught.
+    raw = load_dataset("tiny", data_dir=tiny.write(Path(isolated_cache.parent / "raw"), compressed=False), offline=True)
+    assert raw.verdict == "verified" and "recorded at the first verified download" in raw.checks[0].how
+
+
+def test_a_bad_cache_file_is_set_aside_and_fetched_again(tiny, mirror, isolated_cache, monkeypatch):
+    cache = tiny.write(isolated_cache / "convolab" / "tiny")
+    (cache / "train-labels-idx1-ubyte.gz").write_bytes(tiny.gzipped["train-labels-idx1-ubyte.gz"][:-20])
+    use_mirrors(tiny, monkeypatch, mirror.url("good"))
+    with pytest.raises(DataError, match="set aside as train-labels-idx1-ubyte.gz.corrupt"):
+        load_dataset("tiny", offline=True)
+    assert (cache / "train-labels-idx1-ubyte.gz.corrupt").exists()
+    assert not (cache / "train-labels-idx1-ubyte.gz").exists()
+    dataset = load_dataset("tiny", progress=False)
+    assert dataset.verdict == "verified" and mirror.requests == ["/good/train-labels-idx1-ubyte.gz"]
+    assert dataset.looked[0].endswith("missing train-labels-idx1-ubyte.gz")
+
+
+# --- image folders ---------------------------------------------------------------------------------------------------
+
+def make_folder(root: Path, counts: dict[str, int], color: bool = False, size=(10, 6)) -> Path:
+    from PIL import Image
+
+    formats = ["png", "jpeg", "bmp", "gif", "webp"]
+    for class_index, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            value = 40 * class_index + 10
+            image = Image.new("RGB" if color else "L", size, (value, 0, 0) if color else value)
+            suffix = formats[index % len(formats)]
+            image.save(root / name / f"{index}.{'jpg' if suffix == 'jpeg' else suffix}", format=suffix.upper())
+    return root
+
+
+def test_image_folder_split_by_fraction_is_stratified_and_seeded(tmp_path):
+    root = make_folder(tmp_path / "shapes", {"circle": 10, "square": 5, "star": 5})
+    first = load_dataset(str(root), test_split=0.2, seed=3)
+    assert first.class_names == ("circle", "square", "star")
+    assert torch.bincount(first.test_labels).tolist() == [2, 1, 1]
+    assert torch.bincount(first.train_labels).tolist() == [8, 4, 4]
+    assert first.input_shape == (28, 28, 1) and first.train_images.dtype == torch.uint8
+    second = load_dataset(root, test_split=0.2, seed=3)
+    assert torch.equal(first.test_images, second.test_images)
+    assert first.source.startswith(f"image folder {root}") and "seed 3" in first.source
+
+
+def test_image_folder_with_train_and_test_subfolders_and_bad_files(tmp_path):
+    make_folder(tmp_path / "set" / "train", {"cat": 3, "dog": 3}, color=True)
+    make_folder(tmp_path / "set" / "test", {"cat": 1, "dog": 2}, color=True)
+    (tmp_path / "set" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "set" / "test" / "dog" / "empty.jpg").write_bytes(b"")
+    dataset = load_image_folder(tmp_path / "set", image_size=(8, 8))
+    assert dataset.input_shape == (8, 8, 3)   # colour images: 3 channels chosen
+    assert torch.bincount(dataset.train_labels).tolist() == [3, 3]
+    assert torch.bincount(dataset.test_labels).tolist() == [1, 2]
+    assert len(dataset.skipped_files) == 2
+    assert any("broken.png" in reason for reason in dataset.skipped_files)
+    report = describe_dataset(dataset)
+    assert "unreadable files: 2" in report and "empty.jpg" in report
+
+
+def test_image_folder_channels_can_be_forced(tmp_path):
+    root = make_folder(tmp_path / "c", {"a": 2, "b": 2}, color=True)
+    assert load_dataset(root, channels=1, image_size=(6, 6)).input_shape == (6, 6, 1)
+
+
+@pytest.mark.parametrize("counts, message", [({"only": 3}, "one class"), ({}, "no class subfolders"),
+                                             ({"a": 2, "b": 0}, "class folder.s. with no image files: b")])
+def test_image_folder_needs_two_classes_with_images(tmp_path, counts, message):
+    root = make_folder(tmp_path / "f", counts)
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=message):
+        load_dataset(root)
+
+
+def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "f", {"a": 2})
+    (root / "b").mkdir()
+    (root / "b" / "x.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"no readable training images for class\(es\) b .1 unreadable"):
+        load_dataset(root)
+
+
+def test_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        load_dataset(str(tmp_path / "absent"))
+
+
+# --- validation split and batches ------------------------------------------------------------------------------------
+
+def test_split_validation_holds_out_the_last_part_as_keras():
+    images, labels = torch.arange(10).view(10, 1, 1, 1).to(torch.uint8), torch.arange(10)
+    (train_images, train_labels), (val_images, val_labels) = split_validation(images, labels, 0.25)
+    # Keras: split_at = int(10 * (1 - 0.25)) = 7.
+    assert train_labels.tolist() == list(range(7)) and val_labels.tolist() == [7, 8, 9]
+    assert val_images.flatten().tolist() == [7, 8, 9]
+    (_, all_labels), (_, none) = split_validation(images, labels, 0.0)
+    assert len(all_labels) == 10 and len(none) == 0
+    with pytest.raises(DataError, match="validation_split=1.0"):
+        split_validation(images, labels, 1.0)
+
+
+def test_iterate_batches_covers_every_sample_once_scaled_to_unit_range():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1) * 25
+    labels = torch.arange(10)
+    batches = list(iterate_batches(images, labels, 4, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert [len(batch_labels) for _, batch_labels in batches] == [4, 4, 2]
+    seen = torch.cat([batch_labels for _, batch_labels in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    for batch_images, batch_labels in batches:
+        assert batch_images.dtype == torch.float32
+        assert torch.allclose(batch_images.flatten(), batch_labels.float() * 25 / 255)
+    repeat = list(iterate_batches(images, labels, 4, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.cat([b for _, b in repeat]), seen)
+    ordered = torch.cat([b for _, b in iterate_batches(images, labels, 3)])
+    assert ordered.tolist() == list(range(10))
+    with pytest.raises(DataError, match="batch_size=0"):
+        next(iterate_batches(images, labels, 0))
