@@ -338,12 +338,12 @@ def _load_checked(path: Path, file: IdxFile, info: DatasetInfo) -> tuple[np.ndar
                 f"for {info.name}'s {file.filename}{_identify_other_dataset(content.content_sha256, info)}",
                 fix=f"the file is not {info.name}'s original; delete or replace it",
             )
-        source = "built-in" if file.content_sha256 else "recorded at the first verified download"
+        source = "convolab's table" if file.content_sha256 else "the one recorded at the first verified download"
         return content.array, FileCheck(file.role, str(path), content.content_sha256, "verified",
-                                        f"content SHA-256 ({source})")
+                                        f"content SHA-256 matches {source}")
     if content.gzipped and file.md5 is not None and _md5(path) == file.md5:
         return content.array, FileCheck(file.role, str(path), content.content_sha256, "verified",
-                                        "MD5 of the mirrors' gzip file")
+                                        "gzip file's MD5 matches the mirrors' published one")
     other = _identify_other_dataset(content.content_sha256, info)
     if other:
         raise DataError(f"{path}: this file belongs to another dataset{other}, not to {info.name}",
@@ -878,8 +878,8 @@ def describe_dataset(dataset: Dataset) -> str:
     if dataset.checks:
         lines.append(f"checksums: {dataset.verdict}")
         for check in dataset.checks:
-            lines.append(f"  {check.verdict:<10} {Path(check.path).name}: {check.how}; "
-                         f"content sha256 {check.content_sha256[:16]}…")
+            lines.append(f"  {check.verdict:<10} {Path(check.path).name:<28} {check.how} "
+                         f"({check.content_sha256[:12]}…)")
     else:
         lines.append("checksums: not applicable (an image folder has no published checksums)")
     if dataset.skipped_files:

@@ -1,0 +1,141 @@
+"""convolab.images.load_image on generated pictures: formats, channels, aspect, inversion, EXIF, unreadable files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convolab.errors import DataError
+from convolab.images import border_median, load_image
+
+
+def dark_square(size=(20, 20), square=(5, 15), background=0, foreground=255, mode="L") -> Image.Image:
+    """A light square on a dark background (Fashion-MNIST's polarity) unless the colours say otherwise."""
+    pixels = np.full((size[1], size[0]), background, dtype=np.uint8)
+    pixels[square[0]:square[1], square[0]:square[1]] = foreground
+    image = Image.fromarray(pixels, mode="L")
+    return image.convert(mode) if mode != "L" else image
+
+
+def test_a_dark_background_image_is_kept_as_it_is(tmp_path):
+    path = tmp_path / "dark.png"
+    dark_square().save(path)
+    tensor = load_image(path, (20, 20, 1))
+    assert tensor.shape == (1, 20, 20) and tensor.dtype == torch.uint8
+    assert tensor[0, 0, 0] == 0 and tensor[0, 10, 10] == 255
+
+
+def test_a_light_background_image_is_inverted_to_light_on_dark(tmp_path):
+    path = tmp_path / "light.jpg"
+    dark_square(background=250, foreground=10).save(path, quality=95)
+    tensor = load_image(path, (20, 20, 1))
+    assert tensor[0, 0, 0] <= 10 and tensor[0, 10, 10] >= 240
+    forced = load_image(path, (20, 20, 1), invert=False)
+    assert forced[0, 0, 0] >= 245 and forced[0, 10, 10] <= 15
+    flipped = load_image(tmp_path / "light.jpg", (20, 20, 1), invert=True)
+    assert torch.equal(flipped, tensor)
+
+
+def test_invert_true_forces_a_dark_image_negative(tmp_path):
+    path = tmp_path / "dark.png"
+    dark_square().save(path)
+    assert load_image(path, (20, 20, 1), invert=True)[0, 0, 0] == 255
+
+
+def test_border_median_ignores_an_object_touching_the_edge():
+    pixels = np.full((10, 10), 240, dtype=np.uint8)
+    pixels[:, :3] = 0   # an object covering the left edge: 10 of the 36 border pixels
+    assert border_median(pixels) == 240
+
+
+def test_aspect_is_kept_and_the_padding_matches_the_background(tmp_path):
+    # A 40x20 (wide) picture, a white bar on dark gray 30, into 20x20: it becomes 20x10, centred, and the rows above and
+    # below are padded with the border's median, 30, so no black frame appears around it.
+    pixels = np.full((20, 40), 30, dtype=np.uint8)
+    pixels[6:14, 6:34] = 255
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels, mode="L").save(path)
+    tensor = load_image(path, (20, 20, 1), invert=False)
+    assert tensor.shape == (1, 20, 20)
+    assert tensor[0, :5].unique().tolist() == [30] and tensor[0, 15:].unique().tolist() == [30]   # padding rows
+    assert tensor[0, 10, 10] >= 240                                       # the bar, scaled, in the middle
+    assert tensor[0, 5:15, 0].float().mean() < 40                         # the picture's own background at the edge
+
+
+def test_colour_becomes_gray_by_luma_and_gray_becomes_three_equal_channels(tmp_path):
+    path = tmp_path / "red.bmp"
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(path)
+    gray = load_image(path, (8, 8, 1), invert=False)
+    assert gray.unique().tolist() == [round(0.299 * 200)]
+    rgb = load_image(path, (8, 8, 3), invert=False)
+    assert rgb.shape == (3, 8, 8) and rgb[:, 0, 0].tolist() == [200, 0, 0]
+    gray_path = tmp_path / "gray.png"
+    dark_square().save(gray_path)
+    three = load_image(gray_path, (20, 20, 3))
+    assert torch.equal(three[0], three[1]) and torch.equal(three[1], three[2])
+
+
+@pytest.mark.parametrize("suffix, fmt", [("gif", "GIF"), ("webp", "WEBP"), ("bmp", "BMP"), ("jpeg", "JPEG")])
+def test_common_formats_load(tmp_path, suffix, fmt):
+    path = tmp_path / f"picture.{suffix}"
+    dark_square(mode="RGB").save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    tensor = load_image(path, (10, 10, 1))
+    assert tensor.shape == (1, 10, 10)
+    assert tensor[0, 0, 0] < 30 and tensor[0, 5, 5] > 220
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    # Stored 40 wide x 20 high with a white block at the left; EXIF orientation 6 means "rotate 90 degrees clockwise
+    # to display", so shown upright it is 20 wide x 40 high with the block at the top.
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    tensor = load_image(path, (40, 20, 1), invert=False)
+    assert tensor.shape == (1, 40, 20)
+    assert tensor[0, :8].float().mean() > 240 and tensor[0, 12:].float().mean() < 15
+
+
+def test_transparent_background_counts_as_white(tmp_path):
+    pixels = np.zeros((20, 20, 4), dtype=np.uint8)
+    pixels[5:15, 5:15] = (0, 0, 0, 255)   # an opaque black square, transparent around it
+    path = tmp_path / "cutout.png"
+    Image.fromarray(pixels, mode="RGBA").save(path)
+    tensor = load_image(path, (20, 20, 1))   # composited on white, then inverted: white square on black
+    assert tensor[0, 0, 0] == 0 and tensor[0, 10, 10] == 255
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
+    pixels = np.zeros((10, 10), dtype=np.uint16)
+    pixels[3:7, 3:7] = 60000
+    path = tmp_path / "deep.png"
+    Image.fromarray(pixels).save(path)
+    tensor = load_image(path, (10, 10, 1), invert=False)
+    assert tensor[0, 0, 0] == 0 and tensor[0, 5, 5] == 255
+
+
+def test_unreadable_and_missing_files_name_the_file(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture")
+    with pytest.raises(DataError, match="notes.png: cannot read as an image") as caught:
+        load_image(path, (28, 28, 1))
+    assert caught.value.fix
+    truncated = tmp_path / "cut.jpg"
+    dark_square(size=(64, 64), square=(10, 50)).save(truncated, quality=95)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DataError, match="cut.jpg: cannot read as an image"):
+        load_image(truncated, (28, 28, 1))
+    with pytest.raises(DataError, match="absent.png: no such image file"):
+        load_image(tmp_path / "absent.png", (28, 28, 1))
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    path = tmp_path / "ok.png"
+    dark_square().save(path)
+    with pytest.raises(DataError, match="has 4 channels; expected 1 .gray. or 3 .RGB."):
+        load_image(path, (28, 28, 4))
+    with pytest.raises(DataError, match="invert='sometimes'"):
+        load_image(path, (28, 28, 1), invert="sometimes")
