@@ -1,0 +1,203 @@
+"""What a trained ConvNet's layers make of some images: feature maps, learned kernels, filters ranked by activity.
+
+Everything here reads a model without changing it: forward hooks are removed in `finally`, every module's train/eval
+mode is put back, gradients are never recorded. Arrays come back in Keras's order, `(N, H, W, C)` for feature maps and
+`(kernel_h, kernel_w, in_channels, filters)` for kernels, so that `maps[i, :, :, f]` reads like the lab's
+`f1[0, :, :, CONVOLUTION_NUMBER]`. Layer numbers are the 0-based positions in the spec, the lab's `model.layers[x]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from convolab.errors import RunError, SpecError
+from convolab.shapes import keras_names
+from convolab.spec import AveragePooling2D, Conv2D, MaxPooling2D, ModelSpec
+
+# The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling".
+VISUAL_LAYER_TYPES = (Conv2D, MaxPooling2D, AveragePooling2D)
+
+
+@dataclass(frozen=True)
+class LayerMaps:
+    """One layer's output for a batch of images, in Keras's (N, H, W, C) order."""
+
+    index: int  # position in spec.layers (0-based, as in the lab's model.layers)
+    kind: str  # the Keras layer class name: "Conv2D", "MaxPooling2D", ...
+    values: np.ndarray  # (N, H, W, C) float32
+
+    @property
+    def num_filters(self) -> int:
+        return int(self.values.shape[-1])
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Feature maps of the chosen layers and the model's own verdict, all from one forward pass."""
+
+    layers: tuple[LayerMaps, ...]
+    logits: np.ndarray  # (N, classes)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    def layer(self, index: int) -> LayerMaps:
+        """The maps of spec layer `index`; it must have been captured."""
+        for maps in self.layers:
+            if maps.index == index:
+                return maps
+        captured = ", ".join(str(maps.index) for maps in self.layers)
+        raise SpecError(f"layer {index} was not captured; captured layers: {captured}",
+                        fix="capture the layer first, or pick one of the captured layers")
+
+
+def visual_layer_indices(spec: ModelSpec) -> list[int]:
+    """The positions of the conv and pool layers: the columns of the lab's grid."""
+    return [index for index, layer in enumerate(spec.layers) if isinstance(layer, VISUAL_LAYER_TYPES)]
+
+
+def conv_layer_indices(spec: ModelSpec) -> list[int]:
+    """The positions of the Conv2D layers: the ones with kernels to look at."""
+    return [index for index, layer in enumerate(spec.layers) if isinstance(layer, Conv2D)]
+
+
+def layer_names(spec: ModelSpec) -> dict[int, str]:
+    """Keras's automatic names by position: {0: 'conv2d', 1: 'max_pooling2d', 2: 'conv2d_1', ...}."""
+    return dict(enumerate(keras_names(spec.layers)))
+
+
+def find_layer(spec: ModelSpec, text: str, allowed: tuple[type, ...] = VISUAL_LAYER_TYPES) -> int:
+    """A layer given as its position ('2', as in the lab's model.layers[2]) or Keras name ('conv2d_1') -> position.
+
+    Raises a SpecError naming the choices unless the layer exists and is one of `allowed`.
+    """
+    text = str(text).strip()
+    names = layer_names(spec)
+    if text.lstrip("-").isdigit():
+        index = int(text)
+    else:
+        by_name = {name: index for index, name in names.items()}
+        if text not in by_name:
+            raise SpecError(f"no layer named {text!r} in this model",
+                            fix=f"pick one of: {describe_layer_choices(spec, allowed)}")
+        index = by_name[text]
+    check_layer(spec, index, allowed)
+    return index
+
+
+def describe_layer_choices(spec: ModelSpec, allowed: tuple[type, ...]) -> str:
+    """'0 = conv2d (Conv2D), 1 = max_pooling2d (MaxPooling2D), ...': the choices, for an error message."""
+    names = layer_names(spec)
+    choices = [f"{index} = {names[index]} ({type(layer).__name__})" for index, layer in enumerate(spec.layers)
+               if isinstance(layer, allowed)]
+    return ", ".join(choices) if choices else "none"
+
+
+def check_layer(spec: ModelSpec, index: int, allowed: tuple[type, ...] = VISUAL_LAYER_TYPES) -> None:
+    """Raise a SpecError unless spec layer `index` exists and is one of `allowed` (conv/pool by default)."""
+    kinds = "/".join(kind.__name__ for kind in allowed)
+    choices = describe_layer_choices(spec, allowed)
+    if not 0 <= index < len(spec.layers):
+        raise SpecError(f"layer {index} does not exist: the model has layers 0 to {len(spec.layers) - 1}",
+                        fix=f"pick a {kinds} layer: {choices}")
+    layer = spec.layers[index]
+    if not isinstance(layer, allowed):
+        raise SpecError(f"layer {index} is a {type(layer).__name__}, expected a {kinds} layer",
+                        fix=f"pick one of: {choices}")
+
+
+def check_image_indices(indices: list[int], available: int) -> None:
+    """Raise a RunError naming the bad index unless every index is in 0..available-1."""
+    for index in indices:
+        if not 0 <= index < available:
+            raise RunError(f"image index {index} is out of range: the test set has {available} images (0 to {available - 1})",
+                           fix=f"pick image indices between 0 and {available - 1}, e.g. --images 0,23,28")
+
+
+def check_filter_index(filter_index: int, maps: LayerMaps) -> None:
+    """Raise a SpecError unless `filter_index` is one of the layer's channels."""
+    if not 0 <= filter_index < maps.num_filters:
+        raise SpecError(f"filter {filter_index} does not exist in layer {maps.index} ({maps.kind}), "
+                        f"which has {maps.num_filters} filters (0 to {maps.num_filters - 1})",
+                        fix=f"pick a filter between 0 and {maps.num_filters - 1}")
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) images at rest -> float32 in [0, 1] on the model's device; float images pass through."""
+    if images.dtype == torch.uint8:
+        return images.to(device=device, dtype=torch.float32) / 255.0
+    return images.to(device=device, dtype=torch.float32)
+
+
+def nchw_to_nhwc(values: torch.Tensor) -> np.ndarray:
+    """A (N, C, H, W) tensor -> a (N, H, W, C) float32 numpy array: Keras's order, the one users see."""
+    return values.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live (CPU for a model without any)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
+            layer_indices: list[int] | None = None) -> Activations:
+    """Run `images` through `model` once and keep the outputs of the blocks at `layer_indices` (default: conv/pool).
+
+    model: a ConvNet whose `.blocks[i]` computes spec layer i. images: uint8 or float (N, C, H, W).
+    The model is put in eval mode for the pass (Dropout off, BatchNormalization on its running statistics, as Keras
+    predicts) and every module's mode is restored afterwards; the hooks are removed even if the pass fails.
+    """
+    indices = visual_layer_indices(spec) if layer_indices is None else list(layer_indices)
+    for index in indices:
+        check_layer(spec, index)
+    kept: dict[int, torch.Tensor] = {}
+    handles = []
+    modes = {module: module.training for module in model.modules()}
+    try:
+        for index in indices:
+            def keep(_module, _inputs, output, index=index):
+                kept[index] = output.detach()
+            handles.append(model.blocks[index].register_forward_hook(keep))
+        model.eval()
+        with torch.no_grad():
+            logits = model(to_model_input(images, model_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.train(training)
+    layers = tuple(LayerMaps(index=index, kind=type(spec.layers[index]).__name__, values=nchw_to_nhwc(kept[index]))
+                   for index in indices)
+    return Activations(layers=layers, logits=logits.detach().to("cpu", torch.float32).numpy())
+
+
+def find_conv(block: torch.nn.Module) -> torch.nn.Conv2d:
+    """The Conv2d module inside a block (the block itself, or its first Conv2d child)."""
+    for module in block.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return module
+    raise SpecError(f"block {type(block).__name__} holds no Conv2d module",
+                    fix="pick a Conv2D layer")
+
+
+def kernels(model: torch.nn.Module, spec: ModelSpec, layer_index: int) -> np.ndarray:
+    """The learned kernels of Conv2D layer `layer_index` in Keras's order: (kernel_h, kernel_w, in_channels, filters)."""
+    check_layer(spec, layer_index, allowed=(Conv2D,))
+    weight = find_conv(model.blocks[layer_index]).weight  # (filters, in_channels, kernel_h, kernel_w)
+    return weight.detach().to("cpu", torch.float32).permute(2, 3, 1, 0).contiguous().numpy()
+
+
+def variance_by_filter(values: np.ndarray) -> np.ndarray:
+    """Each filter's activation variance over images and positions: (N, H, W, C) -> (C,)."""
+    return values.reshape(-1, values.shape[-1]).var(axis=0)
+
+
+def filters_by_variance(values: np.ndarray) -> list[int]:
+    """Filter indices, most varied activation first (ties keep index order): the filters that respond to something."""
+    variance = variance_by_filter(values)
+    return sorted(range(len(variance)), key=lambda channel: (-float(variance[channel]), channel))
