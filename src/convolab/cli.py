@@ -16,6 +16,66 @@ from convolab.errors import ConvolabError
 
 # --- summary ---------------------------------------------------------------------------------------------------------
 
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """argparse type for --input-shape: "28,28,1", "28x28x1", or "28,28" (one channel)."""
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH,CHANNELS such as 28,28,1") from None
+    if len(sizes) == 2:
+        sizes.append(1)
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three positive integers HEIGHT,WIDTH,CHANNELS such as "
+                                         "28,28,1")
+    return (sizes[0], sizes[1], sizes[2])
+
+
+def parse_class_count(text: str) -> int:
+    """argparse type for --classes: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of classes such as 10") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected at least 1 class")
+    return value
+
+
+def add_summary_parser(subparsers) -> None:
+    from convolab.spec import GRAMMAR
+
+    parser = subparsers.add_parser(
+        "summary", help="Keras's model summary, with why each shape and parameter count is what it is",
+        description="Print Keras's summary of MODEL (Layer (type), Output Shape, Param #, totals) and, under each row, "
+                    "the arithmetic behind it, plus multiply-adds, activation memory and receptive field per layer.\n\n"
+                    + GRAMMAR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, ...), a .yaml/.yml/.json file, or a "
+                                                       "one-line model such as conv64x3,pool2,flatten,dense128,dense10")
+    parser.add_argument("--input-shape", type=parse_input_shape, default=None, metavar="H,W,C",
+                        help="input image shape (default: the model's own, else 28,28,1 as Fashion-MNIST)")
+    parser.add_argument("--classes", type=parse_class_count, default=None, metavar="N",
+                        help="class count: sizes a last `dense` without units and must match the model's output "
+                             "(default: 10, as Fashion-MNIST, for a `dense` without units; otherwise unchecked)")
+    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                        help="output format (default text)")
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Dense, load_spec
+    from convolab.summary import summarize
+
+    spec = load_spec(args.model)
+    input_shape = args.input_shape if args.input_shape or spec.input_shape else DEFAULT_INPUT_SHAPE
+    num_classes = args.classes
+    if num_classes is None and any(isinstance(layer, Dense) and layer.units is None for layer in spec.layers):
+        num_classes = DEFAULT_NUM_CLASSES
+    sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
+    return 0
+
+
 
 # --- data ------------------------------------------------------------------------------------------------------------
 
@@ -110,6 +170,7 @@ def run_data(args: argparse.Namespace) -> int:
 
 # (name, add_parser, run) for every subcommand, in the order --help lists them.
 COMMANDS: list[tuple[str, object, object]] = [
+    ("summary", add_summary_parser, run_summary),
     ("data", add_data_parser, run_data),
 ]
 

@@ -1,0 +1,157 @@
+"""The explained model summary: Keras's table (Layer (type), Output Shape, Param #, totals with their size) plus, for
+every row, the arithmetic behind it, multiply-adds, activation memory and the receptive field. Text, markdown or json.
+
+Built from `shapes.analyze` only; the text is plain (no colour codes), so it reads the same in a terminal, a pipe, a
+file and a golden test.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from convolab.errors import SpecError
+from convolab.shapes import LayerReport, analyze, count, readable_bytes, shape_text, totals
+from convolab.spec import ModelSpec
+
+FORMATS = ("text", "markdown", "json")
+BYTES_PER_PARAM = 4  # Keras sizes the totals as float32 weights
+
+# Text columns: (title, width, align); the widths fit the lab's models and most others in 110 characters.
+_COLUMNS = (
+    ("Layer (type)", 32, "<"),
+    ("Output Shape", 16, "<"),
+    ("Param #", 11, ">"),
+    ("Mult-adds", 13, ">"),
+    ("Memory", 11, ">"),
+    ("Receptive field", 17, "<"),
+)
+_WIDTH = sum(width for _, width, _ in _COLUMNS) + 2 * len(_COLUMNS) - 1
+
+
+def summarize(spec: ModelSpec, input_shape=None, num_classes: int | None = None, format: str = "text") -> str:
+    """The summary of `spec` on (height, width, channels) inputs, in `format` (text, markdown or json)."""
+    if format not in FORMATS:
+        raise SpecError(f"expected a summary format among {', '.join(FORMATS)}, received: {format!r}",
+                        fix="--format text")
+    reports = analyze(spec, input_shape, num_classes)
+    name = spec.name or "sequential"  # Keras's default model name
+    return {"text": format_text, "markdown": format_markdown, "json": format_json}[format](name, reports)
+
+
+def row_title(report: LayerReport) -> str:
+    """Keras's first column: 'conv2d_1 (Conv2D)'."""
+    return f"{report.name} ({report.kind})"
+
+
+def row_explanations(report: LayerReport) -> list[str]:
+    """The lines printed under a row: why the shape and parameters, the multiply-adds, the receptive field's growth."""
+    lines = list(report.explanations)
+    if report.macs_explanation:
+        lines.append(report.macs_explanation)
+    if report.kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
+        lines.append(report.receptive_field_explanation)
+    return lines
+
+
+def total_lines(reports: list[LayerReport]) -> list[str]:
+    """Keras's three totals with their float32 size, then multiply-adds and activation memory per image."""
+    summed = totals(reports)
+    return [
+        f"Total params: {count(summed['params'])} ({readable_bytes(summed['params'] * BYTES_PER_PARAM)})",
+        f"Trainable params: {count(summed['trainable_params'])} "
+        f"({readable_bytes(summed['trainable_params'] * BYTES_PER_PARAM)})",
+        f"Non-trainable params: {count(summed['non_trainable_params'])} "
+        f"({readable_bytes(summed['non_trainable_params'] * BYTES_PER_PARAM)})",
+        f"Multiply-adds per image: {count(summed['macs'])} (forward pass)",
+        f"Activation memory per image: {readable_bytes(summed['memory_bytes'])} (float32 outputs of every layer)",
+    ]
+
+
+def _cells(report: LayerReport) -> list[str]:
+    return [
+        row_title(report), shape_text(report.output_shape), count(report.params), count(report.macs),
+        readable_bytes(report.memory_bytes), report.receptive_field.text(),
+    ]
+
+
+def _text_row(cells: list[str]) -> str:
+    parts = []
+    for (_, width, align), cell in zip(_COLUMNS, cells):
+        parts.append(f"{cell:{align}{width}}")
+    return " " + "  ".join(parts).rstrip()
+
+
+def format_text(name: str, reports: list[LayerReport]) -> str:
+    """Keras's table in plain text, each row followed by its arithmetic."""
+    lines = [f'Model: "{name}" on input {shape_text(reports[0].input_shape)}', "_" * _WIDTH]
+    lines.append(_text_row([title for title, _, _ in _COLUMNS]))
+    lines.append("=" * _WIDTH)
+    for position, report in enumerate(reports):
+        lines.append(_text_row(_cells(report)))
+        lines.extend(f"     {line}" for line in row_explanations(report))
+        lines.append("=" * _WIDTH if position == len(reports) - 1 else "_" * _WIDTH)
+    lines.extend(f" {line}" for line in total_lines(reports))
+    lines.append("_" * _WIDTH)
+    lines.append("Shapes are per image, (height, width, channels); Keras prints a leading None for the batch.")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def format_markdown(name: str, reports: list[LayerReport]) -> str:
+    """The same table in GitHub markdown; the arithmetic goes in a last column, one line per <br>."""
+    lines = [
+        f"### Model `{name}` on input {shape_text(reports[0].input_shape)}",
+        "",
+        "| # | Layer (type) | Output Shape | Param # | Mult-adds | Memory | Receptive field | Why |",
+        "|--:|---|---|--:|--:|--:|---|---|",
+    ]
+    for report in reports:
+        cells = _cells(report) + ["<br>".join(row_explanations(report))]
+        lines.append(f"| {report.index} | " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
+    lines.append("")
+    lines.extend(f"- {line}" for line in total_lines(reports))
+    lines.append("")
+    lines.append("Shapes are per image, (height, width, channels); Keras prints a leading None for the batch.")
+    return "\n".join(lines) + "\n"
+
+
+def summary_dict(name: str, reports: list[LayerReport]) -> dict[str, Any]:
+    """Every number and explanation of the summary as plain JSON-ready data."""
+    return {
+        "name": name,
+        "input_shape": list(reports[0].input_shape),
+        "layers": [
+            {
+                "index": report.index,
+                "name": report.name,
+                "type": report.kind,
+                "input_shape": list(report.input_shape),
+                "output_shape": list(report.output_shape),
+                "params": report.params,
+                "trainable_params": report.trainable_params,
+                "non_trainable_params": report.non_trainable_params,
+                "macs": report.macs,
+                "output_values": report.output_values,
+                "memory_bytes": report.memory_bytes,
+                "receptive_field": {
+                    "size": None if report.receptive_field.whole_input else list(report.receptive_field.size),
+                    "jump": None if report.receptive_field.whole_input else list(report.receptive_field.jump),
+                    "whole_input": report.receptive_field.whole_input,
+                },
+                "explanations": report.explanations,
+                "macs_explanation": report.macs_explanation,
+                "memory_explanation": report.memory_explanation,
+                "receptive_field_explanation": report.receptive_field_explanation,
+            }
+            for report in reports
+        ],
+        "totals": totals(reports),
+    }
+
+
+def format_json(name: str, reports: list[LayerReport]) -> str:
+    """The summary as indented JSON (UTF-8 characters kept: ×, −, ⌊ ⌋)."""
+    return json.dumps(summary_dict(name, reports), indent=2, ensure_ascii=False) + "\n"
