@@ -277,7 +277,7 @@ def use_mirrors(tiny, monkeypatch, *mirrors, **options):
 
 def test_download_fills_the_cache_with_verified_files(tiny, mirror, isolated_cache, monkeypatch):
     use_mirrors(tiny, monkeypatch, mirror.url("good"))
-    dataset = load_dataset("tiny", progress=False)
+    dataset = load_dataset("tiny", progress=True)   # the rich progress bar goes to stderr
     cache = isolated_cache / "convolab" / "tiny"
     assert dataset.source == f"downloaded into cache {cache}" and dataset.verdict == "verified"
     assert sorted(path.name for path in cache.iterdir()) == sorted(tiny.gzipped)   # no temporary file left

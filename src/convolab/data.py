@@ -73,7 +73,7 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     except zlib.error as error:
         raise DataError(
             f"{path}: not a valid gzip stream ({error})",
-            fix="the file is damaged; delete it so convolab fetches a fresh copy, or replace it by hand",
+            fix="the file is damaged; replace it with a whole copy (a damaged file in convolab's cache is replaced by itself)",
         ) from None
     if len(content) > MAX_IDX_BYTES:
         raise DataError(
@@ -83,7 +83,7 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     if not decompressor.eof:
         raise DataError(
             f"{path}: truncated gzip file ({len(raw):,} bytes read, the compressed stream ends early)",
-            fix="the copy is incomplete (an interrupted download?); delete it so convolab fetches it again",
+            fix="the copy is incomplete (an interrupted download?); replace it with a whole copy",
         )
     return content
 
@@ -134,7 +134,7 @@ def read_idx(path: str | Path, expected_magic: int | None = None, expected_shape
         raise DataError(
             f"{path}: truncated payload: {payload:,} bytes of data; the header ({'x'.join(map(str, shape))} "
             f"{dtype.name}) needs {expected_payload:,}",
-            fix="the file is incomplete; delete it so convolab fetches it again, or replace it",
+            fix="the file is incomplete; replace it with a whole copy",
         )
     if payload > expected_payload:
         raise DataError(
@@ -566,6 +566,8 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
                     break   # the files are here but bad: report that, do not look in the parent
         error = _missing_message(info, attempts, offline)
         error.message += f"\n  ({origin} was given, so no other place was searched; it names the copy to use.)"
+        unset = "without --data-dir" if origin == "--data-dir" else "with CONVOLAB_DATA_DIR unset"
+        error.fix += f"\n    or run {unset} to use the cache, the system copy or the download"
         raise error
 
     # 2. The cache: a bad file is set aside, never trusted.
