@@ -1,0 +1,211 @@
+"""One training run end to end: spec and data in; model built, fitted, tested; the run directory written.
+
+    train_run(model, dataset, config, out) -> TrainResult      a new run
+    resume_run(path) -> TrainResult                             a stopped run, continued from its checkpoint
+
+This is what `convolab train`, `compare`, `lab` and `Sequential.fit` all call, so they train the same way. It sits
+below `evaluate` (it writes metrics.json with the confusion matrix) and above `compare`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
+from convolab.data import Dataset, load_dataset, split_validation
+from convolab.errors import RunError, TrainingError
+from convolab.evaluate import Evaluation, evaluate_model
+from convolab.model import build_model
+from convolab.runs import (RunDirectory, hardware, load_weights, python_command, read_checkpoint, read_json,
+                           require_run, versions, CONFIG)
+from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
+from convolab.train import (Progress, TrainConfig, TrainingState, choose_device, fit, make_progress, seed_everything)
+
+
+@dataclass
+class DataSelection:
+    """Which data a run used: how to load it again (load_dataset's arguments) and the subsets taken."""
+
+    options: dict = field(default_factory=lambda: {"source": "fashion-mnist"})
+    train_limit: int | None = None     # the first N training images (a quick try); None: all
+    test_limit: int | None = None      # the first N test images; None: all
+
+
+@dataclass
+class TrainResult:
+    """A finished training: where it was written, the model, its history, the test evaluation."""
+
+    name: str
+    spec: ModelSpec
+    model: torch.nn.Module
+    state: TrainingState
+    evaluation: Evaluation
+    run_dir: Path | None
+    dataset: Dataset
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall time of the epochs trained (validation included), over every session of a resumed run."""
+        seconds = [row["seconds"] for row in self.state.history]
+        return sum(seconds) / len(seconds) if seconds else float("nan")
+
+
+def build_callbacks(stop_at: str | None, early_stopping: int | None) -> list[Callback]:
+    """The callbacks the command-line flags ask for, in a fixed order (a resumed run rebuilds the same list)."""
+    callbacks: list[Callback] = []
+    if stop_at:
+        callbacks.append(StopAtTarget.parse(stop_at))
+    if early_stopping is not None:
+        callbacks.append(EarlyStopping(patience=early_stopping, monitor="val_loss"))
+    return callbacks
+
+
+def select_data(dataset: Dataset, selection: DataSelection, validation_split: float):
+    """(train, validation or None, test) as (images, labels) pairs, subsets and the Keras-style split applied."""
+    for name, limit in (("train_limit", selection.train_limit), ("test_limit", selection.test_limit)):
+        if limit is not None and limit < 1:
+            raise TrainingError(f"{name}={limit}; expected a positive number of images", fix="e.g. --train-limit 5000")
+    train_images, train_labels = dataset.train_images, dataset.train_labels
+    if selection.train_limit is not None:
+        train_images, train_labels = train_images[: selection.train_limit], train_labels[: selection.train_limit]
+    test_images, test_labels = dataset.test_images, dataset.test_labels
+    if selection.test_limit is not None:
+        test_images, test_labels = test_images[: selection.test_limit], test_labels[: selection.test_limit]
+    validation = None
+    if validation_split > 0:
+        (train_images, train_labels), validation = split_validation(train_images, train_labels, validation_split)
+    return (train_images, train_labels), validation, (test_images, test_labels)
+
+
+def run_config(name: str, spec: ModelSpec, dataset: Dataset, selection: DataSelection, config: TrainConfig,
+               device: torch.device, callbacks: dict, sizes: dict) -> dict:
+    """config.json: everything needed to trace a number to how it was made, and to rebuild the run."""
+    options = {key: (list(value) if isinstance(value, tuple) else value) for key, value in selection.options.items()}
+    return {
+        "name": name,
+        "spec": spec.to_dict(),
+        "spec_line": spec.to_line(),
+        "dataset": {"name": dataset.name, "source": dataset.source, "options": options,
+                    "train_limit": selection.train_limit, "test_limit": selection.test_limit,
+                    "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names), **sizes},
+        "train": asdict(config),
+        "loss": "sparse categorical cross-entropy on logits",
+        "callbacks": callbacks,
+        "device": str(device),
+        "hardware": hardware(device),
+        "versions": versions(),
+        "command": python_command(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingState, dataset: Dataset, test_data,
+            run: RunDirectory | None, device: torch.device, progress: Progress,
+            on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
+    """Test the model, write metrics.json, print the test line, call the hooks (pictures) with the run directory."""
+    evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device)
+    progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
+                     f"({evaluation.count} images)")
+    result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
+                         run_dir=run.path if run else None, dataset=dataset)
+    if run is not None:
+        run.write_metrics({**evaluation.to_dict(), "epochs_trained": state.epoch, "status": state.status,
+                           "stop_reason": state.stop_reason, "seconds_per_epoch": result.seconds_per_epoch})
+        for hook in on_train_end:
+            hook(run.path)
+    return result
+
+
+def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out: str | Path | None, *,
+              name: str | None = None, selection: DataSelection | None = None, stop_at: str | None = None,
+              early_stopping: int | None = None, callbacks: Sequence[Callback] = (), progress: Progress | None = None,
+              overwrite: bool = False, on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+    """Build `model` (a preset, file, one-line spec or ModelSpec) for `dataset`, train it, test it, write `out`.
+
+    out: the run directory (None: in memory only). overwrite: replace a run already there (otherwise RunError).
+    stop_at: "accuracy>=0.998"-style target. early_stopping: patience in epochs (needs a validation split).
+    callbacks: extra Callback objects. on_train_end: functions called with the run directory when all is written.
+    """
+    config.validate()
+    selection = selection or DataSelection(options={"source": dataset.name})
+    progress = progress or make_progress("auto")
+    spec = resolve_spec(load_spec(model) if isinstance(model, str) else model, dataset.input_shape, dataset.num_classes)
+    name = name or spec.name or (Path(out).name if out else "model")
+    train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
+    all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
+    device = choose_device(config.device)
+    run = RunDirectory(out) if out is not None else None
+    if run is not None:
+        run.create(overwrite=overwrite)
+    generator = seed_everything(config.seed)
+    network = build_model(spec, dataset.input_shape, dataset.num_classes)   # after seeding: the same weights every run
+    sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
+             "test_size": len(test_data[0])}
+    if run is not None:
+        run.write_config(run_config(name, spec, dataset, selection, config, device,
+                                    {"stop_at": stop_at, "early_stopping": early_stopping}, sizes))
+    state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
+                run=run, progress=progress, generator=generator)
+    return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
+
+
+def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,
+               callbacks: Sequence[Callback] = (), progress: Progress | None = None,
+               on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+    """Continue a stopped run from its checkpoint.pt; on CPU the final weights equal an uninterrupted run's.
+
+    dataset: the data (default: loaded again as config.json records). epochs: train to this many in all (default: the
+    run's own). A corrupted checkpoint raises RunError before anything is written.
+    """
+    path = require_run(path)
+    saved = read_json(path / CONFIG)
+    checkpoint = read_checkpoint(path / "checkpoint.pt")
+    progress = progress or make_progress("auto")
+    try:
+        config = TrainConfig(**saved["train"])
+        spec = spec_from_dict(saved["spec"])
+        data = saved["dataset"]
+        options = {key: (tuple(value) if isinstance(value, list) else value) for key, value in data["options"].items()}
+        selection = DataSelection(options=options, train_limit=data.get("train_limit"), test_limit=data.get("test_limit"))
+        stop_at, early_stopping = saved["callbacks"]["stop_at"], saved["callbacks"]["early_stopping"]
+    except (KeyError, TypeError) as error:
+        raise RunError(f"{path / CONFIG}: lacks {error}", fix="the run directory is damaged; train again") from None
+    if epochs is not None:
+        config.epochs = epochs
+    config.validate()
+    finished = checkpoint.get("status") in ("finished", "stopped")
+    if checkpoint["epoch"] >= config.epochs or checkpoint.get("status") == "stopped":
+        raise RunError(
+            f"{path}: nothing to resume: the run {checkpoint.get('status', 'ended')} after epoch {checkpoint['epoch']} "
+            f"of {config.epochs}" + (f" ({checkpoint['stop_reason']})" if checkpoint.get("stop_reason") else ""),
+            fix="train further with --resume --epochs N (N larger), or start a new run" if not
+            checkpoint.get("stop_reason") else "start a new run with another --out",
+        )
+    dataset = dataset or load_dataset(**options, progress=False)
+    if list(dataset.class_names) != list(data["class_names"]) or list(dataset.input_shape) != list(data["input_shape"]):
+        raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}; the run used "
+                       f"{data['name']}, {tuple(data['input_shape'])})", fix="resume with the data the run was trained on")
+    train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
+    all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
+    device = choose_device(config.device)
+    generator = seed_everything(config.seed)
+    network = build_model(spec, dataset.input_shape, dataset.num_classes)
+    load_weights(network, spec, checkpoint["model"], path / "checkpoint.pt")   # a clear error for another spec
+    run = RunDirectory(path)
+    if epochs is not None or finished:
+        run.write_config({**saved, "train": asdict(config)})
+    where = (f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step'] + 1}" if checkpoint["step"]
+             else f"epoch {checkpoint['epoch'] + 1}")
+    progress.message(f"resuming {path} at {where} of {config.epochs}")
+    state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
+                run=run, progress=progress, resume_from=checkpoint, generator=generator)
+    return _finish(saved.get("name") or path.name, spec, network, state, dataset, test_data, run, device, progress,
+                   on_train_end)

@@ -1,0 +1,327 @@
+"""Run directories: what a training run leaves on disk, written atomically, and read back as a `Run`.
+
+A run directory (docs/ARCHITECTURE.md):
+  config.json                 spec (dict and one-line), dataset, input shape, class names, hyperparameters, seed,
+                              versions, device
+  history.csv, history.json   one row per epoch: epoch, loss, accuracy, val_loss, val_accuracy, seconds
+  checkpoint.pt               model and optimizer state, epoch, step, random states, history; written every epoch
+  best.pt                     the weights of the best epoch by the monitored metric
+  metrics.json                test loss and accuracy, per-class accuracy, confusion matrix
+Every file is written to a temporary file in the same directory and renamed into place (os.replace), so a crash or
+Ctrl-C mid-write leaves the previous version whole. Checkpoints hold only tensors, numbers, strings, lists and dicts,
+and are read with torch.load(weights_only=True): loading one never runs code from the file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convolab import __version__
+from convolab.errors import ConvolabError, RunError
+from convolab.model import build_model
+from convolab.shapes import keras_names
+from convolab.spec import ModelSpec, spec_from_dict
+
+CONFIG = "config.json"
+HISTORY_CSV = "history.csv"
+HISTORY_JSON = "history.json"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+METRICS = "metrics.json"
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+CHECKPOINT_FORMAT = "convolab-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# --- atomic writes ----------------------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same directory, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        # Ctrl-C mid-write included: the old file stays, the partial one goes.
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, value: Any) -> Path:
+    """Write `value` as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def atomic_torch_save(value: dict, path: str | Path) -> Path:
+    """torch.save `value` atomically (serialized in memory first: a checkpoint of the lab's models is a few MB)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def history_csv(history: list[dict]) -> str:
+    """The history as CSV text: one row per epoch, empty cells for metrics a run does not record."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({column: row.get(column, "") for column in HISTORY_COLUMNS})
+    return out.getvalue()
+
+
+# --- reading checkpoints ----------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint without unpickling arbitrary objects; RunError if it is missing, corrupt or not convolab's."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no checkpoint there", fix="give the run directory of a finished or stopped training")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds (zip, pickle, EOF) for one cause: a bad file
+        raise RunError(
+            f"{path}: corrupted checkpoint, cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+            fix="nothing was overwritten; train again with another --out, or restore the file from a copy",
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path}: not a convolab checkpoint (no '{CHECKPOINT_FORMAT}' marker)",
+                       fix="give a file written by `convolab train`")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise RunError(f"{path}: checkpoint format version {payload['version']}; this convolab reads up to "
+                       f"{CHECKPOINT_VERSION}", fix="upgrade convolab")
+    return payload
+
+
+def layer_label(spec: ModelSpec, index: int) -> str:
+    """'layer 3 (conv2d_1, Conv2D)': how a message names the spec's layer `index` (0-based, counted from 1 on screen)."""
+    if 0 <= index < len(spec.layers):
+        return f"layer {index + 1} ({keras_names(spec.layers)[index]}, {type(spec.layers[index]).__name__})"
+    return "the model"
+
+
+def describe_mismatch(spec: ModelSpec, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
+    """One line per layer whose weights in `found` do not fit the model built from `spec` (`expected`)."""
+    def layer_of(key: str) -> int:
+        parts = key.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else -1
+
+    lines = []
+    for key in sorted(set(expected) | set(found), key=lambda k: (layer_of(k), k)):
+        want, got = expected.get(key), found.get(key)
+        where = layer_label(spec, layer_of(key))
+        if got is None:
+            lines.append(f"{where}: {key} missing from the checkpoint (the model expects {tuple(want.shape)})")
+        elif want is None:
+            lines.append(f"{where}: {key} {tuple(got.shape)} in the checkpoint, but the model has no such weight")
+        elif tuple(want.shape) != tuple(got.shape):
+            lines.append(f"{where}: {key} is {tuple(got.shape)} in the checkpoint, the model expects {tuple(want.shape)}")
+    return lines
+
+
+def load_weights(model: torch.nn.Module, spec: ModelSpec, state_dict: dict, source: str | Path) -> None:
+    """Load `state_dict` into `model`; RunError naming each layer that differs when it comes from another spec."""
+    differences = describe_mismatch(spec, model.state_dict(), state_dict)
+    if differences:
+        shown = differences[:8] + ([f"... and {len(differences) - 8} more"] if len(differences) > 8 else [])
+        raise RunError(
+            f"{source}: the checkpoint was written for another model spec than {spec.to_line()!r}; "
+            f"layers that differ:\n    " + "\n    ".join(shown),
+            fix="use the spec the run was trained with (see its config.json), or train this spec anew",
+        )
+    model.load_state_dict(state_dict)
+
+
+# --- writing a run ----------------------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    """The library versions a number depends on."""
+    import numpy
+
+    return {"convolab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    """The machine in a few words: CPU, cores, threads, and the GPU when one is used."""
+    info: dict[str, Any] = {"device": str(device), "processor": platform.processor() or platform.machine(),
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+class RunDirectory:
+    """Writes one run's files; every write is atomic."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has_run(self) -> bool:
+        """Whether a run already lives here (a config or a checkpoint)."""
+        return self.file(CONFIG).exists() or self.file(CHECKPOINT).exists()
+
+    def create(self, overwrite: bool = False) -> None:
+        """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: exists and is not a directory", fix="choose another --out")
+        if self.has_run() and not overwrite:
+            raise RunError(f"{self.path}: already holds a run",
+                           fix="continue it with --resume, choose another --out, or replace it with --overwrite")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON):
+                self.file(name).unlink(missing_ok=True)
+
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.file(CONFIG), config)
+
+    def read_config(self) -> dict:
+        return read_json(self.file(CONFIG))
+
+    def write_history(self, history: list[dict]) -> None:
+        atomic_write_json(self.file(HISTORY_JSON), history)
+        atomic_write_text(self.file(HISTORY_CSV), history_csv(history))
+
+    def save_checkpoint(self, payload: dict) -> None:
+        """The resumable state; `payload` is built by train.fit (see train.checkpoint_payload)."""
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, self.file(CHECKPOINT))
+
+    def save_best(self, model: torch.nn.Module, epoch: int, monitor: str, value: float) -> None:
+        """The weights of the best epoch so far, by `monitor`."""
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": "best",
+                           "model": model.state_dict(), "epoch": epoch, "monitor": monitor, "value": value},
+                          self.file(BEST))
+
+    def write_metrics(self, metrics: dict) -> None:
+        atomic_write_json(self.file(METRICS), metrics)
+
+    def load_checkpoint(self) -> dict:
+        return read_checkpoint(self.file(CHECKPOINT))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run; RunError naming the file if it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing", fix="give the directory that `convolab train` wrote") from None
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: cannot be read as JSON ({error})",
+                       fix="the run directory is damaged; train again with another --out") from None
+
+
+# --- reading a run ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A finished (or stopped) run read back: its config, spec, model with weights, history, test metrics."""
+
+    path: Path
+    config: dict
+    spec: ModelSpec
+    model: torch.nn.Module
+    history: list[dict]
+    metrics: dict | None
+    checkpoint: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["dataset"]["class_names"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["dataset"]["input_shape"])
+
+    @property
+    def status(self) -> str:
+        """'finished', 'stopped' (a callback ended it), 'interrupted' (Ctrl-C), 'failed' or 'running'."""
+        return self.checkpoint.get("status", "unknown")
+
+
+def require_run(path: str | Path) -> Path:
+    """The run directory `path`, or a RunError saying why it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such run directory", fix="give a directory that `convolab train --out` wrote, "
+                       "e.g. runs/cnn")
+    if not path.is_dir():
+        raise RunError(f"{path}: not a run directory (it is a file)", fix="give the directory that holds config.json "
+                       "and checkpoint.pt")
+    missing = [name for name in (CONFIG, CHECKPOINT) if not (path / name).is_file()]
+    if missing:
+        raise RunError(f"{path}: not a run directory (no {' or '.join(missing)})",
+                       fix="give a directory that `convolab train --out` wrote, e.g. runs/cnn")
+    return path
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str = "final") -> Run:
+    """Read a run directory: config, spec, the model with its weights, history and test metrics.
+
+    weights: "final" (checkpoint.pt: the weights training ended with, best ones if early stopping restored them)
+    or "best" (best.pt: the best epoch by the monitored metric).
+    """
+    path = require_run(path)
+    config = read_json(path / CONFIG)
+    try:
+        spec = spec_from_dict(config["spec"])
+        input_shape = tuple(config["dataset"]["input_shape"])
+        num_classes = len(config["dataset"]["class_names"])
+    except (KeyError, TypeError) as error:
+        raise RunError(f"{path / CONFIG}: lacks {error}", fix="the run directory is damaged; train again") from None
+    except ConvolabError as error:
+        raise RunError(f"{path / CONFIG}: its spec cannot be read: {error.message}",
+                       fix="the run directory is damaged; train again") from None
+    checkpoint = read_checkpoint(path / CHECKPOINT)
+    weights_file = path / (BEST if weights == "best" else CHECKPOINT)
+    state = read_checkpoint(weights_file)["model"] if weights == "best" else checkpoint["model"]
+    model = build_model(spec, input_shape, num_classes)
+    load_weights(model, spec, state, weights_file)
+    model.to(device).eval()
+    history = list(checkpoint.get("history", []))
+    metrics_file = path / METRICS
+    metrics = read_json(metrics_file) if metrics_file.is_file() else None
+    return Run(path=path, config=config, spec=spec, model=model, history=history, metrics=metrics,
+               checkpoint=checkpoint)
+
+
+def next_free_directory(base: str | Path) -> Path:
+    """`base` if no run lives there, else base-2, base-3, ...: a default --out never replaces an earlier run."""
+    base = Path(base)
+    candidate, number = base, 2
+    while RunDirectory(candidate).has_run():
+        candidate = base.with_name(f"{base.name}-{number}")
+        number += 1
+    return candidate
+
+
+def python_command() -> str:
+    """The command line that made this run, for config.json."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

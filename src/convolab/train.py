@@ -1,0 +1,520 @@
+"""The visible training loop: one epoch, one evaluation, and `fit` orchestrating epochs, callbacks and checkpoints.
+
+    train_one_epoch(model, batches, optimizer, loss_fn) -> {"loss", "accuracy", "steps", "count"}
+    evaluate(model, batches, loss_fn) -> {"loss", "accuracy", "count"}
+    fit(model, (images, labels), config, ...) -> TrainingState
+
+Models return logits and the loss is cross-entropy on logits (log-softmax inside): a final softmax in a spec is applied
+only by ConvNet.probabilities, never twice. The loop takes the model, batches and optimizer as arguments, so a faster
+implementation of the same model (engine.py) can be passed in unchanged.
+
+Resume is exact on CPU: a checkpoint holds the model, the optimizer, the global torch RNG state (dropout), the shuffle
+generator's state at the start of the current epoch, and how many of that epoch's batches were done. Resuming replays
+the same permutation, skips the done batches, and continues, so the final weights equal an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from convolab.callbacks import Callback, Checkpoint
+from convolab.data import iterate_batches
+from convolab.errors import TrainingError
+from convolab.runs import RunDirectory
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run; the defaults are the lab's (Keras's compile/fit in the course notebook)."""
+
+    epochs: int = 5
+    batch_size: int = 32               # Keras's fit default, and the lab's
+    optimizer: str = "adam"
+    learning_rate: float = 0.001       # Keras's Adam default
+    validation_split: float = 0.0      # the lab uses none; Keras holds out the LAST fraction, unshuffled
+    seed: int = 0
+    device: str = "auto"               # auto: cuda, then mps, then cpu
+
+    def validate(self) -> None:
+        """Raise TrainingError naming the first bad field."""
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise TrainingError(f"epochs={self.epochs!r}; expected a positive integer", fix="use --epochs 5, say")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise TrainingError(f"batch_size={self.batch_size!r}; expected a positive integer",
+                                fix="use --batch-size 32, say")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"optimizer={self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}",
+                                fix="use --optimizer adam")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise TrainingError(f"learning_rate={self.learning_rate!r}; expected a positive number",
+                                fix="use --learning-rate 0.001, say")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise TrainingError(f"validation_split={self.validation_split!r}; expected a fraction in [0, 1)",
+                                fix="use --validation-split 0.1, say (0 for none)")
+        if self.device not in DEVICES:
+            raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
+
+
+# --- device, seeds, optimizer, loss ---------------------------------------------------------------------------------
+
+def choose_device(name: str = "auto") -> torch.device:
+    """The device to train on, chosen once: "auto" takes cuda, then mps, then cpu; an unavailable one is an error."""
+    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise TrainingError("device 'cuda' requested, but PyTorch sees no CUDA GPU here", fix="use --device cpu or auto")
+    if name == "mps" and not mps:
+        raise TrainingError("device 'mps' requested, but PyTorch sees no Apple GPU (MPS) here",
+                            fix="use --device cpu or auto")
+    if name not in DEVICES:
+        raise TrainingError(f"device {name!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weights, dropout) and return a separate generator for the shuffle order."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learning_rate: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """Keras's optimizers with Keras's defaults (epsilon 1e-7, RMSprop's rho 0.9) in PyTorch.
+
+    Adam uses the fused kernel on CPU and CUDA: one call updates every tensor (about 10% of the lab CNN's step at batch 32).
+    """
+    parameters = list(parameters)
+    fused = device.type in ("cpu", "cuda")
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=learning_rate, eps=1e-7, fused=fused)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=learning_rate, eps=1e-7, fused=fused)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=learning_rate)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=learning_rate, alpha=0.9, eps=1e-7)
+    raise TrainingError(f"optimizer={name!r}; expected one of {', '.join(OPTIMIZERS)}", fix="use --optimizer adam")
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Keras's sparse categorical cross-entropy, computed from logits: log-softmax inside, stable for large logits."""
+    return F.cross_entropy(logits, labels)
+
+
+# --- one epoch, one evaluation ----------------------------------------------------------------------------------------
+
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite; `step` is the 1-based batch of the epoch where it happened."""
+
+    def __init__(self, step: int, value: float, where: str = ""):
+        super().__init__(f"the loss became {value} at {where}step {step}",
+                         fix="lower --learning-rate (e.g. 0.001), or check the data for bad values")
+        self.step = step
+        self.value = value
+
+
+@dataclass
+class EpochTotals:
+    """Running sums for one epoch, kept outside the loop so that an interrupted epoch can be saved and resumed."""
+
+    steps: int = 0
+    count: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """Sample-weighted mean loss and accuracy so far (what Keras prints as the epoch's loss and accuracy)."""
+        if self.count == 0:
+            return {"loss": float("nan"), "accuracy": float("nan")}
+        return {"loss": self.loss_sum / self.count, "accuracy": self.correct / self.count}
+
+
+def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, loss_fn: Callable = cross_entropy, *,
+                    totals: EpochTotals | None = None, on_step: Callable[[EpochTotals], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """One pass over `batches`: forward, loss, backward, step. Returns the epoch's mean loss and accuracy.
+
+    totals: running sums to continue (a resumed epoch) and to read back if the epoch is interrupted.
+    on_step(totals): after every step (progress bars). should_stop(): checked after every step; True ends the epoch
+    early with the model and totals consistent (how Ctrl-C is handled).
+    A NaN or infinite loss raises NonFiniteLoss before the optimizer step, so the weights stay the last good ones.
+    """
+    totals = totals if totals is not None else EpochTotals()
+    model.train()
+    for images, labels in batches:
+        logits = model(images)                       # (B, classes)
+        loss = loss_fn(logits, labels)               # mean over the batch
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(totals.steps + 1, loss_value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batch_size = labels.shape[0]
+        totals.steps += 1
+        totals.count += batch_size
+        totals.loss_sum += loss_value * batch_size
+        totals.correct += int((logits.argmax(dim=1) == labels).sum())
+        if on_step is not None:
+            on_step(totals)
+        if should_stop is not None and should_stop():
+            break
+    return {**totals.metrics(), "steps": totals.steps, "count": totals.count}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             loss_fn: Callable = cross_entropy) -> dict[str, float]:
+    """Mean loss and accuracy over `batches` in eval mode (the model's mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    totals = EpochTotals()
+    try:
+        for images, labels in batches:
+            logits = model(images)                   # (B, classes)
+            batch_size = labels.shape[0]
+            totals.count += batch_size
+            totals.loss_sum += float(loss_fn(logits, labels)) * batch_size
+            totals.correct += int((logits.argmax(dim=1) == labels).sum())
+    finally:
+        model.train(was_training)
+    return {**totals.metrics(), "count": totals.count}
+
+
+# --- progress -------------------------------------------------------------------------------------------------------
+
+def format_epoch_line(epoch: int, epochs: int, logs: dict) -> str:
+    """'epoch 1/5  loss 0.4979  accuracy 0.8253  val_loss 0.3871  val_accuracy 0.8610  12.3s'."""
+    parts = [f"epoch {epoch}/{epochs}"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if logs.get(name) is not None:
+            parts.append(f"{name} {logs[name]:.4f}")
+    parts.append(f"{logs['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+class Progress:
+    """How training reports itself; this base prints one plain line per epoch (for logs and pipes)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        """An epoch of `steps` batches begins (`done` of them already done, when resuming mid-epoch)."""
+
+    def step(self, totals: EpochTotals) -> None:
+        """A batch finished."""
+
+    def end_epoch(self, epoch: int, epochs: int, logs: dict) -> None:
+        self._print(format_epoch_line(epoch, epochs, logs))
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def close(self) -> None:
+        """Tear down any live display."""
+
+
+class QuietProgress(Progress):
+    """Prints nothing (--quiet); errors still reach stderr."""
+
+    def end_epoch(self, epoch: int, epochs: int, logs: dict) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+class RichProgress(Progress):
+    """A live bar within each epoch (step, loss, accuracy, rate, time left), then the epoch's line (a terminal)."""
+
+    REFRESH_SECONDS = 0.1   # redraws cost time at batch 32; ten a second reads as live
+
+    def __init__(self, console=None):
+        super().__init__()
+        from rich.console import Console
+
+        self.console = console or Console()
+        self.bar = None
+        self.task = None
+        self.last_update = 0.0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn)
+
+        self.close()
+        self.bar = Bar(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.4f}  accuracy {task.fields[accuracy]:.4f}"),
+                       TextColumn("{task.fields[rate]:.0f} steps/s"), TimeRemainingColumn(),
+                       console=self.console, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=steps, completed=done, loss=float("nan"),
+                                      accuracy=float("nan"), rate=0.0)
+        self.start_time, self.start_done = time.perf_counter(), done
+
+    def step(self, totals: EpochTotals) -> None:
+        now = time.perf_counter()
+        if self.bar is None or now - self.last_update < self.REFRESH_SECONDS:
+            return
+        self.last_update = now
+        metrics = totals.metrics()
+        rate = (totals.steps - self.start_done) / max(now - self.start_time, 1e-9)
+        self.bar.update(self.task, completed=totals.steps, rate=rate, **metrics)
+
+    def end_epoch(self, epoch: int, epochs: int, logs: dict) -> None:
+        self.close()
+        self.console.print(format_epoch_line(epoch, epochs, logs), highlight=False, soft_wrap=True)
+
+    def message(self, text: str) -> None:
+        (self.bar.console if self.bar is not None else self.console).print(text, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def make_progress(mode: str = "auto") -> Progress:
+    """"auto": a live bar on a terminal, plain lines otherwise; "plain"; "quiet"; "bar"."""
+    if mode == "quiet":
+        return QuietProgress()
+    if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
+        return RichProgress()
+    return Progress()
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------------------------
+
+class InterruptFlag:
+    """Turns the first Ctrl-C into a flag the loop checks after each step (so the saved state is consistent);
+    a second Ctrl-C interrupts at once. Only in the main thread, where Python delivers signals."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self) -> "InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: a resumable checkpoint was saved (when training writes a run directory)."""
+
+    exit_code = 130
+
+
+# --- fit ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingState:
+    """What callbacks see and checkpoints hold: the model, the optimizer, where training is, and what it recorded."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    device: torch.device
+    generator: torch.Generator
+    run: RunDirectory | None = None
+    epoch: int = 0                      # epochs completed
+    history: list[dict] = field(default_factory=list)
+    logs: dict = field(default_factory=dict)   # the last epoch's row
+    stop_reason: str | None = None
+    status: str = "running"             # running, finished, stopped, interrupted, failed
+    epoch_generator_state: torch.Tensor | None = None   # the shuffle generator at the start of the current epoch
+    totals: EpochTotals = field(default_factory=EpochTotals)   # the current epoch's progress (mid-epoch checkpoints)
+
+    @property
+    def metric_names(self) -> set[str]:
+        return set(self.history[-1]) - {"epoch", "seconds"} if self.history else set()
+
+
+def metric_names(has_validation: bool) -> set[str]:
+    """The metrics each history row will hold."""
+    names = {"loss", "accuracy"}
+    return names | {"val_loss", "val_accuracy"} if has_validation else names
+
+
+def callback_keys(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """Each callback's key in a checkpoint: its class name, numbered from the second of a kind ("Checkpoint#2")."""
+    seen: dict[str, int] = {}
+    keys = []
+    for callback in callbacks:
+        kind = type(callback).__name__
+        seen[kind] = seen.get(kind, 0) + 1
+        keys.append((kind if seen[kind] == 1 else f"{kind}#{seen[kind]}", callback))
+    return keys
+
+
+def checkpoint_payload(state: TrainingState, callbacks: Sequence[Callback]) -> dict:
+    """Everything resume needs, as tensors, numbers, strings, lists and dicts (loads with weights_only=True)."""
+    payload: dict[str, Any] = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "epoch": state.epoch,
+        "step": state.totals.steps,
+        "totals": asdict(state.totals),
+        "epoch_generator_state": state.epoch_generator_state,
+        "generator_state": state.generator.get_state(),
+        "torch_rng_state": torch.get_rng_state(),
+        "history": state.history,
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "train_config": asdict(state.config),
+        "callbacks": {key: callback.state_dict() for key, callback in callback_keys(callbacks)},
+    }
+    if state.device.type == "cuda":
+        payload["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+    return payload
+
+
+def restore_state(state: TrainingState, checkpoint: dict, callbacks: Sequence[Callback]) -> None:
+    """Put a checkpoint's model, optimizer, random states, history, epoch progress and callback states back."""
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.epoch = int(checkpoint["epoch"])
+    state.history = [dict(row) for row in checkpoint["history"]]
+    state.logs = dict(state.history[-1]) if state.history else {}
+    state.totals = EpochTotals(**checkpoint["totals"])
+    state.epoch_generator_state = checkpoint["epoch_generator_state"]
+    state.generator.set_state(checkpoint["generator_state"])
+    torch.set_rng_state(checkpoint["torch_rng_state"])
+    if state.device.type == "cuda" and "cuda_rng_states" in checkpoint:
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+    saved = checkpoint.get("callbacks", {})
+    for key, callback in callback_keys(callbacks):
+        if key in saved:
+            callback.load_state_dict(saved[key])
+
+
+def _epoch_batches(state: TrainingState, images: torch.Tensor, labels: torch.Tensor) -> Iterator:
+    """This epoch's batches: the permutation drawn from the shuffle generator at the epoch's start, minus those done."""
+    if state.totals.steps == 0:
+        state.epoch_generator_state = state.generator.get_state()
+    else:
+        state.generator.set_state(state.epoch_generator_state)   # replay the interrupted epoch's permutation
+    batches = iterate_batches(images, labels, state.config.batch_size, shuffle=True, generator=state.generator,
+                              device=state.device)
+    return islice(batches, state.totals.steps, None)
+
+
+def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, *,
+        validation_data: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
+        optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = cross_entropy,
+        callbacks: Sequence[Callback] = (), run: RunDirectory | None = None, progress: Progress | None = None,
+        resume_from: dict | None = None, generator: torch.Generator | None = None) -> TrainingState:
+    """Train `model` for `config.epochs` epochs on uint8 images and int64 labels; returns the final TrainingState.
+
+    device: chosen once by the caller (default: choose_device(config.device)); the model is moved there.
+    optimizer: default make_optimizer(config...). callbacks: checked against the metrics before the first step.
+    run: where checkpoint.pt (every epoch), best.pt and the history go; None trains in memory only.
+    resume_from: a checkpoint dict (runs.read_checkpoint) to continue from. generator: the shuffle generator
+    (default: seed_everything(config.seed), which also seeds the global RNG; seed before building the model yourself).
+    Raises NonFiniteLoss (the last good checkpoint is kept) and TrainingInterrupted (Ctrl-C; a resumable one is saved).
+    """
+    config.validate()
+    device = device or choose_device(config.device)
+    progress = progress or make_progress("auto")
+    model.to(device)
+    optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device)
+    generator = generator or torch.Generator().manual_seed(config.seed)
+    callbacks = list(callbacks)
+    if run is not None and not any(isinstance(callback, Checkpoint) for callback in callbacks):
+        callbacks.append(Checkpoint(monitor="val_accuracy" if validation_data is not None else "accuracy"))
+    names = metric_names(validation_data is not None)
+    for callback in callbacks:
+        callback.check(names)
+
+    state = TrainingState(model=model, optimizer=optimizer, config=config, device=device, generator=generator, run=run)
+    if resume_from is not None:
+        restore_state(state, resume_from, callbacks)
+    images, labels = train_data
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+
+    def save(status: str) -> None:
+        state.status = status
+        if run is not None:
+            run.save_checkpoint(checkpoint_payload(state, callbacks))
+
+    for callback in callbacks:
+        callback.on_train_begin(state)
+    with InterruptFlag() as interrupt:
+        try:
+            while state.epoch < config.epochs and state.stop_reason is None:
+                epoch = state.epoch + 1
+                progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
+                started = time.perf_counter()
+                try:
+                    metrics = train_one_epoch(model, _epoch_batches(state, images, labels), optimizer, loss_fn,
+                                              totals=state.totals, on_step=progress.step,
+                                              should_stop=lambda: interrupt.raised)
+                except NonFiniteLoss as error:
+                    progress.close()
+                    state.status = "failed"
+                    kept = (f"; the last good checkpoint (epoch {state.epoch}) is kept in {run.path}"
+                            if run is not None and state.epoch > 0 else "")
+                    failure = NonFiniteLoss(error.step, error.value, where=f"epoch {epoch}, ")
+                    failure.message += f" of {steps_per_epoch}{kept}"
+                    raise failure from None
+                if interrupt.raised:
+                    raise KeyboardInterrupt
+                row = {"epoch": epoch, "loss": metrics["loss"], "accuracy": metrics["accuracy"]}
+                if validation_data is not None:
+                    validation = evaluate(model, iterate_batches(*validation_data, batch_size=max(config.batch_size, 256),
+                                                                 device=device), loss_fn)
+                    row.update(val_loss=validation["loss"], val_accuracy=validation["accuracy"])
+                row["seconds"] = round(time.perf_counter() - started, 3)
+                state.epoch, state.totals, state.logs = epoch, EpochTotals(), row
+                state.history.append(row)
+                progress.end_epoch(epoch, config.epochs, row)
+                if run is not None:
+                    run.write_history(state.history)
+                for callback in callbacks:
+                    reason = callback.on_epoch_end(state)
+                    if reason and state.stop_reason is None:
+                        state.stop_reason = reason
+                done = state.stop_reason is not None or state.epoch >= config.epochs
+                save(("stopped" if state.stop_reason else "finished") if done else "running")
+        except KeyboardInterrupt:
+            progress.close()
+            where = (f"epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
+                     else f"after epoch {state.epoch}")
+            if run is not None:
+                save("interrupted")
+                raise TrainingInterrupted(f"interrupted {where}; a resumable checkpoint is saved in {run.path}",
+                                          fix=f"continue with: convolab train --resume {run.path}") from None
+            raise TrainingInterrupted(f"interrupted {where} (no run directory, nothing saved)") from None
+    if state.stop_reason:
+        progress.message(f"stopped after epoch {state.epoch}: {state.stop_reason}")
+    for callback in callbacks:
+        callback.on_train_end(state)
+    return state
+
