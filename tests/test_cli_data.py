@@ -8,13 +8,12 @@ import argparse
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from convolab import cli, data
+from convolab import data
 from convolab.cli import add_data_flags, data_options, main
 from idx_fixtures import gz, idx_bytes, make_tiny
-
-import numpy as np
 
 GOLDEN = Path(__file__).parent / "golden"
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

@@ -21,7 +21,6 @@ Images at rest are uint8 tensors (N, C, H, W); labels int64 (N,). They become fl
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import json
@@ -32,7 +31,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,7 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     except zlib.error as error:
         raise DataError(
             f"{path}: not a valid gzip stream ({error})",
-            fix="the file is damaged; replace it with a whole copy (a damaged file in convolab's cache is replaced by itself)",
+            fix="the file is damaged; replace it with a whole copy (convolab's cache replaces its own damaged files)",
         ) from None
     if len(content) > MAX_IDX_BYTES:
         raise DataError(
@@ -88,7 +87,8 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     return content
 
 
-def read_idx(path: str | Path, expected_magic: int | None = None, expected_shape: tuple[int, ...] | None = None) -> IdxContent:
+def read_idx(path: str | Path, expected_magic: int | None = None,
+             expected_shape: tuple[int | None, ...] | None = None) -> IdxContent:
     """Read one IDX file, gzipped or raw, validating magic number, element type, dimensions and payload size.
 
     expected_magic: 2049 for labels, 2051 for images (None accepts any valid IDX header).
@@ -98,7 +98,8 @@ def read_idx(path: str | Path, expected_magic: int | None = None, expected_shape
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})", fix="check the path and its permissions") from None
+        raise DataError(f"{path}: cannot read ({error.strerror or error})",
+                        fix="check the path and its permissions") from None
     gzipped = raw[:2] == GZIP_MAGIC
     content = _decompress(path, raw) if gzipped else raw
     if len(content) < 4:
@@ -108,8 +109,8 @@ def read_idx(path: str | Path, expected_magic: int | None = None, expected_shape
     element_type, ndim = content[2], content[3]
     if content[:2] != b"\x00\x00" or element_type not in IDX_ELEMENT_TYPES or ndim == 0:
         raise DataError(
-            f"{path}: wrong magic number 0x{magic:08X}; expected an IDX header 0x0000TTDD "
-            f"(TT an element type, DD the number of dimensions), such as 0x{2051:08X} for images or 0x{2049:08X} for labels",
+            f"{path}: wrong magic number 0x{magic:08X}; expected an IDX header 0x0000TTDD (TT an element type, "
+            f"DD the number of dimensions), such as 0x{2051:08X} for images or 0x{2049:08X} for labels",
             fix="this is not an IDX file (or it is corrupt); use the files from the dataset's mirror",
         )
     if expected_magic is not None and magic != expected_magic:
@@ -382,10 +383,6 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
-def _short(error: DataError) -> str:
-    return error.message
-
-
 # --- download --------------------------------------------------------------------------------------------------------
 
 DOWNLOAD_TIMEOUT_S = 30.0     # per connection and per read: a stalled mirror is abandoned after this long
@@ -441,8 +438,8 @@ def _progress_bar(label: str, total: int):
     return progress, task
 
 
-def _download_file(file: IdxFile, info: DatasetInfo, directory: Path, progress: bool) -> list[str]:
-    """Fetch `file` into `directory` from the first mirror that gives a verified copy; returns what each try met."""
+def _download_file(file: IdxFile, info: DatasetInfo, directory: Path, progress: bool) -> None:
+    """Fetch `file` into `directory` from the first mirror that gives a verified copy; DataError listing every try."""
     failures: list[str] = []
     destination = directory / file.filename
     for mirror in info.mirrors:
@@ -459,7 +456,7 @@ def _download_file(file: IdxFile, info: DatasetInfo, directory: Path, progress: 
                 temporary.replace(destination)   # only a whole, verified file takes the real name
                 if file.content_sha256 is None:
                     _record_hashes(info, {file.role: content.content_sha256})
-                return failures
+                return
             except DataError as error:
                 failures.append(f"{url}: {error.message.replace(str(temporary) + ': ', '')}")
                 if "checksum mismatch" in error.message:
@@ -550,7 +547,10 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
         )
 
     # 1. A directory the user chose: the dataset's own subfolder of it, or the directory itself.
-    chosen, origin = (data_dir, "--data-dir") if data_dir is not None else (os.environ.get("CONVOLAB_DATA_DIR"), "CONVOLAB_DATA_DIR")
+    if data_dir is not None:
+        chosen, origin = data_dir, "--data-dir"
+    else:
+        chosen, origin = os.environ.get("CONVOLAB_DATA_DIR"), "CONVOLAB_DATA_DIR"
     if chosen:
         root = Path(chosen).expanduser()
         for directory in (root / info.name, root):
@@ -561,7 +561,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
                 arrays, checks = _load_directory(directory, info)
                 return build(arrays, checks, f"{directory} ({origin})")
             except DataError as error:
-                attempts.append(_Attempt(f"{directory} ({origin})", _short(error), error.fix))
+                attempts.append(_Attempt(f"{directory} ({origin})", error.message, error.fix))
                 if any(_find_file(directory, file) for file in info.files):
                     break   # the files are here but bad: report that, do not look in the parent
         error = _missing_message(info, attempts, offline)
@@ -577,7 +577,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
             arrays, checks = _load_directory(cache, info)
             return build(arrays, checks, f"cache {cache}")
         except DataError as error:
-            outcome = _short(error)
+            outcome = error.message
             present = [path for path in (_find_file(cache, file) for file in info.files) if path is not None]
             named = [path for path in present if str(path) in error.message]
             # A file named by the error is bad; an error naming none (counts that disagree) condemns the whole copy.
@@ -599,7 +599,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
             arrays, checks = _load_directory(directory, info)
             return build(arrays, checks, f"system copy {directory}")
         except DataError as error:
-            attempts.append(_Attempt(f"system copy {directory}", _short(error),
+            attempts.append(_Attempt(f"system copy {directory}", error.message,
                                      f"reinstall the system copy: sudo apt-get install --reinstall {info.apt_package}"
                                      if info.apt_package else None))
 
@@ -611,7 +611,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
         _download(info, cache, progress)
         arrays, checks = _load_directory(cache, info)
     except DataError as error:
-        attempts.append(_Attempt("download into " + str(cache), _short(error)))
+        attempts.append(_Attempt("download into " + str(cache), error.message))
         raise _missing_message(info, attempts, offline) from None
     except OSError as error:
         attempts.append(_Attempt("download into " + str(cache), f"cannot write ({error})"))

@@ -78,7 +78,7 @@ def fit_image(image, height: int, width: int, fill: tuple[int, ...] | int):
 
 
 def load_image(path: str | Path, input_shape: tuple[int, int, int], invert: bool | str = "auto") -> torch.Tensor:
-    """Load one image file as a uint8 tensor (C, H, W) for a model whose input shape is `input_shape` (H, W, C, Keras order).
+    """One image file as a uint8 tensor (C, H, W) for a model whose input shape is `input_shape` (H, W, C, Keras's order).
 
     invert: "auto" inverts when the border's median is light (see the module docstring); True or False forces it.
     Padding, when the aspect differs, takes the border's median colour, so it matches the background either way.
