@@ -376,6 +376,14 @@ def _load_directory(directory: Path, info: DatasetInfo) -> tuple[dict[str, np.nd
     return arrays, checks
 
 
+def _remove_if_empty(directory: Path) -> None:
+    """Leave no empty cache folder behind after a failed download, so the next report says 'no such directory'."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
 def _set_aside(path: Path) -> Path:
     """Rename a bad cache file to `*.corrupt` so it is never trusted again but can still be inspected."""
     target = path.with_name(path.name + ".corrupt")
@@ -465,7 +473,9 @@ def _download_file(file: IdxFile, info: DatasetInfo, directory: Path, progress: 
                     time.sleep(RETRY_DELAY_S)
             finally:
                 temporary.unlink(missing_ok=True)
-    raise DataError("; ".join(failures))
+    counted = {failure: failures.count(failure) for failure in failures}   # identical retries said once, counted
+    raise DataError("every mirror failed:" + "".join(
+        f"\n      - {failure}" + (f" (x{count})" if count > 1 else "") for failure, count in counted.items()))
 
 
 def _download(info: DatasetInfo, directory: Path, progress: bool) -> None:
@@ -612,6 +622,7 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
         arrays, checks = _load_directory(cache, info)
     except DataError as error:
         attempts.append(_Attempt("download into " + str(cache), error.message))
+        _remove_if_empty(cache)
         raise _missing_message(info, attempts, offline) from None
     except OSError as error:
         attempts.append(_Attempt("download into " + str(cache), f"cannot write ({error})"))
