@@ -927,7 +927,8 @@ def save_sample_grid(dataset: Dataset, path: str | Path, per_class: int = 8, see
                 else:
                     axis.imshow(image.permute(1, 2, 0).numpy())
         axes[label][0].set_ylabel(f"{label}: {name}", rotation=0, ha="right", va="center", fontsize=9)
-    figure.suptitle(f"{dataset.name}: {per_class} training samples per class", fontsize=11)
+    shown = min(per_class, int(torch.bincount(dataset.train_labels, minlength=rows).max()))
+    figure.suptitle(f"{dataset.name}: {shown} training samples per class", fontsize=11)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
