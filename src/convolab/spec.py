@@ -385,7 +385,7 @@ def resolve_spec(spec: ModelSpec, input_shape: Any = None, num_classes: int | No
         if isinstance(layer, Dense) and layer.units is None:
             if num_classes is None:
                 raise SpecError(
-                    f"layer {position + 1} (Dense): units left out means 'the class count', but no class count is known",
+                    f"Dense #{position + 1}: units left out means 'the class count', but no class count is known",
                     fix="give one (--classes N) or write the size, for example dense10",
                 )
             layers[position] = dataclasses.replace(layer, units=_positive_int("Dense", "units", num_classes, "10"))
