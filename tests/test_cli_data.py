@@ -78,7 +78,7 @@ def test_an_image_folder_reports_its_unreadable_files(capsys, tmp_path):
     status, out, err = run(capsys, "data", str(tmp_path / "pets"), "--test-split", "0.34", "--image-size", "16,16")
     assert status == 0, err
     assert "images: 16x16, 1 channel" in out
-    assert "unreadable files: 1" in out and "scan.jpg: cannot read as an image" in out
+    assert "files left out: 1" in out and "scan.jpg: cannot read as an image" in out
     assert "checksums: not applicable" in out
 
 

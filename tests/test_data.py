@@ -377,14 +377,17 @@ def test_image_folder_with_train_and_test_subfolders_and_bad_files(tmp_path):
     make_folder(tmp_path / "set" / "test", {"cat": 1, "dog": 2}, color=True)
     (tmp_path / "set" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "set" / "test" / "dog" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "set" / "train" / "dog" / "notes.txt").write_text("taken at the park")
+    (tmp_path / "set" / "train" / "dog" / ".DS_Store").write_bytes(b"\0")   # hidden: not worth a mention
     dataset = load_image_folder(tmp_path / "set", image_size=(8, 8))
     assert dataset.input_shape == (8, 8, 3)   # colour images: 3 channels chosen
     assert torch.bincount(dataset.train_labels).tolist() == [3, 3]
     assert torch.bincount(dataset.test_labels).tolist() == [1, 2]
-    assert len(dataset.skipped_files) == 2
-    assert any("broken.png" in reason for reason in dataset.skipped_files)
+    assert len(dataset.skipped_files) == 3
+    assert any("broken.png: cannot read as an image" in reason for reason in dataset.skipped_files)
+    assert any("notes.txt: not an image type" in reason for reason in dataset.skipped_files)
     report = describe_dataset(dataset)
-    assert "unreadable files: 2" in report and "empty.jpg" in report
+    assert "files left out: 3" in report and "empty.jpg" in report
 
 
 def test_image_folder_channels_can_be_forced(tmp_path):
@@ -405,7 +408,7 @@ def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
     root = make_folder(tmp_path / "f", {"a": 2})
     (root / "b").mkdir()
     (root / "b" / "x.png").write_bytes(b"nope")
-    with pytest.raises(DataError, match=r"no readable training images for class\(es\) b .1 unreadable"):
+    with pytest.raises(DataError, match=r"no readable training images for class\(es\) b .1 file.s. left out: .*x.png: cannot read"):
         load_dataset(root)
 
 

@@ -646,17 +646,30 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _other_files(folder: Path) -> list[Path]:
+    """Files under `folder` without an image suffix (hidden ones, like .DS_Store, aside): reported, never read."""
+    from convolab.images import IMAGE_SUFFIXES
+
+    return sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")
+                  and path.suffix.lower() not in IMAGE_SUFFIXES)
+
+
 def _read_folder_split(root: Path, class_names: tuple[str, ...], input_shape: tuple[int, int, int],
                        skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every readable image under root/<class>/ as (N, C, H, W) uint8 and (N,) labels; unreadable ones go to `skipped`."""
-    from convolab.images import load_image
+    """Every readable image under root/<class>/ as (N, C, H, W) uint8 and (N,) labels; the files left out, with the
+    reason, go to `skipped`: unreadable images, and files whose suffix is not an image type."""
+    from convolab.images import IMAGE_SUFFIXES, load_image
 
     height, width, channels = input_shape
     tensors: list[torch.Tensor] = []
     labels: list[int] = []
     for label, class_name in enumerate(class_names):
         folder = root / class_name
-        for path in _image_files(folder) if folder.is_dir() else []:
+        if not folder.is_dir():
+            continue
+        skipped.extend(f"{path}: not an image type (expected {', '.join(IMAGE_SUFFIXES)})"
+                       for path in _other_files(folder))
+        for path in _image_files(folder):
             try:
                 tensors.append(load_image(path, input_shape, invert=False))
             except DataError as error:
@@ -745,7 +758,7 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     if unreadable_classes:
         raise DataError(
             f"{root}: no readable training images for class(es) {', '.join(unreadable_classes)} "
-            f"({len(skipped)} unreadable file(s): {'; '.join(skipped[:5])})",
+            f"({len(skipped)} file(s) left out: {'; '.join(skipped[:5])})",
             fix="replace the unreadable files, or add readable images to those classes",
         )
     return Dataset(
@@ -896,7 +909,7 @@ def describe_dataset(dataset: Dataset) -> str:
     else:
         lines.append("checksums: not applicable (an image folder has no published checksums)")
     if dataset.skipped_files:
-        lines.append(f"unreadable files: {len(dataset.skipped_files)} (left out of the dataset)")
+        lines.append(f"files left out: {len(dataset.skipped_files)} (unreadable, or not an image type)")
         lines += [f"  - {reason}" for reason in dataset.skipped_files]
     return "\n".join(lines)
 
