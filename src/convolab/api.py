@@ -30,8 +30,8 @@ class Sequential:
 
     def add(self, layer: Layer) -> None:
         """Append a layer (Keras's model.add); it is checked against the others when `.spec` is made."""
+        ModelSpec(tuple(self._layers) + (layer,), None, self.name)  # fails here, where the bad layer is added
         self._layers.append(layer)
-        self.spec  # noqa: B018 - validate now, so a bad layer fails where it is added, not later
 
     @property
     def layers(self) -> list[Layer]:

@@ -16,7 +16,7 @@ from convolab.spec import ModelSpec
 FORMATS = ("text", "markdown", "json")
 BYTES_PER_PARAM = 4  # Keras sizes the totals as float32 weights
 
-# Text columns: (title, width, align); the widths fit the lab's models and most others in 110 characters.
+# Text columns: (title, narrowest width, align); a column widens to its longest cell so rows always line up.
 _COLUMNS = (
     ("Layer (type)", 32, "<"),
     ("Output Shape", 16, "<"),
@@ -25,7 +25,6 @@ _COLUMNS = (
     ("Memory", 11, ">"),
     ("Receptive field", 17, "<"),
 )
-_WIDTH = sum(width for _, width, _ in _COLUMNS) + 2 * len(_COLUMNS) - 1
 
 
 def summarize(spec: ModelSpec, input_shape=None, num_classes: int | None = None, format: str = "text") -> str:
@@ -74,24 +73,26 @@ def _cells(report: LayerReport) -> list[str]:
     ]
 
 
-def _text_row(cells: list[str]) -> str:
-    parts = []
-    for (_, width, align), cell in zip(_COLUMNS, cells):
-        parts.append(f"{cell:{align}{width}}")
+def _text_row(cells: list[str], widths: list[int]) -> str:
+    parts = [f"{cell:{align}{width}}" for (_, _, align), width, cell in zip(_COLUMNS, widths, cells)]
     return " " + "  ".join(parts).rstrip()
 
 
 def format_text(name: str, reports: list[LayerReport]) -> str:
     """Keras's table in plain text, each row followed by its arithmetic."""
-    lines = [f'Model: "{name}" on input {shape_text(reports[0].input_shape)}', "_" * _WIDTH]
-    lines.append(_text_row([title for title, _, _ in _COLUMNS]))
-    lines.append("=" * _WIDTH)
-    for position, report in enumerate(reports):
-        lines.append(_text_row(_cells(report)))
+    rows = [_cells(report) for report in reports]
+    widths = [max([minimum, len(title)] + [len(row[column]) for row in rows])
+              for column, (title, minimum, _) in enumerate(_COLUMNS)]
+    rule_width = sum(widths) + 2 * len(widths) - 1
+    lines = [f'Model: "{name}" on input {shape_text(reports[0].input_shape)}', "_" * rule_width]
+    lines.append(_text_row([title for title, _, _ in _COLUMNS], widths))
+    lines.append("=" * rule_width)
+    for position, (report, row) in enumerate(zip(reports, rows)):
+        lines.append(_text_row(row, widths))
         lines.extend(f"     {line}" for line in row_explanations(report))
-        lines.append("=" * _WIDTH if position == len(reports) - 1 else "_" * _WIDTH)
+        lines.append("=" * rule_width if position == len(reports) - 1 else "_" * rule_width)
     lines.extend(f" {line}" for line in total_lines(reports))
-    lines.append("_" * _WIDTH)
+    lines.append("_" * rule_width)
     lines.append("Shapes are per image, (height, width, channels); Keras prints a leading None for the batch.")
     return "\n".join(lines) + "\n"
 
