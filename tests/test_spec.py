@@ -268,6 +268,7 @@ def test_load_spec_takes_a_preset_a_file_or_a_line(tmp_path):
     path.write_text(CNN_YAML)
     assert load_spec(str(path)).name == "lab-cnn"
     assert load_spec("flatten,dense").layers == (Flatten(), Dense(None, activation="softmax"))
+    assert load_spec("gap").layers == (GlobalAveragePooling2D(),)  # a lone layer word is a line, not a preset
 
 
 def test_unknown_preset_suggests_the_nearest():

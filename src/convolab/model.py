@@ -172,7 +172,8 @@ class BatchNormalizationBlock(nn.Module):
         super().__init__()
         features = report.input_shape[-1]
         norm_type = nn.BatchNorm2d if len(report.input_shape) == 3 else nn.BatchNorm1d
-        self.norm = norm_type(features, eps=layer.epsilon, momentum=round(1.0 - layer.momentum, 12))  # 0.01, not 0.010000000000000009
+        # round: 1 − 0.99 is 0.010000000000000009 in floating point; PyTorch's repr should read 0.01
+        self.norm = norm_type(features, eps=layer.epsilon, momentum=round(1.0 - layer.momentum, 12))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
@@ -240,5 +241,5 @@ def build_model(spec: ModelSpec, input_shape=None, num_classes: int | None = Non
     network's output size.
     """
     reports = analyze(spec, input_shape, num_classes)
-    resolved = spec.__class__(tuple(report.layer for report in reports), reports[0].input_shape, spec.name)
+    resolved = ModelSpec(tuple(report.layer for report in reports), reports[0].input_shape, spec.name)
     return ConvNet(resolved, reports, reports[-1].output_shape[0])

@@ -519,18 +519,9 @@ def _parse_token(token: str, last_dense: bool) -> Any:
         raise _TokenError(f"a layer name ({', '.join(name for name in _TOKEN_FORMS if name != 'input')}), "
                           f"not {word!r}",
                           fix=(nearest + " " if nearest else "") + "see `convolab summary --help` for the grammar")
-    body_and_options = token[len(word):]
-    if word == "dropout" or word == "bn":
-        body, options = _split_options_numeric(body_and_options)
-    else:
-        body, *options = body_and_options.split("-")
+    # Numbers are printed without exponents (see _number), so a dash always starts an option.
+    body, *options = token[len(word):].split("-")
     return _BUILDERS[word](body, options, last_dense, word)
-
-
-def _split_options_numeric(text: str) -> tuple[str, list[str]]:
-    """Split 'body-opt-opt' where the body is a number (so '0.25' keeps its dot)."""
-    body, *options = text.split("-")
-    return body, options
 
 
 def _full(pattern: re.Pattern, body: str, word: str) -> re.Match:
@@ -847,8 +838,7 @@ def load_spec(text: str | Path) -> ModelSpec:
         return parse_line(PRESETS[stripped.lower()], name=stripped.lower())
     if stripped.lower().endswith(SPEC_FILE_SUFFIXES) or Path(stripped).is_file():
         return read_spec_file(stripped)
-    if "," not in stripped and _WORD.fullmatch(stripped.lower()) and stripped.lower() not in ("flatten", "gap", "bn",
-                                                                                            "dense"):
+    if "," not in stripped and _WORD.fullmatch(stripped.lower()) and stripped.lower() not in _TOKEN_FORMS:
         nearest = _suggestion(stripped, PRESETS)
         raise SpecError(
             f"unknown model {stripped!r}: not a preset ({', '.join(PRESETS)}), a file, or a one-line model",
