@@ -33,3 +33,17 @@ def tiny_mlp(seed: int = 0, hidden: int = 16, dropout: float = 0.0) -> torch.nn.
         layers.append(torch.nn.Dropout(dropout))   # consumes the global RNG: resume must restore it
     layers.append(torch.nn.Linear(hidden, 10))
     return torch.nn.Sequential(*layers)
+
+
+TINY_SPEC = "flatten,dense16-relu,dense"   # 784*16+16 + 16*10+10 = 12,730 parameters: trains in a blink
+
+
+def train_tiny_run(out, spec: str = TINY_SPEC, epochs: int = 1, train: int = 320, test: int = 200, **options):
+    """A real run directory from a tiny model on a Fashion-MNIST subset, through the same code as `convolab train`."""
+    from convolab.experiment import DataSelection, train_run
+    from convolab.train import QuietProgress, TrainConfig
+
+    config = TrainConfig(epochs=epochs, device="cpu", **{key: options.pop(key) for key in list(options)
+                                                         if key in TrainConfig.__dataclass_fields__})
+    selection = DataSelection(options={"source": "fashion-mnist", "offline": True}, train_limit=train, test_limit=test)
+    return train_run(spec, fashion(), config, out, selection=selection, progress=QuietProgress(), **options)

@@ -61,6 +61,8 @@ def add_summary_parser(subparsers) -> None:
                              "(default: 10, as Fashion-MNIST, for a `dense` without units; otherwise unchecked)")
     parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                         help="output format (default text)")
+    parser.add_argument("--diagram", default=None, metavar="FILE.svg",
+                        help="also write the architecture as an SVG picture (no Graphviz needed)")
 
 
 def run_summary(args: argparse.Namespace) -> int:
@@ -73,6 +75,11 @@ def run_summary(args: argparse.Namespace) -> int:
     if num_classes is None and any(isinstance(layer, Dense) and layer.units is None for layer in spec.layers):
         num_classes = DEFAULT_NUM_CLASSES
     sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
+    if args.diagram:
+        from convolab.diagram import write_diagram
+
+        # On stderr, so that --format json on stdout stays one JSON document.
+        print(f"diagram: wrote {write_diagram(spec, input_shape, num_classes, args.diagram)}", file=sys.stderr)
     return 0
 
 
@@ -162,8 +169,500 @@ def run_data(args: argparse.Namespace) -> int:
 
 # --- train, evaluate, predict, compare, lab --------------------------------------------------------------------------
 
+def parse_positive_int(text: str) -> int:
+    """argparse type for counts (epochs, batch size, limits): an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number such as 5") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected at least 1")
+    return value
+
+
+def parse_positive_float(text: str) -> float:
+    """argparse type for --learning-rate: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number such as 0.001") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number above 0")
+    return value
+
+
+def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None:
+    """The hyperparameter flags, one per TrainConfig field, with the lab's defaults."""
+    from convolab.train import OPTIMIZERS
+
+    parser.add_argument("--epochs", type=parse_positive_int, default=epochs, help=f"passes over the data (default {epochs})")
+    parser.add_argument("--batch-size", type=parse_positive_int, default=32, help="images per step (default 32, Keras's)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam, as in the lab")
+    parser.add_argument("--learning-rate", type=parse_positive_float, default=0.001, help="default 0.001 (Keras's Adam)")
+    parser.add_argument("--validation-split", type=parse_fraction, default=0.0, metavar="F",
+                        help="hold out the last fraction F of the training images for validation, as Keras (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffle order (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="auto: cuda, then mps, then cpu (default auto)")
+    parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
+                        help="use only the first N training images (quick tries)")
+    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+                        help="test on the first N test images only")
+    parser.add_argument("--quiet", action="store_true", help="print only the final results")
+
+
+def train_config(args: argparse.Namespace):
+    from convolab.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs or 5, batch_size=args.batch_size, optimizer=args.optimizer,
+                       learning_rate=args.learning_rate, validation_split=args.validation_split, seed=args.seed,
+                       device=args.device)
+
+
+def progress_for(args: argparse.Namespace):
+    from convolab.train import make_progress
+
+    return make_progress("quiet" if getattr(args, "quiet", False) else "auto")
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model: progress bar, one line per epoch, test accuracy; a run directory",
+        description="Train MODEL (a preset such as cnn, a .yaml/.json spec, or a one-line spec) on a dataset with the "
+                    "lab's defaults (Adam 0.001, batch 32, sparse categorical cross-entropy, 5 epochs). Writes a run "
+                    "directory (config, history, checkpoints, test metrics). Ctrl-C saves a checkpoint that --resume "
+                    "continues.",
+    )
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help="preset (dnn, cnn, ...), spec file, or one-line spec; not needed with --resume RUN")
+    add_data_flags(parser)
+    add_training_flags(parser)
+    parser.set_defaults(epochs=None)   # None: 5 for a new run, the run's own for --resume
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="run directory (default runs/MODEL, or runs/MODEL-2, ... if that holds a run)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                        help="continue a stopped run (RUN, or --out) from its checkpoint; --epochs N trains to N in all")
+    parser.add_argument("--stop-at", default=None, metavar="TARGET",
+                        help='stop when an epoch reaches TARGET, e.g. "accuracy>=0.998" (acc is accepted)')
+    parser.add_argument("--early-stopping", type=parse_positive_int, default=None, metavar="PATIENCE",
+                        help="stop when val_loss has not improved for PATIENCE epochs and restore the best weights "
+                             "(needs --validation-split)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convolab.data import load_dataset
+    from convolab.experiment import DataSelection, resume_run, train_run
+    from convolab.runs import next_free_directory
+    from convolab.spec import load_spec
+
+    progress = progress_for(args)
+    if args.resume is not None:
+        target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
+        if target is None:
+            raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
+        result = resume_run(target, epochs=args.epochs, progress=progress)   # None: the run's own epochs
+    else:
+        if args.model is None:
+            raise ConvolabError("train needs a MODEL (a preset, spec file or one-line spec)",
+                                fix="for example: convolab train cnn")
+        spec = load_spec(args.model)
+        out = Path(args.out) if args.out else next_free_directory(Path("runs") / (spec.name or "model"))
+        options = data_options(args)
+        dataset = load_dataset(**options, progress=not args.quiet)
+        selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
+        result = train_run(spec, dataset, train_config(args), out, name=spec.name or out.name, selection=selection,
+                           stop_at=args.stop_at, early_stopping=args.early_stopping, progress=progress,
+                           overwrite=args.overwrite)
+    print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
+          f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
+    return 0
+
+
+def add_run_data_flags(parser: argparse.ArgumentParser) -> None:
+    """Data flags for commands that read a run: by default the data the run recorded."""
+    add_data_flags(parser)
+    parser.set_defaults(data=None)
+
+
+def run_dataset(args: argparse.Namespace, run):
+    """The dataset a run was trained on (as its config.json records), unless --data names another."""
+    from convolab.data import load_dataset
+
+    options = dict(run.config["dataset"].get("options") or {"source": run.config["dataset"]["name"]})
+    options = {key: (tuple(value) if isinstance(value, list) else value) for key, value in options.items()}
+    if args.data is not None:
+        options = data_options(args)
+    else:
+        options["data_dir"] = args.data_dir or options.get("data_dir")
+        options["offline"] = args.offline or options.get("offline", False)
+    return load_dataset(**options, progress=False)
+
+
+def add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="a run's test loss and accuracy, per-class accuracy, confusion matrix, top losses",
+        description="Evaluate a trained run on the test set: loss and accuracy, accuracy per class, the confusion "
+                    "matrix (counts and row-normalized), the most confused pairs and the top-k losses.",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    add_run_data_flags(parser)
+    parser.add_argument("--weights", choices=("final", "best"), default="final",
+                        help="final (what training ended with) or best (best.pt) (default final)")
+    parser.add_argument("--top", type=parse_positive_int, default=9, metavar="K", help="top losses to list (default 9)")
+    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+                        help="the first N test images only")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from convolab.evaluate import evaluate_model, render_evaluation
+    from convolab.runs import load_run
+    from convolab.train import choose_device
+
+    device = choose_device(args.device)
+    run = load_run(args.run, device=device, weights=args.weights)
+    dataset = run_dataset(args, run)
+    if list(dataset.class_names) != run.class_names or tuple(dataset.input_shape) != run.input_shape:
+        raise ConvolabError(f"the data ({dataset.name}, {dataset.input_shape}) does not fit the run, which was trained "
+                            f"on {run.config['dataset']['name']} {run.input_shape}", fix="evaluate on the run's own data")
+    images, labels = dataset.test_images, dataset.test_labels
+    if args.test_limit:
+        images, labels = images[: args.test_limit], labels[: args.test_limit]
+    evaluation = evaluate_model(run.model, images, labels, run.class_names, device=device, top_k_losses=args.top)
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), indent=2))
+    else:
+        print(render_evaluation(evaluation, title=f"{run.path} on {dataset.name} test"))
+    return 0
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="classify your own images with a trained run: top 3 classes with probabilities",
+        description="Classify image files (PNG, JPEG, BMP, GIF, WebP; any size, RGB or gray) with a trained run. Each "
+                    "is prepared like the training data: converted to the model's channels, resized with its aspect "
+                    "kept and padded, and inverted when its background is light (the lab's data is light on dark).",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--no-invert", action="store_true", help="never invert (default: invert light backgrounds)")
+    parser.add_argument("--top", type=parse_positive_int, default=3, metavar="K", help="classes to show (default 3)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from convolab.predict import predict_images, render_predictions
+    from convolab.runs import load_run
+
+    run = load_run(args.run)
+    predictions = predict_images(run.model, args.images, run.input_shape, run.class_names,
+                                 invert=False if args.no_invert else "auto", top=args.top)
+    if args.json:
+        print(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
+    else:
+        print(render_predictions(predictions))
+    failed = [prediction.path for prediction in predictions if prediction.error is not None]
+    if failed:
+        print(f"convolab predict: error: {len(failed)} of {len(predictions)} images could not be read: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_compare_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="train several models (or reuse runs) on the same data and seed; one table",
+        description="Train each MODEL on the same data with the same seed (or reuse a RUN directory, or a finished run "
+                    "of the same settings under --out), then print one table: parameters, multiply-adds per image, "
+                    "seconds per epoch, final training accuracy, best validation accuracy, test accuracy, and epochs "
+                    "to the --stop-at target.",
+    )
+    parser.add_argument("entries", nargs="+", metavar="MODEL|RUN", help="presets, spec files, one-line specs or runs")
+    add_data_flags(parser)
+    add_training_flags(parser)
+    parser.add_argument("--out", default="runs/compare", metavar="DIR", help="where new runs go (default runs/compare)")
+    parser.add_argument("--stop-at", default=None, metavar="TARGET",
+                        help='stop each model at TARGET, e.g. "val_accuracy>=0.9"; the table gives epochs to reach it')
+    parser.add_argument("--retrain", action="store_true", help="train again even when a matching finished run exists")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from convolab.compare import compare_models, render_comparison
+    from convolab.data import load_dataset
+    from convolab.experiment import DataSelection
+
+    options = data_options(args)
+    dataset = load_dataset(**options, progress=not args.quiet)
+    selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
+    comparison = compare_models(args.entries, dataset, train_config(args), args.out, selection=selection,
+                                stop_at=args.stop_at, retrain=args.retrain, progress=progress_for(args))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(row) for row in comparison.rows], indent=2))
+    else:
+        print(render_comparison(comparison))
+    return 0
+
+
+def add_lab_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lab", help="the classic Fashion-MNIST lab: dnn vs cnn, 5 epochs each, side by side",
+        description="The convolutions lab in one go: the summaries of dnn and cnn, both trained 5 epochs (Adam 0.001, "
+                    "batch 32), then the comparison table. Runs go to runs/lab/dnn and runs/lab/cnn.",
+    )
+    add_data_flags(parser)
+    parser.add_argument("--epochs", type=parse_positive_int, default=5, help="epochs per model (default 5, the lab's)")
+    parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
+                        help="train on the first N images only (a quick try)")
+    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+                        help="test on the first N test images only")
+    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    parser.add_argument("--out", default="runs/lab", metavar="DIR", help="where the two runs go (default runs/lab)")
+    parser.add_argument("--quiet", action="store_true", help="no progress, only summaries and the table")
+
+
+def run_lab_command(args: argparse.Namespace) -> int:
+    from convolab.lab import run_lab
+
+    run_lab(epochs=args.epochs, out_root=args.out, data_options=data_options(args), train_limit=args.train_limit,
+            test_limit=args.test_limit, seed=args.seed, device=args.device, progress=progress_for(args))
+    return 0
+
+
 
 # --- show, filters, sweep, report ------------------------------------------------------------------------------------
+
+def parse_index_list(text: str) -> list[int]:
+    """argparse type for --images: "0,23,28" -> [0, 23, 28] (whole numbers, 0 or more)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected image numbers separated by commas, such as 0,23,28") \
+            from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected image numbers of 0 or more, such as 0,23,28")
+    return values
+
+
+def parse_filter_index(text: str) -> int:
+    """argparse type for --filter: a filter (channel) number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a filter number such as 1") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a filter number of 0 or more")
+    return value
+
+
+def page_paths(out, pages: int):
+    """FILE.png for one page; FILE-p1.png, FILE-p2.png, ... for several."""
+    from pathlib import Path
+
+    out = Path(out)
+    if pages == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-p{page}{out.suffix or '.png'}") for page in range(1, pages + 1)]
+
+
+def add_show_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "show", help="the lab's picture: what each conv/pool layer makes of some test images",
+        description="Draw the lab's 'visualize the convolutions and pooling' grid for a trained run: one row per test "
+                    "image (its true and predicted class first), one column per Conv2D/pooling layer showing the "
+                    "chosen filter's feature map, one colour scale per column. With --all-filters --layer N: every "
+                    "filter of layer N for the first image, in pages. Layers are numbered from 0 as in the lab's "
+                    "model.layers[N], or named as Keras names them (conv2d_1).",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("--images", type=parse_index_list, default=[0, 23, 28], metavar="I,J,...",
+                        help="test image numbers (default 0,23,28: the lab's three ankle boots)")
+    parser.add_argument("--filter", type=parse_filter_index, default=1, metavar="F",
+                        help="the filter (channel) drawn in every column (default 1, the lab's CONVOLUTION_NUMBER)")
+    parser.add_argument("--layers", default=None, metavar="N,M,...",
+                        help="the conv/pool layers to draw, by number or name (default: all of them)")
+    parser.add_argument("--all-filters", action="store_true", help="every filter of --layer for the first image")
+    parser.add_argument("--layer", default=None, metavar="N", help="with --all-filters: the layer, number or name")
+    parser.add_argument("--sort", choices=("index", "variance"), default="index",
+                        help="with --all-filters: filter order, by number or most varied activation first "
+                             "(default index)")
+    parser.add_argument("--per-page", type=parse_positive_int, default=32, metavar="K",
+                        help="with --all-filters: filters per picture (default 32)")
+    parser.add_argument("--out", default=None, metavar="FILE.png",
+                        help="where to write (default RUN/activations.png; with --all-filters "
+                             "RUN/activations-LAYER.png, -p1, -p2, ... when paged)")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convolab.activations import (capture, check_filter_index, check_image_indices, filters_by_variance,
+                                      find_layer, layer_names, run_test_data, variance_by_filter)
+    from convolab.plots import all_filters_figure, filter_pages, run_activation_grid, save_figure
+    from convolab.runs import load_run
+
+    run = load_run(args.run)
+    if args.all_filters and args.layer is None:
+        raise ConvolabError("--all-filters needs --layer N: the conv/pool layer whose filters to draw",
+                            fix=f"for example: convolab show {args.run} --all-filters --layer 0")
+    layers = None if args.layers is None else [find_layer(run.spec, part) for part in args.layers.split(",")]
+    layer = None if args.layer is None else find_layer(run.spec, args.layer)
+    images, labels = run_test_data(run.config)
+    check_image_indices(args.images, len(images))
+    if not args.all_filters:
+        figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, args.images, args.filter,
+                                     layers)
+        out = save_figure(figure, args.out or run.path / "activations.png")
+        shown = ", ".join(f"#{index} {run.class_names[int(labels[index])]}" for index in args.images)
+        print(f"show: wrote {out} (filter {args.filter}; test images {shown})")
+        return 0
+    image_index = args.images[0]
+    maps = capture(run.model, run.spec, images[[image_index]], [layer]).layer(layer)
+    name = layer_names(run.spec)[layer]
+    variances = variance_by_filter(maps.values)
+    order = filters_by_variance(maps.values) if args.sort == "variance" else list(range(maps.num_filters))
+    pages = filter_pages(order, args.per_page)
+    paths = page_paths(args.out or run.path / f"activations-{name}.png", len(pages))
+    for page, (filters, path) in enumerate(zip(pages, paths), start=1):
+        figure = all_filters_figure(maps, 0, filters, image_index, run.class_names[int(labels[image_index])], name,
+                                    page, len(pages), variances if args.sort == "variance" else None)
+        save_figure(figure, path)
+    print(f"show: wrote {len(paths)} picture(s) of the {maps.num_filters} filters of layer {layer} ({name}) on test "
+          f"image #{image_index}: {', '.join(str(path) for path in paths)}")
+    return 0
+
+
+def add_filters_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "filters", help="the learned kernels of a run's Conv2D layers, sign shown by a diverging colour map",
+        description="Draw the learned kernels (3x3 ones included) of a trained run's Conv2D layers: red weights "
+                    "excite, blue ones inhibit, white is zero; one colour scale per layer. Each filter is a strip of "
+                    "its kernels for the first --max-inputs input channels.",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("--layer", default=None, metavar="N[,M]",
+                        help="Conv2D layers by number or name (default: every Conv2D layer)")
+    parser.add_argument("--max-inputs", type=parse_positive_int, default=8, metavar="K",
+                        help="input channels shown per filter (default 8)")
+    parser.add_argument("--out", default=None, metavar="FILE.png", help="where to write (default RUN/filters.png)")
+
+
+def run_filters(args: argparse.Namespace) -> int:
+    from convolab.activations import conv_layer_indices, find_layer, layer_names
+    from convolab.plots import run_kernels_figure, save_figure
+    from convolab.runs import load_run
+    from convolab.spec import Conv2D
+
+    run = load_run(args.run)
+    layers = None if args.layer is None else [find_layer(run.spec, part, allowed=(Conv2D,))
+                                              for part in args.layer.split(",")]
+    figure = run_kernels_figure(run.model, run.spec, layers, max_inputs=args.max_inputs)
+    out = save_figure(figure, args.out or run.path / "filters.png")
+    names = layer_names(run.spec)
+    print(f"filters: wrote {out} ({', '.join(names[index] for index in layers or conv_layer_indices(run.spec))})")
+    return 0
+
+
+def add_sweep_parser(subparsers) -> None:
+    from convolab.sweep import describe_presets
+
+    parser = subparsers.add_parser(
+        "sweep", help="the lab's exercises (16/32/64 filters, fewer or more convolutions, dnn) as one experiment",
+        description="Train the lab's exercise variants (or --spec MODEL --vary KEY=V1,V2,...) on the same data and "
+                    "seed through `convolab compare`, print the table, and draw validation accuracy per epoch "
+                    "(sweep-overlay.png) and test accuracy against seconds (sweep-accuracy-time.png) in --out. "
+                    "Finished runs with the same settings are reused.\n\nPresets:\n" + describe_presets(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("presets", nargs="*", metavar="PRESET", help="exercises or groups (default: exercises)")
+    parser.add_argument("--spec", default=None, metavar="MODEL", help="your own model, varied by --vary")
+    parser.add_argument("--vary", default=None, metavar="KEY=V1,V2",
+                        help="with --spec: e.g. filters=16,32,64, kernel_size=3,5, units=64,128, pool_size=2,3, "
+                             "rate=0.2,0.5, activation=relu,tanh")
+    add_data_flags(parser)
+    add_training_flags(parser)
+    # A validation split by default: the overlay compares validation accuracy, as the exercises ask.
+    parser.set_defaults(validation_split=0.1)
+    parser.add_argument("--out", default="runs/sweep", metavar="DIR", help="where the runs go (default runs/sweep)")
+    parser.add_argument("--stop-at", default=None, metavar="TARGET",
+                        help='the same target for every run, e.g. "val_accuracy>=0.9"')
+    parser.add_argument("--retrain", action="store_true", help="train again even when a matching finished run exists")
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html comparing the runs")
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from convolab.compare import render_comparison
+    from convolab.data import load_dataset
+    from convolab.experiment import DataSelection
+    from convolab.report import write_report
+    from convolab.sweep import exercise_specs, run_sweep, user_variants
+
+    if (args.spec is None) != (args.vary is None):
+        raise ConvolabError("--spec and --vary go together: a model and what to vary in it",
+                            fix='for example: convolab sweep --spec cnn --vary filters=16,32,64')
+    if args.spec is not None and args.presets:
+        raise ConvolabError(f"give either presets ({' '.join(args.presets)}) or --spec/--vary, not both",
+                            fix="run two sweeps")
+    variants = user_variants(args.spec, args.vary) if args.spec else exercise_specs(args.presets)
+    options = data_options(args)
+    dataset = load_dataset(**options, progress=not args.quiet)
+    selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
+    result = run_sweep(variants, dataset, train_config(args), args.out, selection=selection, stop_at=args.stop_at,
+                       retrain=args.retrain, progress=progress_for(args))
+    print(render_comparison(result.comparison))
+    print(f"sweep: wrote {result.overlay} and {result.chart}")
+    if args.report:
+        path = write_report([row.run_dir for row in result.comparison.rows if row.run_dir],
+                            Path(args.out) / "report.html")
+        print(f"sweep: wrote {path}")
+    return 0
+
+
+def add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="one self-contained HTML file about one or more runs (pictures inside, no network)",
+        description="Write one HTML file that needs nothing else: the explained summary, the architecture diagram, "
+                    "training curves, test metrics, the confusion matrix, the most confused examples, the activation "
+                    "grid and the filters; for several runs, a comparison table and overlays first.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument("--out", default=None, metavar="FILE.html",
+                        help="default RUN/report.html for one run, the runs' common folder/report.html for several")
+    parser.add_argument("--images", type=parse_index_list, default=[0, 23, 28], metavar="I,J,...",
+                        help="test images of the activation grid (default 0,23,28)")
+    parser.add_argument("--filter", type=parse_filter_index, default=1, metavar="F",
+                        help="the filter of the activation grid (default 1)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from convolab.report import ReportOptions, write_report
+
+    out = args.out
+    if out is None and len(args.runs) > 1:
+        common = Path(os.path.commonpath([str(Path(path).resolve()) for path in args.runs]))
+        out = common / "report.html"
+    options = ReportOptions(image_indices=tuple(args.images), filter_index=args.filter)
+    path = write_report(args.runs, out, options)
+    print(f"report: wrote {path}")
+    return 0
+
 
 
 # --- entry point -----------------------------------------------------------------------------------------------------
@@ -172,6 +671,15 @@ def run_data(args: argparse.Namespace) -> int:
 COMMANDS: list[tuple[str, object, object]] = [
     ("summary", add_summary_parser, run_summary),
     ("data", add_data_parser, run_data),
+    ("train", add_train_parser, run_train),
+    ("evaluate", add_evaluate_parser, run_evaluate),
+    ("predict", add_predict_parser, run_predict),
+    ("compare", add_compare_parser, run_compare),
+    ("lab", add_lab_parser, run_lab_command),
+    ("show", add_show_parser, run_show),
+    ("filters", add_filters_parser, run_filters),
+    ("sweep", add_sweep_parser, run_sweep_command),
+    ("report", add_report_parser, run_report),
 ]
 
 

@@ -169,10 +169,11 @@ def _short(name: str, width: int) -> str:
 
 def render_confusion(counts: torch.Tensor, class_names: list[str], normalized: bool = False) -> str:
     """The confusion matrix as a text table: rows true classes, columns predicted (numbered as in the row labels)."""
-    name_width = max(len(name) for name in class_names) + 5
+    corner = "true \\ predicted"
+    name_width = max(max(len(name) for name in class_names) + 5, len(corner) + 1)
     cell = 6
     values = normalize_rows(counts) if normalized else counts
-    header = "true \\ predicted".ljust(name_width) + "".join(f"{index:>{cell}}" for index in range(len(class_names)))
+    header = corner.ljust(name_width) + "".join(f"{index:>{cell}}" for index in range(len(class_names)))
     lines = [header]
     for row, name in enumerate(class_names):
         cells = "".join((f"{float(values[row, col]):>{cell}.2f}" if normalized else f"{int(values[row, col]):>{cell}d}")

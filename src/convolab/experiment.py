@@ -23,7 +23,8 @@ from convolab.model import build_model
 from convolab.runs import (RunDirectory, hardware, load_weights, python_command, read_checkpoint, read_json,
                            require_run, versions, CONFIG)
 from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
-from convolab.train import (Progress, TrainConfig, TrainingState, choose_device, fit, make_progress, seed_everything)
+from convolab.train import (Progress, TrainConfig, TrainingState, choose_device, fit, make_progress, metric_names,
+                            seed_everything)
 
 
 @dataclass
@@ -141,6 +142,8 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
     name = name or spec.name or (Path(out).name if out else "model")
     train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
     all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
+    for callback in all_callbacks:   # before anything is written: a typo in --stop-at leaves no half-made run
+        callback.check(metric_names(validation_data is not None))
     device = choose_device(config.device)
     run = RunDirectory(out) if out is not None else None
     if run is not None:

@@ -1,0 +1,212 @@
+"""Several models on the same data and seed, then one side-by-side table: what each costs and what it buys.
+
+    compare_models(["dnn", "cnn", "runs/old"], dataset, config, "runs/compare") -> Comparison
+    render_comparison(comparison) -> str
+
+Each entry is a model (preset, spec file or one-line spec: trained now) or a run directory (reused as it is). A model
+whose run directory under `out_root` already holds a finished run of the same spec, data and hyperparameters is reused
+too, unless `retrain=True`. `convolab compare`, `convolab lab` and `convolab sweep` all call `compare_models`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from convolab.callbacks import StopAtTarget
+from convolab.data import Dataset
+from convolab.errors import ConvolabError, RunError
+from convolab.experiment import DataSelection, TrainResult, train_run
+from convolab.runs import CHECKPOINT, CONFIG, METRICS, Run, load_run, read_checkpoint, read_json, require_run
+from convolab.shapes import analyze, totals
+from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.train import Progress, TrainConfig, make_progress
+
+
+@dataclass
+class ComparisonRow:
+    """One model's line in the table."""
+
+    name: str
+    spec_line: str
+    params: int
+    macs: int                            # multiply-adds per image, forward pass
+    seconds_per_epoch: float
+    final_train_accuracy: float
+    best_val_accuracy: float | None      # None without a validation split
+    test_accuracy: float
+    epochs: int                          # epochs trained
+    epochs_to_target: int | None         # first epoch meeting --stop-at; None if not reached or not asked
+    run_dir: str | None
+    reused: bool = False
+
+
+@dataclass
+class Comparison:
+    """The rows, the target they were measured against, and notes (reused runs trained differently, say)."""
+
+    rows: list[ComparisonRow]
+    stop_at: str | None = None
+    notes: list[str] = field(default_factory=list)
+    results: list[TrainResult] = field(default_factory=list)   # the runs trained now (reused ones are not here)
+
+
+def epochs_to_target(history: list[dict], target: StopAtTarget | None) -> int | None:
+    """The first epoch whose row meets `target`, or None."""
+    if target is None:
+        return None
+    return next((row["epoch"] for row in history if target.reached(row)), None)
+
+
+def _row(name: str, spec: ModelSpec, input_shape, num_classes: int, history: list[dict], test_accuracy: float,
+         target: StopAtTarget | None, run_dir: str | None, reused: bool) -> ComparisonRow:
+    sums = totals(analyze(spec, input_shape, num_classes))
+    validation = [row["val_accuracy"] for row in history if row.get("val_accuracy") is not None]
+    seconds = [row["seconds"] for row in history]
+    return ComparisonRow(
+        name=name, spec_line=spec.to_line(), params=sums["params"], macs=sums["macs"],
+        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else float("nan"),
+        final_train_accuracy=history[-1]["accuracy"] if history else float("nan"),
+        best_val_accuracy=max(validation) if validation else None, test_accuracy=test_accuracy,
+        epochs=len(history), epochs_to_target=epochs_to_target(history, target), run_dir=run_dir, reused=reused)
+
+
+def row_from_result(result: TrainResult, target: StopAtTarget | None = None) -> ComparisonRow:
+    """The table row of a run trained just now."""
+    return _row(result.name, result.spec, result.dataset.input_shape, result.dataset.num_classes, result.history,
+                result.evaluation.accuracy, target, str(result.run_dir) if result.run_dir else None, reused=False)
+
+
+def row_from_run(run: Run, target: StopAtTarget | None = None) -> ComparisonRow:
+    """The table row of a finished run directory (its metrics.json must exist: the run reached its test)."""
+    if run.metrics is None:
+        raise RunError(f"{run.path}: the run has no test results ({METRICS}); it did not finish",
+                       fix=f"finish it first: convolab train --resume {run.path}")
+    return _row(run.name, run.spec, run.input_shape, len(run.class_names), run.history, run.metrics["test_accuracy"],
+                target, str(run.path), reused=True)
+
+
+def run_name(entry: str, spec: ModelSpec, taken: set[str]) -> str:
+    """A directory name for a model: its preset name, else its one-line form made path-safe; unique among `taken`."""
+    base = spec.name or re.sub(r"[^A-Za-z0-9._-]+", "-", entry.strip())[:60].strip("-") or "model"
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}-{number}", number + 1
+    taken.add(name)
+    return name
+
+
+def is_run_directory(entry: str) -> bool:
+    """Whether `entry` names an existing run directory (rather than a model)."""
+    try:
+        require_run(entry)
+        return True
+    except RunError:
+        return False
+
+
+def matching_finished_run(path: Path, spec: ModelSpec, dataset: Dataset, config: TrainConfig,
+                          selection: DataSelection, stop_at: str | None) -> bool:
+    """Whether `path` holds a finished run of this very spec, data, subset, hyperparameters and target."""
+    if not is_run_directory(str(path)) or not (path / METRICS).is_file():
+        return False
+    try:
+        saved = read_json(path / CONFIG)
+        status = read_checkpoint(path / CHECKPOINT).get("status")
+    except ConvolabError:
+        return False
+    data = saved.get("dataset", {})
+    return (status in ("finished", "stopped") and saved.get("spec_line") == spec.to_line()
+            and saved.get("train") == asdict(config) and data.get("name") == dataset.name
+            and data.get("train_limit") == selection.train_limit and data.get("test_limit") == selection.test_limit
+            and (saved.get("callbacks") or {}).get("stop_at") == stop_at)
+
+
+def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: DataSelection) -> list[str]:
+    """What a reused run did differently from this comparison (the table is fair only without these)."""
+    notes = []
+    data, train = run.config.get("dataset", {}), run.config.get("train", {})
+    if data.get("name") != dataset.name:
+        notes.append(f"data {data.get('name')} (here {dataset.name})")
+    if data.get("train_limit") != selection.train_limit:
+        notes.append(f"train_limit {data.get('train_limit')} (here {selection.train_limit})")
+    for key in ("seed", "epochs", "batch_size", "optimizer", "learning_rate", "validation_split"):
+        if train.get(key) != getattr(config, key):
+            notes.append(f"{key} {train.get(key)} (here {getattr(config, key)})")
+    return notes
+
+
+def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config: TrainConfig, out_root: str | Path, *,
+                   selection: DataSelection | None = None, stop_at: str | None = None, retrain: bool = False,
+                   progress: Progress | None = None, on_train_end: Sequence[Callable[[Path], None]] = (),
+                   names: Sequence[str] | None = None) -> Comparison:
+    """Train each model (or reuse runs) on the same data and seed, then gather one row per entry.
+
+    entries: presets, spec files, one-line specs, ModelSpecs, or run directories. out_root: where new runs go
+    (out_root/NAME). retrain: ignore matching finished runs. names: directory names for the entries (default derived).
+    on_train_end: called with each new run's directory (pictures).
+    """
+    progress = progress or make_progress("auto")
+    selection = selection or DataSelection(options={"source": dataset.name})
+    target = StopAtTarget.parse(stop_at) if stop_at else None
+    comparison = Comparison(rows=[], stop_at=str(target) if target else None)
+    taken: set[str] = set()
+    for position, entry in enumerate(entries):
+        if isinstance(entry, str) and is_run_directory(entry):
+            run = load_run(entry)
+            taken.add(run.name)
+            differences = _differences(run, dataset, config, selection)
+            if differences:
+                comparison.notes.append(f"{run.name} ({entry}) was trained differently: {', '.join(differences)}")
+            comparison.rows.append(row_from_run(run, target))
+            continue
+        spec = resolve_spec(load_spec(entry) if isinstance(entry, str) else entry, dataset.input_shape,
+                            dataset.num_classes)
+        name = names[position] if names else run_name(entry if isinstance(entry, str) else (spec.name or "model"),
+                                                      spec, taken)
+        out = Path(out_root) / name
+        if not retrain and matching_finished_run(out, spec, dataset, config, selection, stop_at):
+            progress.message(f"{name}: reusing the finished run in {out} (same spec, data and settings)")
+            comparison.rows.append(row_from_run(load_run(out), target))
+            continue
+        progress.message(f"{name}: training {spec.to_line()} -> {out}")
+        result = train_run(spec, dataset, config, out, name=name, selection=selection, stop_at=stop_at,
+                           progress=progress, overwrite=True, on_train_end=on_train_end)
+        comparison.results.append(result)
+        comparison.rows.append(row_from_result(result, target))
+    return comparison
+
+
+# --- the table ------------------------------------------------------------------------------------------------------
+
+def _millions(value: int) -> str:
+    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The side-by-side table as plain text, then notes (reused runs, which trained differently)."""
+    headers = ["model", "params", "MACs/image", "s/epoch", "train acc", "best val acc", "test acc", "epochs"]
+    if comparison.stop_at:
+        headers.append(f"epochs to {comparison.stop_at}")
+    table = [headers]
+    for row in comparison.rows:
+        cells = [row.name + (" (reused)" if row.reused else ""), f"{row.params:,}", _millions(row.macs),
+                 f"{row.seconds_per_epoch:.1f}", _accuracy(row.final_train_accuracy), _accuracy(row.best_val_accuracy),
+                 _accuracy(row.test_accuracy), str(row.epochs)]
+        if comparison.stop_at:
+            cells.append("not reached" if row.epochs_to_target is None else str(row.epochs_to_target))
+        table.append(cells)
+    widths = [max(len(line[column]) for line in table) for column in range(len(headers))]
+    lines = []
+    for index, line in enumerate(table):
+        lines.append("  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                               for column, (cell, width) in enumerate(zip(line, widths))).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines += [f"note: {note}" for note in comparison.notes]
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The train, evaluate, compare and lab commands end to end: output and exit codes, the bad inputs included."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convolab.cli import main
+from train_fixtures import TINY_SPEC
+
+QUICK = ["--train-limit", "320", "--test-limit", "100", "--offline"]
+
+
+def test_train_writes_a_run_and_prints_epochs_and_the_test_result(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert main(["train", TINY_SPEC, "--epochs", "2", "--out", str(out), *QUICK]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epoch 1/2  loss ") and lines[1].startswith("epoch 2/2  loss ")
+    assert lines[2].startswith("test: loss ") and "(100 images)" in lines[2]
+    assert (out / "metrics.json").is_file()
+    # the same --out again is refused (nothing lost), --resume with more epochs continues it
+    assert main(["train", TINY_SPEC, "--out", str(out), *QUICK]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
+    output = capsys.readouterr().out
+    assert "resuming" in output and "epoch 3/3" in output and "epoch 2/3" not in output
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    # evaluate reads it back
+    assert main(["evaluate", str(out), "--test-limit", "50", "--offline"]) == 0
+    report = capsys.readouterr().out
+    assert "50 images" in report and "confusion matrix (counts)" in report and "most confused" in report
+
+
+def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2
+    assert "use one of: accuracy, loss" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_nan_loss_exits_non_zero_naming_the_step(tmp_path, capsys):
+    code = main(["train", TINY_SPEC, "--optimizer", "sgd", "--learning-rate", "1e10", "--epochs", "3",
+                 "--out", str(tmp_path / "nan"), *QUICK])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "the loss became" in error and "step" in error and "lower --learning-rate" in error
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate", "no/such/run"], "no such run directory"),
+    (["predict", "no/such/run", "x.png"], "no such run directory"),
+    (["train", "cnnn", *QUICK], "unknown model"),
+    (["train"], "train needs a MODEL"),
+    (["train", TINY_SPEC, "--early-stopping", "2", *QUICK], "--validation-split"),
+])
+def test_bad_inputs_exit_2_with_a_message(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_argument_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "cnn", "--epochs", "0"])
+    assert raised.value.code == 2
+
+
+def test_compare_prints_one_table(tmp_path, capsys):
+    assert main(["compare", TINY_SPEC, "flatten,dense8,dense", "--epochs", "1", "--out", str(tmp_path), "--quiet",
+                 *QUICK]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["model", "params", "MACs/image"] and len(lines) == 4
+
+
+def test_lab_prints_both_summaries_and_the_table(tmp_path, capsys):
+    assert main(["lab", "--epochs", "1", "--out", str(tmp_path), "--quiet", *QUICK]) == 0
+    output = capsys.readouterr().out
+    assert "Total params: 101,770" in output and "Total params: 243,786" in output   # Keras's counts for the lab
+    table = output[output.index("model   "):].splitlines()
+    assert [line.split()[0] for line in table[2:4]] == ["dnn", "cnn"]
+    assert (tmp_path / "dnn" / "metrics.json").is_file() and (tmp_path / "cnn" / "metrics.json").is_file()

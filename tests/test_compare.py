@@ -1,0 +1,58 @@
+"""compare: several models on the same data and seed, reused runs, epochs to a target, the table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convolab.compare import (Comparison, ComparisonRow, compare_models, epochs_to_target, render_comparison)
+from convolab.callbacks import StopAtTarget
+from convolab.experiment import DataSelection
+from convolab.train import QuietProgress, TrainConfig
+from train_fixtures import fashion, train_tiny_run
+
+GOLDEN = Path(__file__).parent / "golden"
+SELECTION = DataSelection(options={"source": "fashion-mnist", "offline": True}, train_limit=320, test_limit=200)
+
+
+def test_two_models_are_trained_on_the_same_data_and_seed_with_their_costs(tmp_path):
+    config = TrainConfig(epochs=2, validation_split=0.25, device="cpu")
+    comparison = compare_models(["flatten,dense8,dense", "flatten,dense16,dense"], fashion(), config, tmp_path,
+                                selection=SELECTION, stop_at="loss<50", progress=QuietProgress())
+    small, large = comparison.rows
+    # Parameters as Keras counts them: 784*8+8 + 8*10+10 and 784*16+16 + 16*10+10; multiply-adds without the biases.
+    assert (small.params, small.macs) == (6370, 784 * 8 + 8 * 10)
+    assert (large.params, large.macs) == (12730, 784 * 16 + 16 * 10)
+    assert small.epochs_to_target == 1 and small.epochs == 1        # the target stops training
+    assert small.best_val_accuracy is not None and 0 <= small.test_accuracy <= 1
+    table = render_comparison(comparison)
+    assert "epochs to loss<50" in table and "12,730" in table
+    # the second time, the finished runs of the same settings are reused, not retrained
+    again = compare_models(["flatten,dense8,dense", "flatten,dense16,dense"], fashion(), config, tmp_path,
+                           selection=SELECTION, stop_at="loss<50", progress=QuietProgress())
+    assert [row.reused for row in again.rows] == [True, True] and not again.results
+    assert [row.test_accuracy for row in again.rows] == [row.test_accuracy for row in comparison.rows]
+
+
+def test_a_run_directory_is_reused_and_a_different_setting_is_noted(tmp_path):
+    result = train_tiny_run(tmp_path / "old", epochs=1, seed=3)
+    comparison = compare_models([str(tmp_path / "old")], fashion(), TrainConfig(epochs=2, device="cpu"),
+                                tmp_path / "new", selection=SELECTION, progress=QuietProgress())
+    [row] = comparison.rows
+    assert row.reused and row.test_accuracy == result.evaluation.accuracy
+    assert "seed 3 (here 0)" in comparison.notes[0] and "epochs 1 (here 2)" in comparison.notes[0]
+
+
+def test_epochs_to_target_is_the_first_epoch_that_meets_it():
+    history = [{"epoch": 1, "accuracy": 0.8}, {"epoch": 2, "accuracy": 0.91}, {"epoch": 3, "accuracy": 0.95}]
+    assert epochs_to_target(history, StopAtTarget.parse("acc>=0.9")) == 2
+    assert epochs_to_target(history, StopAtTarget.parse("acc>=0.99")) is None
+    assert epochs_to_target(history, None) is None
+
+
+def test_the_table_matches_the_golden_file():
+    rows = [ComparisonRow("dnn", "flatten,dense128,dense10-softmax", 101770, 101632, 9.71, 0.8912, None, 0.8687, 5, 5,
+                          "runs/lab/dnn"),
+            ComparisonRow("cnn", "conv64x3,...", 243786, 6_562_176, 38.2, 0.9265, None, 0.9103, 5, None, "runs/lab/cnn")]
+    text = render_comparison(Comparison(rows=rows, stop_at="accuracy>=0.9")) + "\n"
+    assert text == (GOLDEN / "compare_table.txt").read_text()

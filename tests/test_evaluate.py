@@ -1,0 +1,73 @@
+"""Evaluation arithmetic against hand-computed cases, and the printed report against a golden file."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from convolab.evaluate import (ConfusedPair, confusion_matrix, evaluate_logits, loss_and_accuracy, most_confused,
+                               normalize_rows, per_class_accuracy, render_evaluation, top_losses)
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# Hand-made case, 3 classes, 8 samples:
+#   true      0 0 0 1 1 2 2 2
+#   predicted 0 1 0 1 2 2 2 0
+# Counts (rows true, columns predicted):  [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
+TRUE = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+PREDICTED = torch.tensor([0, 1, 0, 1, 2, 2, 2, 0])
+COUNTS = [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
+
+
+def test_confusion_matrix_against_the_hand_computed_counts():
+    assert confusion_matrix(TRUE, PREDICTED, 3).tolist() == COUNTS
+
+
+def test_rows_normalized_and_per_class_accuracy():
+    normalized = normalize_rows(torch.tensor(COUNTS))
+    expected = [[2 / 3, 1 / 3, 0], [0, 1 / 2, 1 / 2], [1 / 3, 0, 2 / 3]]
+    assert torch.allclose(normalized, torch.tensor(expected, dtype=torch.float64))
+    assert per_class_accuracy(torch.tensor(COUNTS)) == pytest.approx([2 / 3, 1 / 2, 2 / 3])
+
+
+def test_a_class_without_samples_has_no_accuracy_and_a_zero_row():
+    counts = confusion_matrix(torch.tensor([0, 0]), torch.tensor([0, 1]), 3)
+    assert per_class_accuracy(counts)[1:] == [None, None]
+    assert normalize_rows(counts)[2].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_most_confused_pairs_are_the_largest_off_diagonal_counts():
+    # Off-diagonal ones: (0->1) 1 of 3, (1->2) 1 of 2, (2->0) 1 of 3; ties broken by true class.
+    pairs = most_confused(torch.tensor(COUNTS), top=2)
+    assert pairs == [ConfusedPair(0, 1, 1, 1 / 3), ConfusedPair(1, 2, 1, 1 / 2)]
+
+
+def test_top_losses_with_true_and_predicted_probabilities():
+    # Sample 0: logits (0, ln 3) label 0 -> p = (1/4, 3/4): loss ln 4, predicted 1 with 0.75.
+    # Sample 1: logits (ln 9, 0) label 0 -> p = (0.9, 0.1): loss -ln 0.9, predicted 0.
+    logits = torch.tensor([[0.0, math.log(3)], [math.log(9), 0.0]])
+    worst = top_losses(logits, torch.tensor([0, 0]), top=1)[0]
+    assert (worst.index, worst.true_class, worst.predicted_class) == (0, 0, 1)
+    assert worst.loss == pytest.approx(math.log(4))
+    assert (worst.true_probability, worst.predicted_probability) == pytest.approx((0.25, 0.75))
+
+
+def test_loss_and_accuracy_from_logits():
+    logits = torch.tensor([[0.0, math.log(3)], [math.log(9), 0.0]])
+    loss, accuracy = loss_and_accuracy(logits, torch.tensor([0, 0]))
+    assert loss == pytest.approx((math.log(4) - math.log(0.9)) / 2)
+    assert accuracy == 0.5
+
+
+def test_the_printed_report_matches_the_golden_file():
+    # Logits that predict PREDICTED: a 2.0 logit on the predicted class, zeros elsewhere.
+    logits = torch.zeros(8, 3)
+    logits[torch.arange(8), PREDICTED] = 2.0
+    evaluation = evaluate_logits(logits, TRUE, ["cat", "dog", "bird"], top_k_losses=3)
+    assert evaluation.confusion.tolist() == COUNTS
+    text = render_evaluation(evaluation) + "\n"
+    assert text == (GOLDEN / "evaluate_report.txt").read_text()
+    metrics = evaluation.to_dict()
+    assert metrics["per_class_accuracy"]["dog"] == 0.5 and metrics["confusion_matrix"] == COUNTS

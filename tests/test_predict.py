@@ -1,0 +1,74 @@
+"""predict: the user's images prepared like the training data, top-3 classes; an unreadable file named, others go on."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convolab.cli import main
+from convolab.evaluate import predict_logits
+from convolab.predict import predict_images, top_classes
+from convolab.runs import load_run
+from train_fixtures import fashion, train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "tiny"
+    train_tiny_run(out, epochs=2, train=960)
+    return load_run(out)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Test image 0 (an ankle boot, light on dark) as a PNG, and as a photo would have it: dark on white, RGB, 3x larger."""
+    folder = tmp_path_factory.mktemp("images")
+    pixels = fashion().test_images[0, 0].numpy()                              # (28, 28) uint8
+    Image.fromarray(pixels).save(folder / "boot.png")
+    light = np.repeat(np.repeat(255 - pixels, 3, axis=0), 3, axis=1)           # (84, 84), light background
+    Image.fromarray(np.stack([light] * 3, axis=2)).save(folder / "boot_on_white.jpg", quality=95)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    return folder
+
+
+def test_top_classes_are_sorted_with_their_probabilities():
+    ranked = top_classes(torch.tensor([[0.1, 0.6, 0.3]]), ["a", "b", "c"], k=3)
+    assert ranked == [[("b", pytest.approx(0.6)), ("c", pytest.approx(0.3)), ("a", pytest.approx(0.1))]]
+
+
+def test_a_dataset_image_is_predicted_exactly_as_the_model_sees_it(run, images):
+    [prediction] = predict_images(run.model, [images / "boot.png"], run.input_shape, run.class_names)
+    probabilities = predict_logits(run.model, fashion().test_images[:1]).softmax(dim=1)[0]
+    expected = top_classes(probabilities[None], run.class_names)[0]
+    assert [name for name, _ in prediction.top] == [name for name, _ in expected]
+    assert [p for _, p in prediction.top] == pytest.approx([p for _, p in expected], abs=1e-6)
+    assert prediction.top[0][0] == "Ankle boot"
+
+
+def test_a_light_background_rgb_photo_is_inverted_and_predicted_like_the_original(run, images):
+    original, light = predict_images(run.model, [images / "boot.png", images / "boot_on_white.jpg"], run.input_shape,
+                                     run.class_names)
+    assert light.top[0][0] == original.top[0][0]
+    assert light.top[0][1] == pytest.approx(original.top[0][1], abs=0.15)   # resampling and JPEG change a few pixels
+    [not_inverted] = predict_images(run.model, [images / "boot_on_white.jpg"], run.input_shape, run.class_names,
+                                    invert=False)
+    assert not_inverted.top != light.top
+
+
+def test_an_unreadable_image_is_named_and_the_others_go_on(run, images, capsys):
+    code = main(["predict", str(run.path), str(images / "broken.png"), str(images / "boot.png"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    results = json.loads(captured.out)
+    assert "cannot read as an image" in results[0]["error"] and results[1]["top"][0]["class"] == "Ankle boot"
+    assert len(results[1]["top"]) == 3
+    assert "broken.png" in captured.err
+
+
+def test_predict_prints_the_top_three(run, images, capsys):
+    assert main(["predict", str(run.path), str(images / "boot.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("boot.png:") and len(lines) == 4 and lines[1].strip().endswith("Ankle boot")

@@ -1,0 +1,123 @@
+"""Run directories: what is written, read back as a Run; not-a-run, corrupted and other-spec checkpoints refused."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from convolab.errors import RunError
+from convolab.experiment import resume_run
+from convolab.runs import (RunDirectory, atomic_write_text, history_csv, load_run, next_free_directory,
+                           read_checkpoint)
+from train_fixtures import train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = train_tiny_run(out, epochs=2)
+    return out, result
+
+
+def test_a_run_directory_holds_the_documented_files(finished):
+    out, result = finished
+    assert sorted(path.name for path in out.iterdir()) == [
+        "best.pt", "checkpoint.pt", "config.json", "history.csv", "history.json", "metrics.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["spec_line"] == result.spec.to_line() and config["train"]["seed"] == 0
+    assert config["dataset"]["name"] == "fashion-mnist" and config["dataset"]["input_shape"] == [28, 28, 1]
+    assert config["versions"]["torch"] == torch.__version__ and config["device"] == "cpu"
+    assert (out / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_count"] == 200 and len(metrics["confusion_matrix"]) == 10
+
+
+def test_load_run_gives_back_the_model_with_its_weights_history_and_metrics(finished):
+    out, result = finished
+    run = load_run(out)
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(run.model.state_dict()[key], value.cpu())
+    assert run.history == result.history and run.metrics["test_accuracy"] == result.evaluation.accuracy
+    assert run.status == "finished" and run.class_names[9] == "Ankle boot"
+
+
+def test_checkpoints_load_with_weights_only(finished):
+    out, _ = finished
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)   # raises if anything but plain data is inside
+    assert payload["format"] == "convolab-checkpoint" and payload["epoch"] == 2
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda tmp: tmp / "missing", "no such run directory"),
+    (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt", "it is a file"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no config.json or checkpoint.pt"),
+])
+def test_a_path_that_is_not_a_run_is_refused(tmp_path, make, expected):
+    with pytest.raises(RunError, match=expected):
+        load_run(make(tmp_path))
+
+
+def test_a_corrupted_checkpoint_is_refused_and_nothing_is_overwritten(finished, tmp_path):
+    out, _ = finished
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "history.json", "metrics.json"):
+        (broken / name).write_bytes((out / name).read_bytes())
+    data = (out / "checkpoint.pt").read_bytes()
+    (broken / "checkpoint.pt").write_bytes(data[: len(data) // 2])   # a torn file
+    before = {path.name: path.read_bytes() for path in broken.iterdir()}
+    with pytest.raises(RunError, match="corrupted checkpoint"):
+        load_run(broken)
+    with pytest.raises(RunError, match="corrupted checkpoint"):
+        resume_run(broken, epochs=3)
+    assert {path.name: path.read_bytes() for path in broken.iterdir()} == before
+
+
+def test_a_pickled_object_in_a_checkpoint_is_not_loaded(tmp_path):
+    torch.save({"format": "convolab-checkpoint", "evil": RunDirectory(tmp_path)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(RunError, match="corrupted checkpoint"):
+        read_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_a_checkpoint_from_another_spec_names_the_layers_that_differ(finished, tmp_path):
+    out, _ = finished
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((out / "config.json").read_text())
+    config["spec"]["layers"][1]["units"] = 32          # dense16 -> dense32: the checkpoint no longer fits
+    (other / "config.json").write_text(json.dumps(config))
+    (other / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    with pytest.raises(RunError) as raised:
+        load_run(other)
+    message = str(raised.value)
+    assert "another model spec" in message
+    assert "layer 2 (dense, Dense): blocks.1.linear.weight is (16, 784) in the checkpoint, the model expects (32, 784)" \
+        in message
+    assert "layer 3 (dense_1, Dense)" in message and "layer 1" not in message
+
+
+def test_writing_over_a_run_is_refused_unless_asked(finished, tmp_path):
+    out, _ = finished
+    with pytest.raises(RunError, match="already holds a run"):
+        RunDirectory(out).create()
+    assert next_free_directory(out) == out.with_name("tiny-2")
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(finished):
+    out, _ = finished
+    with pytest.raises(RunError, match="nothing to resume"):
+        resume_run(out)
+
+
+def test_atomic_write_leaves_no_temporary_files_and_replaces_whole(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two" and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_history_csv_leaves_absent_metrics_empty():
+    text = history_csv([{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "seconds": 1.0}])
+    assert text.splitlines()[1] == "1,0.5,0.8,,,1.0"
