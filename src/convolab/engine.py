@@ -1,0 +1,404 @@
+"""The fast training path: the same function as model.py's ConvNet, with the same parameters, computed faster.
+
+    fast = fast_model(model)                   # a FastConvNet sharing model's parameters (state_dict keys identical)
+    fast = prepare_for_training(model, device) # the same, moved to the device in its fastest memory layout
+    step = TrainStep(fast, optimizer, device)  # forward, backward, update: no host synchronisation per step
+    step(images, labels); step.read()          # -> {"loss", "accuracy", "count"}, read once per epoch (or per bar tick)
+
+What pays here, measured on this project's 2-core CPU (bench/bench_kernels.py, interleaved medians; BENCHMARKS.md):
+- Max-pooling before the activation. relu(max(a, b)) == max(relu(a), relu(b)) exactly for any non-decreasing
+  activation, so the activation touches 4x fewer values and its backward mask is 4x smaller.
+- Computing only what is used. A valid 2x2 pool floors 11 -> 5 and drops the last row and column, so the conv before it
+  need not compute them; the demand travels back (the lab's CNN computes 24x24 and 10x10 conv outputs, not 26x26 and
+  11x11: 17% fewer FLOPs in its largest layer) and the values that are computed are bit for bit the reference's.
+- Channels-last (NHWC) activations: oneDNN's convolutions and PyTorch's pooling run their vectorised kernels on them,
+  and Keras-order Flatten becomes a view instead of a copy.
+- Keeping freed blocks in the process (glibc mallopt): the pool's 5 MB gradient buffer is otherwise returned to the
+  kernel and page-faulted back every step.
+- No `.item()` per step: loss and correct counts accumulate on the device and are read when someone asks.
+What did not pay and is not used (figures in BENCHMARKS.md): a custom autograd.Function fusing conv, pool and ReLU with
+a hand-written backward in PyTorch ops (its mask arithmetic is slower than oneDNN's pooling), the 1-channel first conv
+as unfold+matmul or as 9 shifted multiply-adds (slower than oneDNN on channels-last input), torch.compile.
+
+The GPU path (device chosen automatically; data kept on the device; bfloat16 autocast; the whole step captured once as
+a CUDA graph) is written to the same contract but was not measured here: this machine has no GPU.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convolab.errors import TrainingError
+from convolab.model import (
+    AveragePooling2DBlock, BatchNormalizationBlock, Conv2DBlock, ConvNet, DenseBlock, FlattenBlock,
+    GlobalAveragePooling2DBlock, MaxPooling2DBlock, build_model,
+)
+from convolab.spec import ModelSpec
+
+# Activations that commute with max-pooling exactly (non-decreasing, elementwise): pool first, activate 4x fewer values.
+POOL_COMMUTING_ACTIVATIONS = (nn.ReLU, nn.Identity, nn.LeakyReLU, nn.ReLU6)
+
+
+# --- what each step needs of its input: the demand that lets convs skip rows a pooling layer drops ---------------------
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window along one axis: size, stride, and the padding added before it (top or left)."""
+
+    size: int
+    stride: int
+    pad_before: int = 0
+
+    def input_needed(self, outputs: int) -> int:
+        """How many leading input positions (unpadded) the first `outputs` outputs read."""
+        return (outputs - 1) * self.stride + self.size - self.pad_before
+
+
+def output_count(length: int, window: Window, pad_after: int) -> int:
+    """Outputs of a valid window over `length` inputs padded by pad_before and pad_after (floor, as Keras)."""
+    return (length + window.pad_before + pad_after - window.size) // window.stride + 1
+
+
+# --- the steps of a fast forward pass ---------------------------------------------------------------------------------
+
+class ConvPoolStep:
+    """A Conv2DBlock, then a MaxPooling2DBlock: conv on the rows and columns the pool reads, pool, then activation.
+
+    The activation moves after the pool only when it commutes with max (POOL_COMMUTING_ACTIVATIONS); otherwise it
+    stays before it, and the step still gains the cropping and the channels-last layout.
+    """
+
+    def __init__(self, conv_block: Conv2DBlock, pool_block: MaxPooling2DBlock):
+        self.conv_block, self.pool_block = conv_block, pool_block
+        self.conv = conv_block.conv
+        left, right, top, bottom = conv_block.padding
+        self.pad = conv_block.padding
+        self.conv_windows = (Window(self.conv.kernel_size[0], self.conv.stride[0], top),
+                             Window(self.conv.kernel_size[1], self.conv.stride[1], left))
+        self.pool_pad = pool_block.padding
+        pool_left, _, pool_top, _ = pool_block.padding
+        self.pool_windows = (Window(pool_block.pool_size[0], pool_block.strides[0], pool_top),
+                             Window(pool_block.pool_size[1], pool_block.strides[1], pool_left))
+        self.activation = conv_block.activation
+        self.activate_after_pool = isinstance(self.activation, POOL_COMMUTING_ACTIVATIONS)
+        # A 'same' pool pads its bottom/right edge: cropping the conv before it would move that edge, so it reads all.
+        self.crop = not any(self.pool_pad)
+        self.out_rows = self.out_cols = None   # set by plan(): how many pooled rows/columns downstream reads
+
+    def input_needed(self, rows: int, cols: int) -> tuple[int, int] | None:
+        """Input rows and columns read by the first rows×cols outputs (None: all of them)."""
+        if not self.crop:
+            return None
+        conv_rows = self.pool_windows[0].input_needed(rows)
+        conv_cols = self.pool_windows[1].input_needed(cols)
+        return self.conv_windows[0].input_needed(conv_rows), self.conv_windows[1].input_needed(conv_cols)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = F.pad(x, self.pad)                       # Keras 'same': zeros, the odd one bottom/right
+        if self.crop:
+            conv_rows = self.pool_windows[0].input_needed(self.out_rows)
+            conv_cols = self.pool_windows[1].input_needed(self.out_cols)
+            rows = (conv_rows - 1) * self.conv.stride[0] + self.conv.kernel_size[0]
+            cols = (conv_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1]
+            x = x[:, :, :rows, :cols]                    # (N, C, rows, cols): only what the pool will read
+        # Channels-last memory, stated explicitly: with one input channel the layouts coincide and oneDNN would
+        # otherwise pick NCHW for the output, where pooling is 3x slower (measured).
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)   # (N, filters, conv_rows, conv_cols)
+        if not self.activate_after_pool:
+            x = self.activation(x)
+        if any(self.pool_pad):
+            x = F.pad(x, self.pool_pad, value=float("-inf"))
+        x = F.max_pool2d(x, self.pool_block.pool_size, self.pool_block.strides)   # (N, filters, out_rows, out_cols)
+        if self.activate_after_pool:
+            x = self.activation(x)
+        return x
+
+
+class CropStep:
+    """A leading-rows/columns crop, for blocks that read only part of their input (a valid conv or pool)."""
+
+    def __init__(self, block: nn.Module, windows: tuple[Window, Window]):
+        self.block, self.windows = block, windows
+        self.out_rows = self.out_cols = None
+
+    def input_needed(self, rows: int, cols: int) -> tuple[int, int]:
+        return self.windows[0].input_needed(rows), self.windows[1].input_needed(cols)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.input_needed(self.out_rows, self.out_cols)
+        return self.block(x[:, :, :rows, :cols])
+
+
+class BlockStep:
+    """Any other block, run as it is (so it is the reference by construction); it needs all of its input."""
+
+    def __init__(self, block: nn.Module):
+        self.block = block
+        self.out_rows = self.out_cols = None
+
+    def input_needed(self, rows: int | None, cols: int | None) -> None:
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class DropoutStep(BlockStep):
+    """Dropout on NCHW memory: its random mask is drawn in memory order, so this keeps the reference's draws."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x.contiguous())
+
+
+def _is_valid(block: nn.Module) -> bool:
+    return not any(block.padding)
+
+
+def lower(blocks: nn.ModuleList) -> list:
+    """The ConvNet's blocks as steps: conv+maxpool pairs fused, valid convs and pools cropped, the rest as they are."""
+    steps, index = [], 0
+    while index < len(blocks):
+        block = blocks[index]
+        following = blocks[index + 1] if index + 1 < len(blocks) else None
+        if isinstance(block, Conv2DBlock) and isinstance(following, MaxPooling2DBlock):
+            steps.append(ConvPoolStep(block, following))
+            index += 2
+            continue
+        if isinstance(block, Conv2DBlock) and _is_valid(block):
+            conv = block.conv
+            steps.append(CropStep(block, (Window(conv.kernel_size[0], conv.stride[0]),
+                                          Window(conv.kernel_size[1], conv.stride[1]))))
+        elif isinstance(block, (MaxPooling2DBlock, AveragePooling2DBlock)) and _is_valid(block):
+            steps.append(CropStep(block, (Window(block.pool_size[0], block.strides[0]),
+                                          Window(block.pool_size[1], block.strides[1]))))
+        elif isinstance(block, nn.Dropout):
+            steps.append(DropoutStep(block))
+        else:
+            steps.append(BlockStep(block))
+        index += 1
+    return steps
+
+
+def plan(steps: list, output_sizes: list[tuple[int, int] | None]) -> None:
+    """Walk back from the logits, telling each step how many output rows/columns the next one reads.
+
+    output_sizes[i]: step i's full (rows, cols) output, None for vectors. A step that needs all of its input (a
+    Flatten, a BatchNormalization whose statistics would change, Dropout whose random draws would) resets the demand.
+    """
+    demand = None
+    for step, full in zip(reversed(steps), reversed(output_sizes)):
+        if full is not None:
+            step.out_rows, step.out_cols = (min(demand[0], full[0]), min(demand[1], full[1])) if demand else full
+        demand = step.input_needed(step.out_rows, step.out_cols) if full is not None else None
+
+
+def _spatial_sizes(model: ConvNet, steps: list) -> list[tuple[int, int] | None]:
+    """Each step's full output (rows, cols) from the reference's shape reports, None when it outputs a vector."""
+    sizes, index = [], 0
+    for step in steps:
+        index += 2 if isinstance(step, ConvPoolStep) else 1
+        shape = model.reports[index - 1].output_shape
+        sizes.append((shape[0], shape[1]) if len(shape) == 3 else None)
+    return sizes
+
+
+# --- the module ---------------------------------------------------------------------------------------------------------
+
+class FastConvNet(nn.Module):
+    """What `reference` computes, through the steps above; its parameters ARE the reference's (same state_dict keys).
+
+    Pictures and checkpoints keep working on either: `fast.reference` is the plain ConvNet over the same tensors.
+    """
+
+    def __init__(self, reference: ConvNet):
+        super().__init__()
+        self.blocks = reference.blocks                   # the same modules: `blocks.0.conv.weight`, ...
+        self.spec, self.reports = reference.spec, reference.reports
+        self.input_shape, self.num_classes = reference.input_shape, reference.num_classes
+        self.output_activation = reference.output_activation
+        object.__setattr__(self, "reference", reference)   # not a submodule: its parameters would be listed twice
+        self.steps = lower(self.blocks)
+        plan(self.steps, _spatial_sizes(reference, self.steps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) floats, any memory layout -> (N, num_classes) logits, equal to the reference's."""
+        if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)   # (N, C, H, W) view of NHWC memory
+        for step in self.steps:
+            x = step(x)
+        return x
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.forward(x), dim=1)
+
+    def extra_repr(self) -> str:
+        names = [type(step).__name__ for step in self.steps]
+        return f"spec={self.spec.to_line()!r}, steps={names}"
+
+
+def fast_model(model_or_spec: ConvNet | ModelSpec, input_shape=None, num_classes: int | None = None) -> FastConvNet:
+    """A FastConvNet for a ConvNet (sharing its parameters) or for a spec (building the reference first)."""
+    if isinstance(model_or_spec, FastConvNet):
+        return model_or_spec
+    if isinstance(model_or_spec, ModelSpec):
+        model_or_spec = build_model(model_or_spec, input_shape, num_classes)
+    if not isinstance(model_or_spec, ConvNet):
+        raise TrainingError(f"the fast engine takes a convolab ConvNet or ModelSpec, received {type(model_or_spec).__name__}",
+                            fix="build the model with convolab.model.build_model, or use --engine reference")
+    return FastConvNet(model_or_spec)
+
+
+# --- device and process settings ----------------------------------------------------------------------------------------
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of returning them to the kernel; True when it applied (Linux, glibc).
+
+    Every training step frees and reallocates the same few megabytes; returned to the kernel they come back through
+    page faults (measured: the 5 MB pooling gradient's zero-fill took a tenth of the step at batch 32). A process-wide
+    setting, harmless elsewhere: it only changes when memory goes back to the system.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch.device | str = "cpu") -> FastConvNet:
+    """The fast module on `device`, parameters in the layout its kernels prefer (values and state_dict unchanged)."""
+    device = torch.device(device)
+    fast = fast_model(model)
+    fast.to(device=device, memory_format=torch.channels_last)   # 4-D conv weights NHWC; others unchanged
+    if device.type == "cpu":
+        keep_freed_memory()
+    return fast
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision where it pays: bfloat16 on CUDA cards that have it (no loss scaling needed), none on CPU."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+# --- the training step and its metrics, with no host synchronisation -------------------------------------------------
+
+class TrainStep:
+    """forward, loss, backward, optimizer step; loss and correct counts summed on the device, read by `read()`.
+
+    device: where model and batches live. amp: autocast to autocast_dtype(device) (None: decide by device).
+    capture: on CUDA, record the whole step once as a CUDA graph and replay it for every full batch (the optimizer
+    must be built with capturable=True; make_optimizer_for does that). A short last batch runs eagerly.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                 loss_fn=F.cross_entropy, amp: bool | None = None, capture: bool | None = None):
+        self.model, self.optimizer, self.device, self.loss_fn = model, optimizer, torch.device(device), loss_fn
+        self.dtype = autocast_dtype(self.device) if amp is not False else None
+        self.capture = self.device.type == "cuda" if capture is None else capture
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.count = 0
+        self.graph = None
+
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.model(images)                  # (B, classes)
+            loss = self.loss_fn(logits.float(), labels)  # mean over the batch, in float32
+        self.optimizer.zero_grad(set_to_none=not self.capture)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits.detach().argmax(dim=1)
+
+    def _eager(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forward_backward(images, labels)
+
+    def _captured(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph is None:
+            self.static_images, self.static_labels = images.clone(), labels.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):              # warm-up outside the graph, as the CUDA-graph docs ask
+                for _ in range(3):
+                    self._forward_backward(self.static_images, self.static_labels)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss, self.static_predicted = self._forward_backward(self.static_images,
+                                                                                  self.static_labels)
+            self.graph_batch = images.shape[0]
+        self.static_images.copy_(images, non_blocking=True)
+        self.static_labels.copy_(labels, non_blocking=True)
+        self.graph.replay()
+        return self.static_loss, self.static_predicted
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One step on a batch already on the device; returns the batch's mean loss as a device tensor (no sync)."""
+        use_graph = self.capture and (self.graph is None or images.shape[0] == self.graph_batch)
+        loss, predicted = (self._captured if use_graph else self._eager)(images, labels)
+        batch = labels.shape[0]
+        self.loss_sum += loss * batch
+        self.correct += (predicted == labels).sum()
+        self.count += batch
+        return loss
+
+    def read(self, reset: bool = False) -> dict[str, float]:
+        """The mean loss and accuracy since the last reset: the one host synchronisation, when someone asks."""
+        count = max(self.count, 1)
+        metrics = {"loss": float(self.loss_sum) / count, "accuracy": int(self.correct) / count, "count": self.count}
+        if reset:
+            self.loss_sum.zero_()
+            self.correct.zero_()
+            self.count = 0
+        return metrics
+
+
+def make_optimizer_for(name: str, parameters, learning_rate: float, device: torch.device,
+                       weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam/AdamW with Keras's epsilon; fused on CPU and CUDA, capturable on CUDA (so a CUDA graph can replay it)."""
+    device = torch.device(device)
+    options = dict(lr=learning_rate, eps=1e-7, weight_decay=weight_decay)
+    if device.type == "cuda":
+        options.update(capturable=True, foreach=True)
+    elif device.type == "cpu":
+        options.update(fused=True)
+    if name == "adam":
+        return torch.optim.Adam(parameters, **options)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, **options)
+    raise TrainingError(f"optimizer={name!r}; the engine's step takes adam or adamw", fix="use --optimizer adam")
+
+
+# --- data on the device, batches by index -----------------------------------------------------------------------------
+
+def to_device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 / 255 on the device, once, channels-last: the whole dataset as one tensor."""
+    scaled = images.to(device).float().div_(255.0)
+    return scaled.contiguous(memory_format=torch.channels_last)
+
+
+def device_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator | None,
+                   shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches drawn by index from tensors already on the device; the permutation crosses to the device once."""
+    count = len(labels)
+    order = torch.randperm(count, generator=generator).to(labels.device) if shuffle else None
+    for start in range(0, count, batch_size):
+        if order is None:
+            yield images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            index = order[start:start + batch_size]
+            yield images.index_select(0, index), labels.index_select(0, index)
