@@ -186,3 +186,18 @@ def test_progress_prints_one_plain_line_per_epoch_and_nothing_when_quiet(capsys)
 def test_epoch_line_format():
     line = format_epoch_line(1, 5, {"loss": 0.49791, "accuracy": 0.8253, "seconds": 12.34})
     assert line == "epoch 1/5  loss 0.4979  accuracy 0.8253  12.3s"
+
+
+def test_the_python_api_fits_evaluates_and_predicts_through_the_same_code(tmp_path):
+    from convolab import Dense, Flatten, Sequential
+    from train_fixtures import fashion_subset
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(16, activation="relu"), Dense(10, activation="softmax")])
+    with pytest.raises(TrainingError, match="fit"):
+        model.evaluate()
+    result = model.fit(fashion_subset(320, 100), epochs=1, out=tmp_path / "api", verbose=False)
+    assert (tmp_path / "api" / "metrics.json").is_file() and len(result.history) == 1
+    evaluation = model.evaluate()
+    assert evaluation.accuracy == result.evaluation.accuracy and evaluation.count == 100
+    probabilities = model.predict(fashion().test_images[:4])
+    assert probabilities.shape == (4, 10) and torch.allclose(probabilities.sum(dim=1), torch.ones(4))

@@ -60,5 +60,64 @@ class Sequential:
         for line in text.rstrip("\n").split("\n"):
             print_fn(line)
 
+    # --- training, evaluation, prediction: the same code as `convolab train`, `evaluate` and `predict` -----------
+
+    def fit(self, data="fashion-mnist", epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
+            learning_rate: float = 0.001, validation_split: float = 0.0, seed: int = 0, device: str = "auto",
+            out=None, stop_at: str | None = None, early_stopping: int | None = None, callbacks=(),
+            train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True):
+        """Train on `data` (a dataset name, an image folder or a loaded Dataset), test, and return the TrainResult.
+
+        The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none).
+        stop_at: e.g. "accuracy>=0.998". early_stopping: patience (needs validation_split). callbacks: Callback objects.
+        """
+        from convolab.data import Dataset, load_dataset
+        from convolab.experiment import DataSelection, train_run
+        from convolab.train import TrainConfig, make_progress
+
+        dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
+        options = {"source": dataset.name} if isinstance(data, Dataset) else {"source": data}
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+                             validation_split=validation_split, seed=seed, device=device)
+        self.result = train_run(self.spec, dataset, config, out, name=self.name,
+                                selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
+                                stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
+                                progress=make_progress("auto" if verbose else "quiet"))
+        return self.result
+
+    def _trained(self):
+        from convolab.errors import TrainingError
+
+        if getattr(self, "result", None) is None:
+            raise TrainingError("this model has not been trained yet", fix="call model.fit(...) first")
+        return self.result
+
+    def evaluate(self, data=None):
+        """Test loss and accuracy, per-class accuracy, confusion matrix, top losses on `data`'s test set
+        (default: the data it was fitted on). Returns an Evaluation (`.loss`, `.accuracy`, ...)."""
+        from convolab.data import Dataset, load_dataset
+        from convolab.evaluate import evaluate_model
+
+        result = self._trained()
+        dataset = result.dataset if data is None else data if isinstance(data, Dataset) else load_dataset(data)
+        return evaluate_model(result.model, dataset.test_images, dataset.test_labels, list(dataset.class_names),
+                              device=result.state.device)
+
+    def predict(self, inputs, top: int = 3, invert="auto"):
+        """Image files (a path or a list of paths) -> a list of Predictions (top classes with probabilities);
+        a uint8 or float tensor (N, C, H, W) -> its (N, classes) probabilities, like Keras's model.predict."""
+        import torch
+
+        from convolab.evaluate import predict_logits
+        from convolab.predict import predict_images
+
+        result = self._trained()
+        if isinstance(inputs, torch.Tensor):
+            images = inputs if inputs.dtype == torch.uint8 else (inputs.clamp(0, 1) * 255).round().to(torch.uint8)
+            return predict_logits(result.model, images, device=result.state.device).softmax(dim=1)
+        paths = [inputs] if isinstance(inputs, (str, bytes)) or hasattr(inputs, "__fspath__") else list(inputs)
+        return predict_images(result.model, paths, result.dataset.input_shape, list(result.dataset.class_names),
+                              invert=invert, top=top, device=result.state.device)
+
     def __repr__(self) -> str:
         return self.spec.to_python()
