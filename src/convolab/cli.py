@@ -263,7 +263,8 @@ def run_train(args: argparse.Namespace) -> int:
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
-        result = resume_run(target, epochs=args.epochs, progress=progress)   # None: the run's own epochs
+        result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
+                            on_train_end=training_pictures())
     else:
         if args.model is None:
             raise ConvolabError("train needs a MODEL (a preset, spec file or one-line spec)",
@@ -275,7 +276,7 @@ def run_train(args: argparse.Namespace) -> int:
         selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
         result = train_run(spec, dataset, train_config(args), out, name=spec.name or out.name, selection=selection,
                            stop_at=args.stop_at, early_stopping=args.early_stopping, progress=progress,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, on_train_end=training_pictures())
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
           f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
     return 0
@@ -407,7 +408,8 @@ def run_compare(args: argparse.Namespace) -> int:
     dataset = load_dataset(**options, progress=not args.quiet)
     selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
     comparison = compare_models(args.entries, dataset, train_config(args), args.out, selection=selection,
-                                stop_at=args.stop_at, retrain=args.retrain, progress=progress_for(args))
+                                stop_at=args.stop_at, retrain=args.retrain, progress=progress_for(args),
+                                on_train_end=training_pictures())
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in comparison.rows], indent=2))
     else:
@@ -443,6 +445,13 @@ def run_lab_command(args: argparse.Namespace) -> int:
 
 
 # --- show, filters, sweep, report ------------------------------------------------------------------------------------
+
+def training_pictures() -> list:
+    """The hooks train/compare pass to training: curves.png and confusion.png drawn into each finished run."""
+    from convolab.plots import write_run_pictures
+
+    return [write_run_pictures]
+
 
 def parse_index_list(text: str) -> list[int]:
     """argparse type for --images: "0,23,28" -> [0, 23, 28] (whole numbers, 0 or more)."""

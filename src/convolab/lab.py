@@ -15,6 +15,8 @@ from pathlib import Path
 from convolab.compare import Comparison, compare_models, render_comparison
 from convolab.data import Dataset, load_dataset
 from convolab.experiment import DataSelection
+from convolab.plots import write_run_pictures
+from convolab.report import lab_pictures
 from convolab.spec import load_spec
 from convolab.summary import summarize
 from convolab.train import Progress, TrainConfig, make_progress
@@ -52,12 +54,15 @@ def run_lab(epochs: int = LAB_EPOCHS, out_root: str | Path = "runs/lab", data_op
         print_fn(summarize(load_spec(name), dataset.input_shape, dataset.num_classes).rstrip("\n"))
         print_fn("")
     comparison = compare_models(list(LAB_MODELS), dataset, config, out_root, selection=selection, retrain=True,
-                                progress=progress, on_train_end=on_train_end, names=list(LAB_MODELS))
+                                progress=progress, on_train_end=(write_run_pictures, *on_train_end),
+                                names=list(LAB_MODELS))
     print_fn("")
     print_fn(render_comparison(comparison))
     print_fn("the course reports test accuracy about " +
              ", ".join(f"{value:.2f} ({name})" for name, value in COURSE_TEST_ACCURACY.items()))
     run_dirs = {row.name: Path(row.run_dir) for row in comparison.rows if row.run_dir}
     result = LabResult(dataset=dataset, comparison=comparison, run_dirs=run_dirs)
-    # The pictures step (issue 5) goes here: curves, confusion matrices and activations drawn from `result.run_dirs`.
+    # The lab's end: "visualize the convolutions and pooling" (test images 0, 23, 28, filter 1), then one report.
+    for path in lab_pictures(list(run_dirs.values()), Path(out_root) / "report.html"):
+        print_fn(f"wrote {path}")
     return result

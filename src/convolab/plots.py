@@ -216,6 +216,15 @@ def history_series(history: list[dict], key: str) -> tuple[list[int], list[float
     return epochs, values
 
 
+def epoch_ticks(axis, histories: list[list[dict]]) -> None:
+    """Whole-number epoch ticks: each epoch when there are few (one epoch is not 0.96 to 1.04), else integer steps."""
+    epochs = sorted({int(row["epoch"]) for history in histories for row in history})
+    if 0 < len(epochs) <= 15:
+        axis.set_xticks(epochs)
+    else:
+        axis.xaxis.get_major_locator().set_params(integer=True)
+
+
 def curves_figure(history: list[dict], title: str = "training") -> Figure:
     """Loss and accuracy per epoch, training and (when there is one) validation, side by side."""
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
@@ -229,7 +238,7 @@ def curves_figure(history: list[dict], title: str = "training") -> Figure:
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
-        axis.xaxis.get_major_locator().set_params(integer=True)
+        epoch_ticks(axis, [history])
     figure.suptitle(title, fontsize=10)
     return figure
 
@@ -271,7 +280,7 @@ def sweep_overlay_figure(histories: dict[str, list[dict]]) -> Figure:
     axis.set_ylabel("validation accuracy")
     axis.set_title("validation accuracy per epoch")
     axis.grid(alpha=0.3)
-    axis.xaxis.get_major_locator().set_params(integer=True)
+    epoch_ticks(axis, list(histories.values()))
     axis.legend(fontsize=8, loc="lower right")
     return figure
 

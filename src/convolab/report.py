@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from convolab import __version__
-from convolab.activations import run_test_data, visual_layer_indices
+from convolab.activations import conv_layer_indices, run_test_data, visual_layer_indices
 from convolab.diagram import architecture_svg
 from convolab.errors import ConvolabError
 from convolab.evaluate import evaluate_logits, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
-                            run_activation_grid, run_kernels_figure, sweep_overlay_figure)
+                            run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
 from convolab.runs import Run, atomic_write_text, load_run
 from convolab.shapes import analyze, count, readable_bytes, shape_text, totals
 from convolab.summary import row_explanations, row_title, total_lines
@@ -207,6 +207,22 @@ def confused_section(content: RunContent, options: ReportOptions) -> str:
                       "Each row: one confused pair, the model's most confident mistakes first."))
 
 
+def lab_grid(run: Run, test_data: tuple[torch.Tensor, torch.Tensor], options: ReportOptions):
+    """The activation grid of `run` as `options` ask: (figure, image indices, filter index).
+
+    The lab's defaults adapt (images past a small test set dropped, filter 0 when a layer has one filter); numbers
+    the user chose are checked and refused with a clear error instead.
+    """
+    images, labels = test_data
+    indices, filter_index = list(options.image_indices), options.filter_index
+    if options.image_indices == LAB_IMAGES:
+        indices = [index for index in indices if index < len(images)] or [0]
+    if options.filter_index == LAB_FILTER and min(maps_filters(run)) <= LAB_FILTER:
+        filter_index = 0
+    figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, indices, filter_index)
+    return figure, indices, filter_index
+
+
 def activations_section(content: RunContent, options: ReportOptions) -> str:
     """The lab's grid and the learned kernels, when the model has conv/pool layers."""
     run = content.run
@@ -215,19 +231,13 @@ def activations_section(content: RunContent, options: ReportOptions) -> str:
     if content.test_data is None:
         grid = missing(content.data_problem or "no test images")
     else:
-        images, labels = content.test_data
-        indices, filter_index = list(options.image_indices), options.filter_index
-        if options.image_indices == LAB_IMAGES:  # the lab's defaults adapt to a small test set or a 1-filter layer
-            indices = [index for index in indices if index < len(images)] or [0]
-        if options.filter_index == LAB_FILTER and min(maps_filters(run)) <= LAB_FILTER:
-            filter_index = 0
-        figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, indices, filter_index)
+        figure, indices, filter_index = lab_grid(run, content.test_data, options)
         grid = picture(png_data_uri(figure), "activation grid",
                        f"Test images {', '.join(map(str, indices))}: filter {filter_index} of every conv/pool layer, "
                        "one colour scale per column (convolab show).")
     kernels_html = picture(png_data_uri(run_kernels_figure(run.model, run.spec)), "learned filters",
                            "The learned kernels: red weights excite, blue inhibit (convolab filters).") \
-        if any(type(layer).__name__ == "Conv2D" for layer in run.spec.layers) else ""
+        if conv_layer_indices(run.spec) else ""
     return grid + kernels_html
 
 
@@ -332,3 +342,20 @@ def write_report(run_paths: list[str | Path], out: str | Path | None = None,
     out = Path(out) if out is not None else runs[0].path / "report.html"
     atomic_write_text(out, render_report(runs, options))
     return out
+
+
+def lab_pictures(run_dirs: list[str | Path], out: str | Path, options: ReportOptions | None = None) -> list[Path]:
+    """The lab's end: for each convolutional run its activation grid (activations.png) and kernels (filters.png),
+    then one report of all the runs at `out`. Returns the paths written."""
+    options = options or ReportOptions()
+    runs = [load_run(path) for path in run_dirs]
+    written = []
+    for run in runs:
+        if not conv_layer_indices(run.spec):
+            continue
+        figure, _indices, _filter = lab_grid(run, run_test_data(run.config), options)
+        written.append(save_figure(figure, run.path / "activations.png"))
+        written.append(save_figure(run_kernels_figure(run.model, run.spec), run.path / "filters.png"))
+    out = Path(out)
+    atomic_write_text(out, render_report(runs, options))
+    return written + [out]
