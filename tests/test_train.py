@@ -115,7 +115,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(tm
     reference, _ = _train(None)
     with pytest.raises(TrainingInterrupted) as raised:
         _train(tmp_path / "run", progress=StopAtStep(epoch=2, step=4))
-    assert "epoch 2, step 4 of 10" in str(raised.value)
+    assert "interrupted at epoch 2, step 4 of 10" in str(raised.value)
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert (checkpoint["epoch"], checkpoint["step"], checkpoint["status"]) == (1, 4, "interrupted")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is put back

@@ -135,6 +135,7 @@ class EpochTotals:
     count: int = 0
     loss_sum: float = 0.0
     correct: int = 0
+    seconds: float = 0.0     # wall time spent in this epoch before an interruption
 
     def metrics(self) -> dict[str, float]:
         """Sample-weighted mean loss and accuracy so far (what Keras prints as the epoch's loss and accuracy)."""
@@ -466,12 +467,13 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
 
     for callback in callbacks:
         callback.on_train_begin(state)
+    started = time.perf_counter()
     with InterruptFlag() as interrupt:
         try:
             while state.epoch < config.epochs and state.stop_reason is None:
                 epoch = state.epoch + 1
+                started = time.perf_counter() - state.totals.seconds   # a resumed epoch counts its first part
                 progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
-                started = time.perf_counter()
                 try:
                     metrics = train_one_epoch(model, _epoch_batches(state, images, labels), optimizer, loss_fn,
                                               totals=state.totals, on_step=progress.step,
@@ -505,7 +507,9 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 save(("stopped" if state.stop_reason else "finished") if done else "running")
         except KeyboardInterrupt:
             progress.close()
-            where = (f"epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
+            if state.totals.steps:
+                state.totals.seconds = time.perf_counter() - started
+            where = (f"at epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
                      else f"after epoch {state.epoch}")
             if run is not None:
                 save("interrupted")
