@@ -75,6 +75,10 @@ def run_summary(args: argparse.Namespace) -> int:
     if num_classes is None and any(isinstance(layer, Dense) and layer.units is None for layer in spec.layers):
         num_classes = DEFAULT_NUM_CLASSES
     sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
+    from convolab.recipes import RECIPES
+
+    if args.model in RECIPES and args.format != "json":   # a recipe is its spec plus how it trains
+        sys.stdout.write("\n" + RECIPES[args.model].describe())
     if args.diagram:
         from convolab.diagram import write_diagram
 
@@ -204,6 +208,9 @@ def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffle order (default 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="auto: cuda, then mps, then cpu (default auto)")
+    parser.add_argument("--engine", choices=("fast", "reference"), default="fast",
+                        help="fast: the same network and weights through faster kernels (engine.py); reference: "
+                             "model.py's plain layers (default fast)")
     parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
@@ -216,7 +223,7 @@ def train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs or 5, batch_size=args.batch_size, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, validation_split=args.validation_split, seed=args.seed,
-                       device=args.device)
+                       device=args.device, engine=getattr(args, "engine", "fast"))
 
 
 def progress_for(args: argparse.Namespace):
@@ -240,6 +247,10 @@ def add_train_parser(subparsers) -> None:
     parser.set_defaults(epochs=None)   # None: 5 for a new run, the run's own for --resume
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run directory (default runs/MODEL, or runs/MODEL-2, ... if that holds a run)")
+    parser.add_argument("--recipe", choices=("fast", "best"), default=None,
+                        help="train a time-to-accuracy recipe instead of MODEL: its spec, epochs, batch size, "
+                             "optimizer, learning-rate schedule and augmentation (see `convolab summary fast`); "
+                             "--epochs, --seed, --device, --engine and the data flags still apply")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
                         help="continue a stopped run (RUN, or --out) from its checkpoint; --epochs N trains to N in all")
@@ -266,6 +277,18 @@ def run_train(args: argparse.Namespace) -> int:
         result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
                             on_train_end=training_pictures())
     else:
+        config = train_config(args)
+        if args.recipe is not None:
+            from dataclasses import replace
+
+            from convolab.recipes import get_recipe
+
+            if args.model not in (None, args.recipe):
+                raise ConvolabError(f"--recipe {args.recipe} brings its own model, and MODEL {args.model!r} was given too",
+                                    fix=f"drop MODEL: convolab train --recipe {args.recipe}")
+            recipe = get_recipe(args.recipe)
+            config = replace(config, **{**recipe.hyperparameters(), "epochs": args.epochs or recipe.epochs})
+            args.model = recipe.name   # its spec is the preset of the same name
         if args.model is None:
             raise ConvolabError("train needs a MODEL (a preset, spec file or one-line spec)",
                                 fix="for example: convolab train cnn")
@@ -274,7 +297,7 @@ def run_train(args: argparse.Namespace) -> int:
         options = data_options(args)
         dataset = load_dataset(**options, progress=not args.quiet)
         selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
-        result = train_run(spec, dataset, train_config(args), out, name=spec.name or out.name, selection=selection,
+        result = train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection,
                            stop_at=args.stop_at, early_stopping=args.early_stopping, progress=progress,
                            overwrite=args.overwrite, on_train_end=training_pictures())
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "

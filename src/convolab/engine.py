@@ -288,6 +288,13 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
     return fast
 
 
+def accelerate(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """prepare_for_training for a ConvNet (or FastConvNet); any other module is returned as it is."""
+    if isinstance(model, (ConvNet, FastConvNet)):
+        return prepare_for_training(model, device)
+    return model
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """Mixed precision where it pays: bfloat16 on CUDA cards that have it (no loss scaling needed), none on CPU."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

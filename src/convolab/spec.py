@@ -414,7 +414,8 @@ Defaults: conv and hidden dense use relu, the last dense uses softmax; padding '
 the pool size). The lab's CNN: conv64x3,pool2,conv64x3,pool2,flatten,dense128,dense10
 
 Presets: dnn, cnn (the lab's two networks) and the lab's exercises cnn16, cnn32 (16 or 32 filters per
-convolution), cnn1conv (one convolution), cnn3conv (a third convolution). MODEL may also be a .yaml/.yml/.json file."""
+convolution), cnn1conv (one convolution), cnn3conv (a third convolution), and fast and best, the specs of the
+training recipes (convolab train --recipe fast|best). MODEL may also be a .yaml/.yml/.json file."""
 
 # The lab's networks and its exercises, in the one-line form. `dense` = the dataset's class count (10 for the lab).
 PRESETS: dict[str, str] = {
@@ -424,6 +425,9 @@ PRESETS: dict[str, str] = {
     "cnn32": "conv32x3,pool2,conv32x3,pool2,flatten,dense128,dense",
     "cnn1conv": "conv64x3,pool2,flatten,dense128,dense",
     "cnn3conv": "conv64x3,pool2,conv64x3,pool2,conv64x3,flatten,dense128,dense",
+    # The specs of the time-to-accuracy recipes (recipes.py holds their hyperparameters; `convolab train --recipe`).
+    "fast": "conv32x3,pool2,bn,conv64x3,pool2,bn,flatten,dense128,dense",
+    "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.3,dense256,dense",
 }
 
 _TOKEN_FORMS = {

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -30,10 +31,13 @@ import torch.nn.functional as F
 from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
 from convolab.errors import TrainingError
+from convolab.engine import accelerate
+from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ENGINES = ("fast", "reference")
 
 
 @dataclass
@@ -47,6 +51,12 @@ class TrainConfig:
     validation_split: float = 0.0      # the lab uses none; Keras holds out the LAST fraction, unshuffled
     seed: int = 0
     device: str = "auto"               # auto: cuda, then mps, then cpu
+    engine: str = "fast"               # fast: engine.py computes the same function faster; reference: model.py as is
+    # The recipes' extras (recipes.py); these defaults are the lab's, which has none of them.
+    schedule: str = "constant"         # constant, or onecycle: warm up to learning_rate for 20% of steps, then decay
+    label_smoothing: float = 0.0       # mass moved from the true class to all classes (Keras's label_smoothing)
+    augment: str = "none"              # none, flip, or crop-flip: mirror images and shifts of up to 2 pixels
+    weight_decay: float = 0.0          # AdamW's decoupled weight decay (optimizer adamw only)
 
     def validate(self) -> None:
         """Raise TrainingError naming the first bad field."""
@@ -66,6 +76,20 @@ class TrainConfig:
                                 fix="use --validation-split 0.1, say (0 for none)")
         if self.device not in DEVICES:
             raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
+        if self.engine not in ENGINES:
+            raise TrainingError(f"engine={self.engine!r}; expected one of {', '.join(ENGINES)}", fix="use --engine fast")
+        if self.schedule not in SCHEDULES:
+            raise TrainingError(f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}",
+                                fix="use constant (the lab's) or onecycle")
+        if self.augment not in AUGMENTATIONS:
+            raise TrainingError(f"augment={self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}",
+                                fix="use none (the lab's) or crop-flip")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TrainingError(f"label_smoothing={self.label_smoothing!r}; expected a fraction in [0, 1)",
+                                fix="use 0.1, say (0 for none)")
+        if self.weight_decay < 0 or (self.weight_decay > 0 and self.optimizer != "adamw"):
+            raise TrainingError(f"weight_decay={self.weight_decay!r} with optimizer={self.optimizer!r}; expected 0, "
+                                "or a positive decay with adamw", fix="use --optimizer adamw, or no weight decay")
 
 
 # --- device, seeds, optimizer, loss ---------------------------------------------------------------------------------
@@ -92,7 +116,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learning_rate: float,
-                   device: torch.device) -> torch.optim.Optimizer:
+                   device: torch.device, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Keras's optimizers with Keras's defaults (epsilon 1e-7, RMSprop's rho 0.9) in PyTorch.
 
     Adam uses the fused kernel on CPU and CUDA: one call updates every tensor (about 10% of the lab CNN's step at batch 32).
@@ -102,7 +126,7 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learning
     if name == "adam":
         return torch.optim.Adam(parameters, lr=learning_rate, eps=1e-7, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=learning_rate, eps=1e-7, fused=fused)
+        return torch.optim.AdamW(parameters, lr=learning_rate, eps=1e-7, fused=fused, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=learning_rate)
     if name == "rmsprop":
@@ -427,6 +451,18 @@ def _epoch_batches(state: TrainingState, images: torch.Tensor, labels: torch.Ten
     return islice(batches, state.totals.steps, None)
 
 
+def _recipe_batches(batches: Iterator, state: TrainingState, steps_per_epoch: int) -> Iterator:
+    """The recipes' per-step extras on the batch stream: set the scheduled learning rate, augment the images."""
+    total_steps = state.config.epochs * steps_per_epoch
+    step = state.epoch * steps_per_epoch + state.totals.steps          # where a resumed run stands
+    for images, labels in batches:
+        if state.config.schedule != "constant":
+            for group in state.optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, total_steps, state.config.learning_rate, state.config.schedule)
+        yield augment_batch(images, state.config.augment), labels
+        step += 1
+
+
 def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, *,
         validation_data: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = cross_entropy,
@@ -445,7 +481,12 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     device = device or choose_device(config.device)
     progress = progress or make_progress("auto")
     model.to(device)
-    optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device)
+    if config.engine == "fast":
+        model = accelerate(model, device)   # engine.py: the same function and parameters (state_dict), faster kernels
+    optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device,
+                                            config.weight_decay)
+    if config.label_smoothing and loss_fn is cross_entropy:
+        loss_fn = partial(F.cross_entropy, label_smoothing=config.label_smoothing)
     generator = generator or torch.Generator().manual_seed(config.seed)
     callbacks = list(callbacks)
     if run is not None and not any(isinstance(callback, Checkpoint) for callback in callbacks):
@@ -475,7 +516,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 started = time.perf_counter() - state.totals.seconds   # a resumed epoch counts its first part
                 progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
                 try:
-                    metrics = train_one_epoch(model, _epoch_batches(state, images, labels), optimizer, loss_fn,
+                    batches = _recipe_batches(_epoch_batches(state, images, labels), state, steps_per_epoch)
+                    metrics = train_one_epoch(model, batches, optimizer, loss_fn,
                                               totals=state.totals, on_step=progress.step,
                                               should_stop=lambda: interrupt.raised)
                 except NonFiniteLoss as error:
