@@ -11,7 +11,8 @@ from convolab.errors import RunError
 from convolab.experiment import resume_run
 from convolab.runs import (RunDirectory, atomic_write_text, history_csv, load_run, next_free_directory,
                            read_checkpoint)
-from train_fixtures import train_tiny_run
+from convolab.train import QuietProgress
+from train_fixtures import fashion, train_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,25 @@ def test_atomic_write_leaves_no_temporary_files_and_replaces_whole(tmp_path):
 def test_history_csv_leaves_absent_metrics_empty():
     text = history_csv([{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "seconds": 1.0}])
     assert text.splitlines()[1] == "1,0.5,0.8,,,1.0"
+
+
+def test_resume_through_the_cli_path_gives_exactly_the_uninterrupted_weights_for_a_small_cnn(tmp_path):
+    # The whole path `convolab train` and `--resume` take (train_run, resume_run), with a convolution and pooling, so
+    # whatever engine trains the ConvNet is covered too. Interrupted by a callback after epoch 1 of 2.
+    from convolab.callbacks import LambdaCallback
+    from convolab.train import TrainingInterrupted
+
+    spec = "conv4x3,pool2,flatten,dense"
+    straight = train_tiny_run(tmp_path / "straight", spec=spec, epochs=2, train=256, test=50)
+
+    def interrupt(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(TrainingInterrupted):
+        train_tiny_run(tmp_path / "stopped", spec=spec, epochs=2, train=256, test=50,
+                       callbacks=[LambdaCallback(on_epoch_end=interrupt)])
+    resumed = resume_run(tmp_path / "stopped", dataset=fashion(), progress=QuietProgress())
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert resumed.evaluation.accuracy == straight.evaluation.accuracy
+    assert json.loads((tmp_path / "stopped" / "history.json").read_text())[1]["loss"] == straight.history[1]["loss"]
