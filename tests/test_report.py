@@ -203,3 +203,15 @@ def test_chromium_shows_every_picture_and_logs_no_console_error(tmp_path, two_ru
     assert len(rows) == len(parse(two_runs_html).images()) == 12
     broken = [row for row in rows if not (row[1] and row[2] > 0 and row[3] > 0)]
     assert broken == []
+
+
+def test_a_run_whose_data_is_gone_still_gets_a_report_saying_so(tmp_path):
+    run_dir = copy_run("tinycnn", tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset"]["options"] = {"source": str(tmp_path / "moved-away")}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    html = render_report([load_run(run_dir)])
+    page = parse(html)
+    assert [image["alt"] for image in page.images()] == ["architecture diagram", "training curves",
+                                                         "confusion matrix", "learned filters"]
+    assert html.count("the test images could not be loaded again") == 2  # confused examples and the grid

@@ -269,16 +269,19 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str = "c
 def sweep_overlay_figure(histories: dict[str, list[dict]]) -> Figure:
     """Validation accuracy per epoch, one line per run (training accuracy, dashed, for runs without validation)."""
     figure, axis = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    validated = 0
     for name, history in histories.items():
         epochs, values = history_series(history, "val_accuracy")
         if values:
             axis.plot(epochs, values, "o-", label=name)
+            validated += 1
             continue
         epochs, values = history_series(history, "accuracy")
         axis.plot(epochs, values, "o--", label=f"{name} (training)")
+    which = "validation" if validated else "training"  # runs without a validation split show what they have
     axis.set_xlabel("epoch")
-    axis.set_ylabel("validation accuracy")
-    axis.set_title("validation accuracy per epoch")
+    axis.set_ylabel(f"{which} accuracy")
+    axis.set_title(f"{which} accuracy per epoch" + ("" if validated else " (no validation split)"))
     axis.grid(alpha=0.3)
     epoch_ticks(axis, list(histories.values()))
     axis.legend(fontsize=8, loc="lower right")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -111,16 +112,23 @@ def missing(text: str) -> str:
 
 # --- reading what the report needs ---------------------------------------------------------------------------------
 
-def gather(run: Run, with_test_images: bool = True) -> RunContent:
-    """The run's layer reports, metrics (recomputed when metrics.json is missing) and test images."""
+def gather(run: Run, test_sets: dict[str, tuple] | None = None) -> RunContent:
+    """The run's layer reports, metrics.json and test images (or why they could not be loaded).
+
+    test_sets: test images already loaded, by the runs' recorded data, so that a sweep's runs load their data once.
+    """
     content = RunContent(run=run)
     content.reports = analyze(run.spec, run.input_shape, len(run.class_names))
     content.metrics = dict(run.metrics or {})
-    if with_test_images:
-        try:
-            content.test_data = run_test_data(run.config)
-        except ConvolabError as error:
-            content.data_problem = f"the test images could not be loaded again: {error.message}"
+    data = run.config.get("dataset", {})
+    key = json.dumps([data.get("options"), data.get("name"), data.get("test_limit")], sort_keys=True, default=str)
+    test_sets = {} if test_sets is None else test_sets
+    try:
+        if key not in test_sets:
+            test_sets[key] = run_test_data(run.config)
+        content.test_data = test_sets[key]
+    except ConvolabError as error:
+        content.data_problem = f"the test images could not be loaded again: {error.message}"
     return content
 
 
@@ -326,7 +334,8 @@ def page(title: str, body: str, nav: list[tuple[str, str]]) -> str:
 def render_report(runs: list[Run], options: ReportOptions | None = None) -> str:
     """The report's HTML for one run, or for several runs with their comparison first."""
     options = options or ReportOptions()
-    contents = [gather(run) for run in runs]
+    test_sets: dict[str, tuple] = {}
+    contents = [gather(run, test_sets) for run in runs]
     if len(contents) == 1:
         content = contents[0]
         return page(f"convolab report: {content.run.name}", run_section(content, options, heading=2), [])
