@@ -287,12 +287,11 @@ class RichProgress(Progress):
 
         self.close()
         self.bar = Bar(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]:.4f}  accuracy {task.fields[accuracy]:.4f}"),
+                       TextColumn("{task.fields[metrics]}"),
                        TextColumn("{task.fields[rate]:.0f} steps/s"), TimeRemainingColumn(),
                        console=self.console, transient=True)
         self.bar.start()
-        self.task = self.bar.add_task("train", total=steps, completed=done, loss=float("nan"),
-                                      accuracy=float("nan"), rate=0.0)
+        self.task = self.bar.add_task("train", total=steps, completed=done, metrics="", rate=0.0)
         self.start_time, self.start_done = time.perf_counter(), done
 
     def step(self, totals: EpochTotals) -> None:
@@ -302,7 +301,8 @@ class RichProgress(Progress):
         self.last_update = now
         metrics = totals.metrics()
         rate = (totals.steps - self.start_done) / max(now - self.start_time, 1e-9)
-        self.bar.update(self.task, completed=totals.steps, rate=rate, **metrics)
+        self.bar.update(self.task, completed=totals.steps, rate=rate,
+                        metrics=f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}")
 
     def end_epoch(self, epoch: int, epochs: int, logs: dict) -> None:
         self.close()
@@ -558,6 +558,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 raise TrainingInterrupted(f"interrupted {where}; a resumable checkpoint is saved in {run.path}",
                                           fix=f"continue with: convolab train --resume {run.path}") from None
             raise TrainingInterrupted(f"interrupted {where} (no run directory, nothing saved)") from None
+        finally:
+            progress.close()   # never leave a live bar behind an error
     if state.stop_reason:
         progress.message(f"stopped after epoch {state.epoch}: {state.stop_reason}")
     for callback in callbacks:
