@@ -284,7 +284,7 @@ def sweep_overlay_figure(histories: dict[str, list[dict]]) -> Figure:
     axis.set_title(f"{which} accuracy per epoch" + ("" if validated else " (no validation split)"))
     axis.grid(alpha=0.3)
     epoch_ticks(axis, list(histories.values()))
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: never over a line
     return figure
 
 

@@ -46,14 +46,14 @@ h3 { font-size: 17px; margin: 24px 0 6px; color: #333; }
 p.meta, p.note { color: #555; font-size: 14px; margin: 4px 0; }
 nav { font-size: 14px; margin: 10px 0 4px; }
 nav a { margin-right: 14px; color: #3b75b5; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0 12px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0 12px; max-width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f0f4f9; }
 td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.why td { color: #555; font-size: 12px; border-bottom: 1px solid #bbb; padding-top: 0; }
 tr.why td div { margin: 1px 0 1px 14px; }
 tr.best td { background: #eef7ee; }
-code { font-size: 13px; background: #f3f3f3; padding: 1px 4px; border-radius: 3px; }
+code { font-size: 13px; background: #f3f3f3; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
 figure { margin: 10px 0 18px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
 figcaption { color: #555; font-size: 13px; margin-top: 4px; }
