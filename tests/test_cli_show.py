@@ -63,7 +63,8 @@ def test_all_filters_paged_and_sorted_by_variance(run_dir, tmp_path, capsys):
     variance = maps.values.reshape(-1, 4).var(axis=0)
     order = sorted(range(4), key=lambda channel: -variance[channel])
     for number, (filters, path) in enumerate(zip(filter_pages(order, 3), pages), start=1):
-        figure = all_filters_figure(maps, 0, filters, 23, "Ankle boot", "conv2d", number, 2, variance)
+        figure = all_filters_figure(maps, 0, filters, 23, "Ankle boot", "conv2d", number, 2, variance,
+                                    (float(maps.values.min()), float(maps.values.max())))  # one scale, both pages
         np.testing.assert_array_equal(png_pixels(path), figure_pixels(figure, tmp_path, f"p{number}.png"))
 
 

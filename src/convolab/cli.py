@@ -542,7 +542,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     from convolab.activations import (capture, check_filter_index, check_image_indices, filters_by_variance,
                                       find_layer, layer_names, run_test_data, variance_by_filter)
-    from convolab.plots import all_filters_figure, filter_pages, run_activation_grid, save_figure
+    from convolab.plots import all_filters_figure, column_limits, filter_pages, run_activation_grid, save_figure
     from convolab.runs import load_run
 
     run = load_run(args.run)
@@ -567,9 +567,10 @@ def run_show(args: argparse.Namespace) -> int:
     order = filters_by_variance(maps.values) if args.sort == "variance" else list(range(maps.num_filters))
     pages = filter_pages(order, args.per_page)
     paths = page_paths(args.out or run.path / f"activations-{name}.png", len(pages))
+    limits = column_limits(maps.values[0])  # one colour scale for every page of the layer
     for page, (filters, path) in enumerate(zip(pages, paths), start=1):
         figure = all_filters_figure(maps, 0, filters, image_index, run.class_names[int(labels[image_index])], name,
-                                    page, len(pages), variances if args.sort == "variance" else None)
+                                    page, len(pages), variances if args.sort == "variance" else None, limits)
         save_figure(figure, path)
     print(f"show: wrote {len(paths)} picture(s) of the {maps.num_filters} filters of layer {layer} ({name}) on test "
           f"image #{image_index}: {', '.join(str(path) for path in paths)}")

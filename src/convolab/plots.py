@@ -110,11 +110,12 @@ def filter_pages(order: list[int], per_page: int) -> list[list[int]]:
 
 def all_filters_figure(maps: LayerMaps, image_position: int, filters: list[int], image_index: int,
                        class_name: str, layer_name: str, page: int, pages: int,
-                       variances: np.ndarray | None = None) -> Figure:
-    """Every filter in `filters` of one layer for one image, one colour scale for the page and one colour bar.
+                       variances: np.ndarray | None = None, limits: tuple[float, float] | None = None) -> Figure:
+    """Every filter in `filters` of one layer for one image, one colour scale and one colour bar.
 
     image_position: the image's row in `maps.values`; image_index: its number in the test set (for the title).
     variances: when given, each tile's title shows the filter's activation variance (the sort key).
+    limits: the colour scale (default: this page's min and max); give the layer's to compare pages by eye.
     """
     count = len(filters)
     columns = min(8, count)
@@ -122,7 +123,7 @@ def all_filters_figure(maps: LayerMaps, image_position: int, filters: list[int],
     figure = plt.figure(figsize=(1.5 * columns + 0.8, 1.6 * rows + 0.9), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     shown = maps.values[image_position][:, :, filters]  # (H, W, count)
-    low, high = column_limits(shown)
+    low, high = limits or column_limits(shown)
     image = None
     for position, axis in enumerate(axes.flat):
         axis.set_xticks([])
