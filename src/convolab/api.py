@@ -73,6 +73,7 @@ class Sequential:
         """
         from convolab.data import Dataset, load_dataset
         from convolab.experiment import DataSelection, train_run
+        from convolab.plots import write_run_pictures
         from convolab.train import TrainConfig, make_progress
 
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
@@ -82,7 +83,8 @@ class Sequential:
         self.result = train_run(self.spec, dataset, config, out, name=self.name,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
-                                progress=make_progress("auto" if verbose else "quiet"))
+                                progress=make_progress("auto" if verbose else "quiet"),
+                                on_train_end=[write_run_pictures])   # curves.png and confusion.png when out is given
         return self.result
 
     def _trained(self):
