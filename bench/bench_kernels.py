@@ -96,10 +96,12 @@ def make_step(model, forward, images, labels):
 def interleaved(steps: dict, rounds: int, count: int) -> dict[str, float]:
     """Median seconds per step of each variant, timed in turn `rounds` times."""
     times = {name: [] for name in steps}
+    threads = torch.get_num_threads()
     for step in steps.values():
         step()                                           # warm-up: allocations, oneDNN primitive caches
     for _ in range(rounds):
         for name, step in steps.items():
+            torch.set_num_threads(threads)               # the engine's governor may have changed it
             started = time.perf_counter()
             for _ in range(count):
                 step()
@@ -113,6 +115,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--candidates", action="store_true", help="also time the rejected candidates")
+    parser.add_argument("--one-thread-too", action="store_true", help="also time the engine on one thread")
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = load_spec("cnn")
@@ -129,6 +132,20 @@ def main() -> None:
         "reference ConvNet (NCHW)": make_step(model(), lambda m, x: m(x), images, labels),
         "engine FastConvNet": make_step(prepare_for_training(model()), lambda m, x: m(x), channels_last, labels),
     }
+    if args.one_thread_too:
+        engine_step = steps["engine FastConvNet"]
+
+        def one_thread():
+            torch.set_num_threads(1)
+            try:
+                engine_step()
+            finally:
+                torch.set_num_threads(threads)
+        threads = torch.get_num_threads()
+        steps["engine, 1 thread"] = one_thread
+        fixed = prepare_for_training(model())
+        fixed.governor = None
+        steps["engine, 2 threads fixed"] = make_step(fixed, lambda m, x: m(x), channels_last, labels)
     if args.candidates:
         steps["candidate: fused Function"] = make_step(prepare_for_training(model()), forward_fused_function,
                                                        channels_last, labels)

@@ -1,0 +1,183 @@
+"""The engine's goals as ratios, each measured side by side in one run on this machine (issue 6).
+
+usage: .venv/bin/python bench/bench_engine.py [--goals 1,2,3] [--keras-python /tmp/keras-venv/bin/python]
+                                              [--batch 128] [--rounds 7] [--json results.json]
+
+1. The lab's recipe unchanged (cnn, Adam 0.001, batch 32, 5 epochs, all of Fashion-MNIST): `convolab train cnn`
+   (engine fast) against ../shared/bench/keras_seed.py; seconds per epoch, ratio convolab/Keras (goal: <= 1/3), and
+   test accuracy (goal: >= 0.905).
+2. Throughput of training steps (forward, backward, Adam) at --batch on the lab's CNN against the machine's FLOP limit:
+   images/s x training FLOPs per image / SGEMM FLOP/s (goal: >= 0.5). SGEMM (a 2048x2048 float32 matmul) and the
+   steps are timed in alternating rounds, medians reported. FLOPs per image count the CNN as Keras defines it
+   (forward 2 x multiply-adds, backward twice that, but no input gradient for the first layer); the engine's own
+   count (it skips the rows pooling drops) is printed next to it.
+3. Time to accuracy: `convolab train --recipe fast` (goal: test accuracy >= 0.92 in <= 1/4 of Keras's time for the
+   lab's 5 epochs) and `--recipe best` (>= 0.94 in <= 2x that time); training seconds, data loading excluded on
+   both sides.
+Goals 1 and 3 share one Keras run (5 epochs). Training runs go through the real command line (bench_lab.py's
+helpers), so what is timed is what users run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lab import run_convolab, run_keras  # noqa: E402  (the training engineer's side-by-side helpers)
+
+from convolab.engine import make_optimizer_for, prepare_for_training  # noqa: E402
+from convolab.model import build_model  # noqa: E402
+from convolab.recipes import RECIPES  # noqa: E402
+from convolab.shapes import analyze  # noqa: E402
+from convolab.spec import load_spec  # noqa: E402
+
+
+# --- FLOPs --------------------------------------------------------------------------------------------------------------
+
+def training_flops_per_image(line: str, input_shape=(28, 28, 1), classes: int = 10) -> int:
+    """Forward 2·MACs per layer; backward 2·MACs for the weight gradient and 2·MACs for the input gradient, except
+    the first layer with weights, whose input (the image) needs no gradient."""
+    total, first = 0, True
+    for report in analyze(load_spec(line), input_shape, classes):
+        if report.macs == 0:
+            continue
+        total += 2 * report.macs * (2 if first else 3)
+        first = False
+    return total
+
+
+def engine_flops_per_image(line: str, input_shape=(28, 28, 1), classes: int = 10) -> int:
+    """The same count for what the engine computes: convs before a valid pool only on the rows the pool reads."""
+    reference = build_model(load_spec(line), input_shape, classes)
+    fast = prepare_for_training(reference)
+    total, first, index = 0, True, 0
+    for step in fast.steps:
+        blocks = [fast.blocks[index]] + ([fast.blocks[index + 1]] if type(step).__name__ == "ConvPoolStep" else [])
+        macs = reference.reports[index].macs
+        if type(step).__name__ == "ConvPoolStep" and step.crop:
+            conv = step.conv
+            rows = step.pool_windows[0].input_needed(step.out_rows)
+            cols = step.pool_windows[1].input_needed(step.out_cols)
+            macs = rows * cols * conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        if macs:
+            total += 2 * macs * (2 if first else 3)
+            first = False
+        index += len(blocks)
+    return total
+
+
+# --- goal 2: throughput against SGEMM -----------------------------------------------------------------------------------
+
+def sgemm_seconds(size: int = 2048, repeats: int = 6) -> float:
+    """Seconds for one size x size float32 matmul (median of `repeats`)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def goal_throughput(batch: int, rounds: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    reference = build_model(load_spec("cnn"), (28, 28, 1), 10)
+    fast = prepare_for_training(reference)
+    optimizer = make_optimizer_for("adam", fast.parameters(), 1e-3, torch.device("cpu"))
+    images = torch.rand(batch, 1, 28, 28)
+    labels = torch.randint(0, 10, (batch,))
+    threads = torch.get_num_threads()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(fast(images), labels).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    rates, sgemm = [], []
+    for _ in range(rounds):
+        torch.set_num_threads(threads)               # SGEMM on every core: the machine's limit
+        seconds = sgemm_seconds()
+        sgemm.append(2 * 2048 ** 3 / seconds)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(batch * steps / (time.perf_counter() - started))
+    torch.set_num_threads(threads)
+    flops = training_flops_per_image("cnn")
+    executed = engine_flops_per_image("cnn")
+    rate, peak = statistics.median(rates), statistics.median(sgemm)
+    result = {"batch": batch, "images_per_s": rate, "sgemm_flops": peak, "flops_per_image": flops,
+              "engine_flops_per_image": executed, "limit_images_per_s": peak / flops,
+              "fraction_of_limit": rate * flops / peak, "fraction_executed": rate * executed / peak}
+    print(f"goal 2: batch {batch}: {rate:,.0f} images/s; SGEMM {peak / 1e9:.1f} GFLOP/s; the CNN's training FLOPs "
+          f"{flops / 1e6:.2f} M/image -> limit {peak / flops:,.0f} images/s; fraction of the limit "
+          f"{result['fraction_of_limit']:.2f} (goal >= 0.5); on the {executed / 1e6:.2f} MFLOP/image the engine "
+          f"executes: {result['fraction_executed']:.2f}", flush=True)
+    return result
+
+
+# --- goals 1 and 3: full trainings through the command line, with Keras in the same run ----------------------------------
+
+def goal_lab_and_recipes(keras_python: str, goals: set[int]) -> dict:
+    results = {}
+    keras = run_keras(keras_python, "cnn", 5, 60000)
+    keras_train_s = keras["s_per_epoch"] * 5
+    results["keras"] = keras
+    print(f"keras: {keras['line']}", flush=True)
+    if 1 in goals:
+        lab = run_convolab("cnn", 5, 60000, ["--engine", "fast"])
+        results["lab"] = lab
+        ratio = lab["s_per_epoch"] / keras["s_per_epoch"]
+        print(f"goal 1: lab recipe: convolab {lab['s_per_epoch']:.2f} s/epoch (epochs "
+              f"{', '.join(f'{s:.1f}' for s in lab['epoch_seconds'])}), Keras {keras['s_per_epoch']:.2f} s/epoch; "
+              f"ratio {ratio:.3f} (goal <= 0.333); test accuracy {lab['test_acc']:.4f} (goal >= 0.905), "
+              f"Keras {keras['test_acc']:.4f}  [{lab['command']}]", flush=True)
+    if 3 in goals:
+        for name, target, budget in (("fast", 0.92, 0.25), ("best", 0.94, 2.0)):
+            recipe = RECIPES[name]
+            run = run_convolab(name, recipe.epochs, 60000, ["--recipe", name])
+            results[name] = run
+            seconds = sum(run["epoch_seconds"])
+            print(f"goal 3: recipe {name}: test accuracy {run['test_acc']:.4f} (goal >= {target}) in {seconds:.1f} s "
+                  f"of training; Keras's 5 lab epochs {keras_train_s:.1f} s; ratio {seconds / keras_train_s:.3f} "
+                  f"(goal <= {budget})  [{run['command']}]", flush=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--goals", default="1,2,3", help="which goals to measure, e.g. 2 or 1,3 (default 1,2,3)")
+    parser.add_argument("--keras-python", default="/tmp/keras-venv/bin/python")
+    parser.add_argument("--batch", type=int, default=128, help="goal 2's batch size (default 128)")
+    parser.add_argument("--rounds", type=int, default=7, help="goal 2's alternating rounds (default 7)")
+    parser.add_argument("--steps", type=int, default=20, help="goal 2's training steps per round (default 20)")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    args = parser.parse_args()
+    goals = {int(goal) for goal in args.goals.split(",")}
+    print(f"bench_engine: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+    results: dict = {"goals": sorted(goals), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if 2 in goals:
+        results["throughput"] = goal_throughput(args.batch, args.rounds, args.steps)
+    if goals & {1, 3}:
+        results.update(goal_lab_and_recipes(args.keras_python, goals))
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
