@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -215,3 +216,12 @@ def test_a_run_whose_data_is_gone_still_gets_a_report_saying_so(tmp_path):
     assert [image["alt"] for image in page.images()] == ["architecture diagram", "training curves",
                                                          "confusion matrix", "learned filters"]
     assert html.count("the test images could not be loaded again") == 2  # confused examples and the grid
+
+
+def test_the_report_file_follows_the_umask_not_mkstemps_0600(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_report([tiny_runs()["tinydnn"]], tmp_path / "shared.html")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

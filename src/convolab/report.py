@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -344,13 +345,21 @@ def render_report(runs: list[Run], options: ReportOptions | None = None) -> str:
     return page(f"convolab report: {len(contents)} runs", "\n".join(body), nav)
 
 
+def write_html(path: Path, html: str) -> Path:
+    """Write the page atomically, readable by others like any file the user makes (mkstemp's 0600 is for secrets)."""
+    atomic_write_text(path, html)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+    return path
+
+
 def write_report(run_paths: list[str | Path], out: str | Path | None = None,
                  options: ReportOptions | None = None) -> Path:
     """Read the run directories, write the report (default: report.html in the first run's directory), return its path."""
     runs = [load_run(path) for path in run_paths]
     out = Path(out) if out is not None else runs[0].path / "report.html"
-    atomic_write_text(out, render_report(runs, options))
-    return out
+    return write_html(out, render_report(runs, options))
 
 
 def lab_pictures(run_dirs: list[str | Path], out: str | Path, options: ReportOptions | None = None) -> list[Path]:
@@ -365,6 +374,4 @@ def lab_pictures(run_dirs: list[str | Path], out: str | Path, options: ReportOpt
         figure, _indices, _filter = lab_grid(run, run_test_data(run.config), options)
         written.append(save_figure(figure, run.path / "activations.png"))
         written.append(save_figure(run_kernels_figure(run.model, run.spec), run.path / "filters.png"))
-    out = Path(out)
-    atomic_write_text(out, render_report(runs, options))
-    return written + [out]
+    return written + [write_html(Path(out), render_report(runs, options))]
