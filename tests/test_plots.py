@@ -169,3 +169,11 @@ def test_training_end_hook_writes_curves_and_confusion_into_the_run(tmp_path):
     assert [path.name for path in written] == ["curves.png", "confusion.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_empty_example_cell_keeps_groups_on_their_rows():
+    image = np.full((1, 6, 6), 90, dtype=np.uint8)
+    figure = plots.examples_figure([image, None, image, image], ["a", "", "b", "c"], "pairs", columns=2)
+    assert [axis.axison for axis in figure.axes] == [True, False, True, True]
+    assert figure.axes[2].get_title() == "b"  # the second group starts the second row
+    plots.plt.close(figure)

@@ -303,8 +303,11 @@ def accuracy_time_figure(results: list[tuple[str, float, float]]) -> Figure:
     return figure
 
 
-def examples_figure(images: np.ndarray, captions: list[str], title: str, columns: int = 6) -> Figure:
-    """A grid of input images (N, C, H, W) with a caption under each: the most confused examples."""
+def examples_figure(images, captions: list[str], title: str, columns: int = 6) -> Figure:
+    """A grid of input images, each (C, H, W), with a caption under each: the most confused examples.
+
+    An image given as None leaves its cell empty, so that each row can hold one group (one confused pair).
+    """
     count = len(images)
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
@@ -313,7 +316,7 @@ def examples_figure(images: np.ndarray, captions: list[str], title: str, columns
     for position, axis in enumerate(axes.flat):
         axis.set_xticks([])
         axis.set_yticks([])
-        if position >= count:
+        if position >= count or images[position] is None:
             axis.set_axis_off()
             continue
         picture, style = image_for_display(np.asarray(images[position]))

@@ -203,13 +203,17 @@ def confused_section(content: RunContent, options: ReportOptions) -> str:
     for pair in evaluation.most_confused:
         where = torch.nonzero((labels == pair.true_class) & (predicted == pair.predicted_class)).flatten()
         confidence = probabilities[where, pair.predicted_class]
-        for index in where[torch.argsort(confidence, descending=True)][: options.examples_per_pair].tolist():
-            chosen.append(index)
+        row = where[torch.argsort(confidence, descending=True)][: options.examples_per_pair].tolist()
+        for index in row:
+            chosen.append(images[index].numpy())
             captions.append(f"#{index} {run.class_names[pair.true_class]}\n→ {run.class_names[pair.predicted_class]}"
                             f" {float(probabilities[index, pair.predicted_class]):.2f}")
+        blanks = options.examples_per_pair - len(row)  # a short pair still ends its row
+        chosen += [None] * blanks
+        captions += [""] * blanks
     pairs = "; ".join(f"{run.class_names[p.true_class]} → {run.class_names[p.predicted_class]}: {p.count} "
                       f"({p.fraction:.1%})" for p in evaluation.most_confused)
-    figure = examples_figure(images[chosen].numpy(), captions, "most confused: true class → predicted, probability",
+    figure = examples_figure(chosen, captions, "most confused: true class → predicted, probability",
                              columns=options.examples_per_pair)
     return (f"<p>Most confused pairs (true → predicted): {escape(pairs)}.</p>"
             + picture(png_data_uri(figure), "most confused examples",
