@@ -285,3 +285,34 @@ def test_the_governor_ticks_only_in_training():
         assert fast.governor.step == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_mixed_precision_path_gives_float32_logits_close_to_the_reference():
+    # The CUDA path runs the steps under bfloat16 autocast; CPU autocast runs the same code, so it is tested here.
+    reference, fast = pair("cnn", dtype=torch.float32)
+    fast.autocast_dtype = torch.bfloat16
+    images = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        got, expected = fast(images), reference(images)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)   # bfloat16 keeps 8 bits of mantissa
+    assert prepare_for_training(fast, CPU).autocast_dtype is None     # never on CPU: there it must be exact
+
+
+def test_micro_batches_give_the_whole_batchs_gradient():
+    torch.manual_seed(0)
+    images, labels = torch.rand(48, 1, 28, 28), torch.randint(0, 10, (48,))
+    grads = []
+    for micro_batch in (None, 16):
+        _, fast = pair("cnn", dtype=torch.float64)
+        step = TrainStep(fast, torch.optim.SGD(fast.parameters(), lr=0.0), CPU, micro_batch=micro_batch)
+        loss = step(images.double(), labels)
+        grads.append(([parameter.grad.clone() for parameter in fast.parameters()], float(loss), step.read()))
+    for whole, sliced in zip(grads[0][0], grads[1][0]):
+        torch.testing.assert_close(sliced, whole, rtol=1e-10, atol=1e-12)
+    assert grads[1][1] == pytest.approx(grads[0][1], rel=1e-12)
+    assert grads[1][2]["accuracy"] == grads[0][2]["accuracy"] and grads[1][2]["count"] == 48
+    assert grads[1][2]["loss"] == pytest.approx(grads[0][2]["loss"], rel=1e-12)
+    _, with_norm = pair("conv4x3,bn,pool2,flatten,dense")
+    with pytest.raises(TrainingError, match="BatchNormalization"):
+        TrainStep(with_norm, torch.optim.SGD(with_norm.parameters(), lr=0.1), CPU, micro_batch=8)

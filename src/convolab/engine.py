@@ -270,6 +270,7 @@ class FastConvNet(nn.Module):
         self.steps = lower(self.blocks)
         plan(self.steps, _spatial_sizes(reference, self.steps))
         self.governor = None          # prepare_for_training sets a ThreadGovernor on multi-core CPUs
+        self.autocast_dtype = None    # prepare_for_training sets bfloat16 on CUDA: mixed precision, float32 logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) floats, any memory layout -> (N, num_classes) logits, equal to the reference's."""
@@ -277,9 +278,14 @@ class FastConvNet(nn.Module):
             self.governor.tick()
         if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)   # (N, C, H, W) view of NHWC memory
-        for step in self.steps:
-            x = step(x)
-        return x
+        if self.autocast_dtype is None:
+            for step in self.steps:
+                x = step(x)
+            return x
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            for step in self.steps:
+                x = step(x)
+        return x.float()                                 # the loss and the metrics stay in float32
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(x), dim=1)
@@ -328,6 +334,9 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
     device = torch.device(device)
     fast = fast_model(model)
     fast.to(device=device, memory_format=torch.channels_last)   # 4-D conv weights NHWC; others unchanged
+    fast.autocast_dtype = autocast_dtype(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True            # fixed shapes: let cuDNN pick its fastest algorithm once
     if device.type == "cpu":
         keep_freed_memory()
         threads = torch.get_num_threads()
@@ -358,10 +367,18 @@ class TrainStep:
     device: where model and batches live. amp: autocast to autocast_dtype(device) (None: decide by device).
     capture: on CUDA, record the whole step once as a CUDA graph and replay it for every full batch (the optimizer
     must be built with capturable=True; make_optimizer_for does that). A short last batch runs eagerly.
+    micro_batch: run forward and backward on slices of this many images and step once with their summed gradient
+    (the same gradient as the whole batch's, up to rounding): a large batch's activations then stay in cache.
+    Refused for models with BatchNormalization, whose batch statistics would change.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 loss_fn=F.cross_entropy, amp: bool | None = None, capture: bool | None = None):
+                 loss_fn=F.cross_entropy, amp: bool | None = None, capture: bool | None = None,
+                 micro_batch: int | None = None):
+        if micro_batch and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+            raise TrainingError("micro_batch with BatchNormalization would change its batch statistics",
+                                fix="leave micro_batch unset for this model")
+        self.micro_batch = micro_batch
         self.model, self.optimizer, self.device, self.loss_fn = model, optimizer, torch.device(device), loss_fn
         self.dtype = autocast_dtype(self.device) if amp is not False else None
         self.capture = self.device.type == "cuda" if capture is None else capture
@@ -371,13 +388,19 @@ class TrainStep:
         self.graph = None
 
     def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.model(images)                  # (B, classes)
-            loss = self.loss_fn(logits.float(), labels)  # mean over the batch, in float32
         self.optimizer.zero_grad(set_to_none=not self.capture)
-        loss.backward()
+        size = self.micro_batch or len(labels)
+        total, predicted = 0.0, []
+        for part_images, part_labels in zip(images.split(size), labels.split(size)):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.model(part_images)         # (b, classes)
+                # mean over the whole batch: each slice's mean weighted by its share
+                loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
+            loss.backward()
+            total = total + loss.detach()
+            predicted.append(logits.detach().argmax(dim=1))
         self.optimizer.step()
-        return loss.detach(), logits.detach().argmax(dim=1)
+        return total, torch.cat(predicted) if len(predicted) > 1 else predicted[0]
 
     def _eager(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forward_backward(images, labels)

@@ -499,6 +499,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     if resume_from is not None:
         restore_state(state, resume_from, callbacks)
     images, labels = train_data
+    if device.type == "cuda":   # the whole uint8 dataset on the card once: batches are then indexed there
+        images, labels = images.to(device), labels.to(device)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
 
     def save(status: str) -> None:
