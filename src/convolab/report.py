@@ -142,6 +142,11 @@ def format_number(value, digits: int = 4) -> str:
     return escape(str(value))
 
 
+def plural(count, noun: str) -> str:
+    """'1 epoch', '3 epochs', '– epochs' when unknown."""
+    return f"{format_number(count)} {noun}{'' if count == 1 else 's'}"
+
+
 def best_validation_accuracy(history: list[dict]) -> float | None:
     values = [row["val_accuracy"] for row in history if isinstance(row.get("val_accuracy"), (int, float))]
     return max(values) if values else None
@@ -177,7 +182,7 @@ def metrics_section(content: RunContent) -> str:
         return missing("no test metrics: the run has no metrics.json (training did not finish)")
     head = (f"<p>test accuracy <b>{format_number(metrics.get('test_accuracy'))}</b>, "
             f"test loss {format_number(metrics.get('test_loss'))} on {format_number(metrics.get('test_count'))} "
-            f"images; {format_number(metrics.get('epochs_trained'))} epochs, status "
+            f"images; {plural(metrics.get('epochs_trained'), 'epoch')}, status "
             f"{escape(str(metrics.get('status', content.run.status)))}"
             + (f" ({escape(str(metrics['stop_reason']))})" if metrics.get("stop_reason") else "") + ".</p>")
     per_class = metrics.get("per_class_accuracy") or {}
@@ -279,7 +284,9 @@ def run_section(content: RunContent, options: ReportOptions, heading: int = 2) -
         summary_table(content.reports),
         f"<{sub}>Training</{sub}>",
         picture(png_data_uri(curves_figure(run.history, title=f"{run.name}: training")), "training curves",
-                "Loss and accuracy per epoch, training and validation.") if run.history else missing("no epochs"),
+                "Loss and accuracy per epoch, " + ("training and validation." if best_validation_accuracy(run.history)
+                                                  is not None else "training only (no validation split)."))
+        if run.history else missing("no epochs"),
         f"<{sub}>Test results</{sub}>",
         metrics_section(content),
     ]
