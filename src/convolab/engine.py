@@ -14,11 +14,13 @@ What pays here, measured on this project's 2-core CPU (bench/bench_kernels.py, i
 - Channels-last (NHWC) activations: oneDNN's convolutions and PyTorch's pooling run their vectorised kernels on them,
   and Keras-order Flatten becomes a view instead of a copy.
 - Keeping freed blocks in the process (glibc mallopt): the pool's 5 MB gradient buffer is otherwise returned to the
-  kernel and page-faulted back every step.
-- No `.item()` per step: loss and correct counts accumulate on the device and are read when someone asks.
+  kernel and page-faulted back every step (8.8 against 12.9 ms/step, in separate processes: a noisy comparison).
+- On a machine shared with other jobs, one thread instead of two (ThreadGovernor decides as training goes).
+- In TrainStep, no `.item()` per step: loss and correct counts accumulate on the device and are read when asked.
 What did not pay and is not used (figures in BENCHMARKS.md): a custom autograd.Function fusing conv, pool and ReLU with
 a hand-written backward in PyTorch ops (its mask arithmetic is slower than oneDNN's pooling), the 1-channel first conv
-as unfold+matmul or as 9 shifted multiply-adds (slower than oneDNN on channels-last input), torch.compile.
+as unfold+matmul or as 9 shifted multiply-adds (slower than oneDNN on channels-last input). torch.compile was not
+measured again here (an earlier quick try found it slower than eager on this CPU).
 
 The GPU path (device chosen automatically; data kept on the device; bfloat16 autocast; the whole step captured once as
 a CUDA graph) is written to the same contract but was not measured here: this machine has no GPU.
@@ -37,10 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.errors import TrainingError
-from convolab.model import (
-    AveragePooling2DBlock, BatchNormalizationBlock, Conv2DBlock, ConvNet, DenseBlock, FlattenBlock,
-    GlobalAveragePooling2DBlock, MaxPooling2DBlock, build_model,
-)
+from convolab.model import AveragePooling2DBlock, Conv2DBlock, ConvNet, MaxPooling2DBlock, build_model
 from convolab.spec import ModelSpec
 
 # Activations that commute with max-pooling exactly (non-decreasing, elementwise): pool first, activate 4x fewer values.

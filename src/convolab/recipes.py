@@ -11,7 +11,6 @@ The figures each recipe reached (and how long it took against Keras's 5 lab epoc
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +123,3 @@ def augment_batch(images: torch.Tensor, kind: str, pad: int = 2) -> torch.Tensor
         channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
         images = padded[index, channels, rows, cols]                               # (N, C, H, W)
     return images
-
-
-def steps_per_epoch(train_size: int, batch_size: int) -> int:
-    return math.ceil(train_size / batch_size)
