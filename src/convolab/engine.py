@@ -281,7 +281,8 @@ class FastConvNet(nn.Module):
             for step in self.steps:
                 x = step(x)
             return x
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+        # No autocast weight cache: a CUDA graph replays the casts, so the cast weights follow the updated ones.
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
             for step in self.steps:
                 x = step(x)
         return x.float()                                 # the loss and the metrics stay in float32
@@ -391,7 +392,8 @@ class TrainStep:
         size = self.micro_batch or len(labels)
         total, predicted = 0.0, []
         for part_images, part_labels in zip(images.split(size), labels.split(size)):
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None,
+                                cache_enabled=False):
                 logits = self.model(part_images)         # (b, classes)
                 # mean over the whole batch: each slice's mean weighted by its share
                 loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
@@ -407,12 +409,22 @@ class TrainStep:
     def _captured(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph is None:
             self.static_images, self.static_labels = images.clone(), labels.clone()
+            # Warm-up steps (outside the graph, on a side stream, as the CUDA-graph docs ask) create the optimizer's
+            # state; the weights and that state are put back afterwards, so warming up trains nothing.
+            weights = {name: value.clone() for name, value in self.model.state_dict().items()}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):              # warm-up outside the graph, as the CUDA-graph docs ask
+            with torch.cuda.stream(stream):
                 for _ in range(3):
                     self._forward_backward(self.static_images, self.static_labels)
             torch.cuda.current_stream().wait_stream(stream)
+            with torch.no_grad():
+                for name, value in self.model.state_dict().items():
+                    value.copy_(weights[name])
+                for state in self.optimizer.state.values():
+                    for value in state.values():
+                        if torch.is_tensor(value):
+                            value.zero_()            # Adam's step count and moments: as before any step
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.static_loss, self.static_predicted = self._forward_backward(self.static_images,
