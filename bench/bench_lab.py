@@ -8,6 +8,14 @@ cross-entropy) with Keras/TensorFlow, then `convolab train MODEL` on the same ep
 one after the other on the same machine. Seconds per epoch are each program's own training time divided by the epochs
 (Keras: model.fit's wall time; convolab: the mean of history.json's per-epoch seconds), so data loading and the test
 pass count for neither. Rounds alternate the order, so slow drift on a shared machine favours neither side.
+
+Seen here (2 cores, AMD EPYC, shared with other engineers' jobs; PyTorch 2.13 CPU, fast engine; Keras 3 on TF 2.21;
+`bench_lab.py --epochs 1 --train-n 60000 --rounds 2`, twice, 2026-11-27):
+| run | load avg at start | keras s/epoch | convolab s/epoch | note |
+|---|---|---|---|---|
+| 21:28 | 3.25 | 42.1, 41.9 | 37.6, 68.2 | another engineer's 5-epoch engine benchmark ran throughout |
+| 21:39 | 1.61 | 20.7, 41.9 | 29.6, 37.2 | round 1 on a nearly idle machine: Keras faster (ratio 1.43) |
+The medians (ratio 1.26 and 1.07) mean little on this machine: the same command varies by 2x with the neighbours' load.
 """
 from __future__ import annotations
 
