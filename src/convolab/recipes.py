@@ -58,15 +58,17 @@ RECIPES: dict[str, Recipe] = {
         goal="test accuracy >= 0.92 in a quarter of the time Keras takes for the lab's 5 epochs",
         # Half the lab's filters in the first conv (its cost is memory-bound), BatchNormalization after each pooling
         # (on 4x fewer values than before it) so that a high peak learning rate is stable, one-cycle to finish low.
-        epochs=5, batch_size=64, optimizer="adam", learning_rate=0.004, schedule="onecycle", label_smoothing=0.1,
+        # Measured (trial runs, seed 0): 4 epochs 0.9223, 5 epochs 0.9256 to 0.9265; 4 keeps within the time goal.
+        epochs=4, batch_size=64, optimizer="adam", learning_rate=0.004, schedule="onecycle", label_smoothing=0.1,
     ),
     "best": Recipe(
         name="best", spec=PRESETS["best"],
         goal="test accuracy >= 0.94 in at most twice the time Keras takes for the lab's 5 epochs",
-        # Two convs per stage on 'same' padding, BatchNormalization, dropout before the classifier; shifted and
-        # mirrored images so that 12 epochs do not overfit.
+        # A second conv in the second stage ('same' padding), BatchNormalization after each pooling, dropout before
+        # the classifier, mirrored images. Measured (seed 0): 0.9363 with flips and decay 0.01, 0.9327 with flips,
+        # 2-pixel shifts and decay 0.05 (too much regularisation for 12 epochs): short of 0.94, see BENCHMARKS.md.
         epochs=12, batch_size=64, optimizer="adamw", learning_rate=0.003, schedule="onecycle", label_smoothing=0.1,
-        augment="crop-flip", weight_decay=0.05,
+        augment="flip", weight_decay=0.01,
     ),
 }
 
