@@ -144,3 +144,17 @@ def test_resume_through_the_cli_path_gives_exactly_the_uninterrupted_weights_for
         assert torch.equal(resumed.model.state_dict()[key], value), key
     assert resumed.evaluation.accuracy == straight.evaluation.accuracy
     assert json.loads((tmp_path / "stopped" / "history.json").read_text())[1]["loss"] == straight.history[1]["loss"]
+
+
+def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import stat
+
+    from convolab.runs import atomic_write_text
+
+    previous = os.umask(0o027)
+    try:
+        path = atomic_write_text(tmp_path / "config.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]   # no temporary file left behind

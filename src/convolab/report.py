@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -357,12 +356,8 @@ def render_report(runs: list[Run], options: ReportOptions | None = None) -> str:
 
 
 def write_html(path: Path, html: str) -> Path:
-    """Write the page atomically, readable by others like any file the user makes (mkstemp's 0600 is for secrets)."""
-    atomic_write_text(path, html)
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-    return path
+    """Write the page atomically (with the permissions any new file of the user's gets)."""
+    return atomic_write_text(path, html)
 
 
 def write_report(run_paths: list[str | Path], out: str | Path | None = None,

@@ -45,12 +45,21 @@ CHECKPOINT_VERSION = 1
 
 # --- atomic writes ----------------------------------------------------------------------------------------------------
 
+def _current_umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same directory, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600 files (it is meant for secrets); a run's files get the permissions any new file would.
+        os.fchmod(handle, 0o666 & ~_current_umask())
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
