@@ -10,7 +10,7 @@ from torch import nn
 
 from convolab.engine import (
     BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, TrainStep, Window, autocast_dtype, device_batches,
-    fast_model, keep_freed_memory, make_optimizer_for, output_count, prepare_for_training, to_device_images,
+    crop, fast_model, keep_freed_memory, make_optimizer_for, output_count, prepare_for_training, to_device_images,
 )
 from convolab.errors import TrainingError
 from convolab.model import build_model
@@ -316,3 +316,15 @@ def test_micro_batches_give_the_whole_batchs_gradient():
     _, with_norm = pair("conv4x3,bn,pool2,flatten,dense")
     with pytest.raises(TrainingError, match="BatchNormalization"):
         TrainStep(with_norm, torch.optim.SGD(with_norm.parameters(), lr=0.1), CPU, micro_batch=8)
+
+
+def test_leading_crop_gradient_equals_slicing_and_keeps_channels_last():
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    grad = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(x[:, :, :4, :4], x, grad)
+    cropped = crop(x, 4, 4)
+    torch.testing.assert_close(cropped, x[:, :, :4, :4], rtol=0, atol=0)
+    (got,) = torch.autograd.grad(cropped, x, grad)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert crop(x, 5, 6) is x

@@ -68,6 +68,33 @@ def output_count(length: int, window: Window, pad_after: int) -> int:
 
 # --- the steps of a fast forward pass ---------------------------------------------------------------------------------
 
+class LeadingCrop(torch.autograd.Function):
+    """x[:, :, :rows, :cols] whose gradient keeps x's memory layout.
+
+    Plain slicing's backward builds an NCHW zero tensor, so every layer before a crop would get its gradient in NCHW
+    against NHWC activations: BatchNormalization's backward then took 1.3 ms instead of 0.5 (measured, fast recipe).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        ctx.shape, ctx.rows, ctx.cols = x.shape, rows, cols
+        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        return x[:, :, :rows, :cols]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        full = grad.new_zeros(ctx.shape).contiguous(memory_format=layout)
+        full[:, :, :ctx.rows, :ctx.cols] = grad
+        return full, None, None
+
+
+def crop(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The first rows×cols of x's height and width (x itself when nothing is cut)."""
+    if rows >= x.shape[2] and cols >= x.shape[3]:
+        return x
+    return LeadingCrop.apply(x, rows, cols)
+
 class ConvPoolStep:
     """A Conv2DBlock, then a MaxPooling2DBlock: conv on the rows and columns the pool reads, pool, then activation.
 
@@ -108,7 +135,7 @@ class ConvPoolStep:
             conv_cols = self.pool_windows[1].input_needed(self.out_cols)
             rows = (conv_rows - 1) * self.conv.stride[0] + self.conv.kernel_size[0]
             cols = (conv_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1]
-            x = x[:, :, :rows, :cols]                    # (N, C, rows, cols): only what the pool will read
+            x = crop(x, rows, cols)                      # (N, C, rows, cols): only what the pool will read
         # Channels-last memory, stated explicitly: with one input channel the layouts coincide and oneDNN would
         # otherwise pick NCHW for the output, where pooling is 3x slower (measured).
         x = x.contiguous(memory_format=torch.channels_last)
@@ -135,7 +162,7 @@ class CropStep:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = self.input_needed(self.out_rows, self.out_cols)
-        return self.block(x[:, :, :rows, :cols])
+        return self.block(crop(x, rows, cols))
 
 
 class BlockStep:
