@@ -274,7 +274,8 @@ def test_the_governor_ticks_only_in_training():
     torch.set_num_threads(2)                         # a governor is made only when there is more than one thread
     try:
         _, fast = pair("cnn", dtype=torch.float32)
-        fast = prepare_for_training(fast, CPU)
+        assert prepare_for_training(pair("cnn", dtype=torch.float32)[1], CPU).governor is None   # not by default
+        fast = prepare_for_training(fast, CPU, adaptive_threads=True)
         assert fast.governor.choices == (2, 1)
         fast.eval()
         with torch.no_grad():

@@ -165,12 +165,24 @@ def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_an_error():
 @pytest.mark.parametrize("field, value, expected", [
     ("epochs", 0, "epochs=0"), ("batch_size", -1, "batch_size=-1"), ("optimizer", "adamm", "optimizer='adamm'"),
     ("learning_rate", 0, "learning_rate=0"), ("validation_split", 1.0, "validation_split=1.0"),
-    ("device", "tpu", "device='tpu'"),
+    ("device", "tpu", "device='tpu'"), ("threads", "0", "threads='0'"), ("threads", "many", "threads='many'"),
 ])
 def test_bad_hyperparameters_are_named(field, value, expected):
     config = TrainConfig(**{field: value})
     with pytest.raises(TrainingError, match=expected.replace("(", r"\(").replace("[", r"\[")):
         config.validate()
+
+
+def test_a_fixed_thread_count_is_applied_and_adaptive_needs_the_fast_engine():
+    (train, _validation) = data(64, 32)
+    threads = torch.get_num_threads()
+    try:
+        fit(tiny_mlp(), train, TrainConfig(epochs=1, device="cpu", threads="1"), progress=make_progress("quiet"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(TrainingError, match="needs the fast engine"):
+        TrainConfig(engine="reference", threads="adaptive").validate()
 
 
 def test_progress_prints_one_plain_line_per_epoch_and_nothing_when_quiet(capsys):

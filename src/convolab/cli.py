@@ -211,6 +211,10 @@ def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None
     parser.add_argument("--engine", choices=("fast", "reference"), default="fast",
                         help="fast: the same network and weights through faster kernels (engine.py); reference: "
                              "model.py's plain layers (default fast)")
+    parser.add_argument("--threads", default="all", metavar="all|N|adaptive",
+                        help="CPU threads: all (default, one per core), N, or adaptive: the fast engine times all "
+                             "and 1 as it trains and keeps the faster; much faster when other jobs hold the cores, "
+                             "but runs then no longer repeat bit for bit")
     parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
@@ -223,7 +227,8 @@ def train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs or 5, batch_size=args.batch_size, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, validation_split=args.validation_split, seed=args.seed,
-                       device=args.device, engine=getattr(args, "engine", "fast"))
+                       device=args.device, engine=getattr(args, "engine", "fast"),
+                       threads=getattr(args, "threads", "all"))
 
 
 def progress_for(args: argparse.Namespace):

@@ -15,7 +15,8 @@ What pays here, measured on this project's 2-core CPU (bench/bench_kernels.py, i
   and Keras-order Flatten becomes a view instead of a copy.
 - Keeping freed blocks in the process (glibc mallopt): the pool's 5 MB gradient buffer is otherwise returned to the
   kernel and page-faulted back every step (8.8 against 12.9 ms/step, in separate processes: a noisy comparison).
-- On a machine shared with other jobs, one thread instead of two (ThreadGovernor decides as training goes).
+- On a machine shared with other jobs, one thread instead of two (ThreadGovernor decides as training goes, when
+  asked for with --threads adaptive: it costs bit-for-bit repeatability, so it is not the default).
 - In TrainStep, no `.item()` per step: loss and correct counts accumulate on the device and are read when asked.
 What did not pay and is not used (figures in BENCHMARKS.md): a custom autograd.Function fusing conv, pool and ReLU with
 a hand-written backward in PyTorch ops (its mask arithmetic is slower than oneDNN's pooling), the 1-channel first conv
@@ -356,8 +357,14 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
-def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch.device | str = "cpu") -> FastConvNet:
-    """The fast module on `device`, parameters in the layout its kernels prefer (values and state_dict unchanged)."""
+def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch.device | str = "cpu",
+                         adaptive_threads: bool = False) -> FastConvNet:
+    """The fast module on `device`, parameters in the layout its kernels prefer (values and state_dict unchanged).
+
+    adaptive_threads: on a multi-core CPU, let a ThreadGovernor pick the thread count as training goes. Off by
+    default: the thread count changes the order of float sums, so a governed run no longer repeats bit for bit
+    (the same seed, or a resumed run, can end with other weights in the last digits).
+    """
     device = torch.device(device)
     fast = fast_model(model)
     fast.to(device=device, memory_format=torch.channels_last)   # 4-D conv weights NHWC; others unchanged
@@ -367,15 +374,15 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
     if device.type == "cpu":
         keep_freed_memory()
         threads = torch.get_num_threads()
-        if threads > 1 and fast.governor is None:
+        if adaptive_threads and threads > 1 and fast.governor is None:
             fast.governor = ThreadGovernor((threads, 1))
     return fast
 
 
-def accelerate(model: nn.Module, device: torch.device | str) -> nn.Module:
+def accelerate(model: nn.Module, device: torch.device | str, adaptive_threads: bool = False) -> nn.Module:
     """prepare_for_training for a ConvNet (or FastConvNet); any other module is returned as it is."""
     if isinstance(model, (ConvNet, FastConvNet)):
-        return prepare_for_training(model, device)
+        return prepare_for_training(model, device, adaptive_threads)
     return model
 
 

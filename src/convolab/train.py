@@ -52,6 +52,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"               # auto: cuda, then mps, then cpu
     engine: str = "fast"               # fast: engine.py computes the same function faster; reference: model.py as is
+    # all: PyTorch's default (one per core); N: exactly N; adaptive: the fast engine times N and 1 as it trains and
+    # keeps the faster (much faster when other jobs hold the cores), but the count changes the order of float sums,
+    # so the same seed no longer gives the same weights bit for bit. Fixed counts keep runs and resumes exact.
+    threads: str = "all"
     # The recipes' extras (recipes.py); these defaults are the lab's, which has none of them.
     schedule: str = "constant"         # constant, or onecycle: warm up to learning_rate for 20% of steps, then decay
     label_smoothing: float = 0.0       # mass moved from the true class to all classes (Keras's label_smoothing)
@@ -78,6 +82,12 @@ class TrainConfig:
             raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
         if self.engine not in ENGINES:
             raise TrainingError(f"engine={self.engine!r}; expected one of {', '.join(ENGINES)}", fix="use --engine fast")
+        if not (self.threads in ("all", "adaptive") or (str(self.threads).isdigit() and int(self.threads) > 0)):
+            raise TrainingError(f"threads={self.threads!r}; expected all, adaptive or a positive integer",
+                                fix="use --threads all (the default), --threads 1, or --threads adaptive")
+        if self.threads == "adaptive" and self.engine != "fast":
+            raise TrainingError("threads='adaptive' needs the fast engine, received engine='reference'",
+                                fix="use --engine fast, or a fixed --threads N")
         if self.schedule not in SCHEDULES:
             raise TrainingError(f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}",
                                 fix="use constant (the lab's) or onecycle")
@@ -481,8 +491,11 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     device = device or choose_device(config.device)
     progress = progress or make_progress("auto")
     model.to(device)
+    if str(config.threads).isdigit():
+        torch.set_num_threads(int(config.threads))
     if config.engine == "fast":
-        model = accelerate(model, device)   # engine.py: the same function and parameters (state_dict), faster kernels
+        # engine.py: the same function and parameters (state_dict), faster kernels
+        model = accelerate(model, device, adaptive_threads=config.threads == "adaptive")
     optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device,
                                             config.weight_decay)
     if config.label_smoothing and loss_fn is cross_entropy:
