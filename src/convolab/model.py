@@ -90,16 +90,20 @@ class Conv2DBlock(nn.Module):
         return self.activation(x)
 
 
-class MaxPooling2DBlock(nn.Module):
-    """Keras MaxPooling2D; 'same' padding pads with -inf so padding never wins, as TensorFlow ignores it."""
+class _Pooling2DBlock(nn.Module):
+    """What both poolings keep: window, strides, and Keras's 'same' padding as (left, right, top, bottom)."""
 
-    def __init__(self, layer: MaxPooling2D, report: LayerReport):
+    def __init__(self, layer: MaxPooling2D | AveragePooling2D, report: LayerReport):
         super().__init__()
         height, width, _ = report.input_shape
         self.padding = _same_pad(height, width, layer.pool_size, layer.strides) if layer.padding == "same" \
             else (0, 0, 0, 0)
         self.pool_size = layer.pool_size
         self.strides = layer.strides
+
+
+class MaxPooling2DBlock(_Pooling2DBlock):
+    """Keras MaxPooling2D; 'same' padding pads with -inf so padding never wins, as TensorFlow ignores it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.padding):
@@ -107,16 +111,8 @@ class MaxPooling2DBlock(nn.Module):
         return F.max_pool2d(x, self.pool_size, self.strides)  # floor division: Keras drops the leftover edge
 
 
-class AveragePooling2DBlock(nn.Module):
+class AveragePooling2DBlock(_Pooling2DBlock):
     """Keras AveragePooling2D; with 'same' padding each window averages only its real values, as TensorFlow does."""
-
-    def __init__(self, layer: AveragePooling2D, report: LayerReport):
-        super().__init__()
-        height, width, _ = report.input_shape
-        self.padding = _same_pad(height, width, layer.pool_size, layer.strides) if layer.padding == "same" \
-            else (0, 0, 0, 0)
-        self.pool_size = layer.pool_size
-        self.strides = layer.strides
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not any(self.padding):
