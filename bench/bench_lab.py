@@ -15,7 +15,10 @@ Seen here (2 cores, AMD EPYC, shared with other engineers' jobs; PyTorch 2.13 CP
 |---|---|---|---|---|
 | 21:28 | 3.25 | 42.1, 41.9 | 37.6, 68.2 | another engineer's 5-epoch engine benchmark ran throughout |
 | 21:39 | 1.61 | 20.7, 41.9 | 29.6, 37.2 | round 1 on a nearly idle machine: Keras faster (ratio 1.43) |
-The medians (ratio 1.26 and 1.07) mean little on this machine: the same command varies by 2x with the neighbours' load.
+| 22:20 | 0.76 | 42.23, 42.02 | 15.18, 13.13 | a quiet machine, after the engine's cropping and channels-last gradients landed |
+The first two medians (ratio 1.26 and 1.07) mean little: the same command varied by 2x with the neighbours' load. The
+third, on a quiet machine with the engine as it is now, is 0.336. Keras's single epoch includes its graph tracing and
+compilation; over 5 epochs it averages 19.5 s/epoch here (bench_engine.py, BENCHMARKS.md), and convolab 15.6 (0.80).
 """
 from __future__ import annotations
 
