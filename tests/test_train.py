@@ -55,6 +55,32 @@ def test_train_one_epoch_reports_sample_weighted_means_like_keras():
     assert metrics["steps"] == 3 and metrics["count"] == 5
 
 
+def test_reading_the_loss_every_few_steps_gives_the_same_epoch_and_the_same_nan_step():
+    # The GPU path reads losses every GPU_READ_EVERY steps instead of every step; the sums must not change with it.
+    (train, _test) = data(320, 10)
+    outcomes = []
+    for read_every in (1, 4):
+        torch.manual_seed(3)
+        model = tiny_mlp()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        metrics = train_one_epoch(model, iterate_batches(*train, 32), optimizer, read_every=read_every)
+        outcomes.append((metrics, _weights(model)))
+    assert outcomes[0][0] == outcomes[1][0] and outcomes[0][0]["steps"] == 10
+    assert all(torch.equal(outcomes[0][1][key], outcomes[1][1][key]) for key in outcomes[0][1])
+    calls = {"count": 0}
+
+    def nan_at_step_6(logits, labels):
+        calls["count"] += 1
+        loss = F.cross_entropy(logits, labels)
+        return loss * float("nan") if calls["count"] == 6 else loss
+
+    model = tiny_mlp()
+    with pytest.raises(NonFiniteLoss) as raised:
+        train_one_epoch(model, iterate_batches(*train, 32), torch.optim.SGD(model.parameters(), lr=0.1),
+                        nan_at_step_6, read_every=4)
+    assert raised.value.step == 6 and calls["count"] == 8   # found at the read after step 8, reported as step 6
+
+
 def test_cross_entropy_is_computed_from_logits_once():
     # Hand-computed: logits (2, 0, 0), label 0 -> -log(e^2 / (e^2 + 2)) = 0.2395.
     loss = cross_entropy(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))

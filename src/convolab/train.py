@@ -38,6 +38,9 @@ from convolab.runs import RunDirectory
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENGINES = ("fast", "reference")
+# On a GPU, steps between host reads of the loss: each read waits for the device, and a step of the lab's CNN takes
+# well under a millisecond there, so reading every step would leave the GPU idle half the time.
+GPU_READ_EVERY = 50
 
 
 @dataclass
@@ -181,34 +184,50 @@ class EpochTotals:
 def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     optimizer: torch.optim.Optimizer, loss_fn: Callable = cross_entropy, *,
                     totals: EpochTotals | None = None, on_step: Callable[[EpochTotals], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+                    should_stop: Callable[[], bool] | None = None, read_every: int = 1) -> dict[str, float]:
     """One pass over `batches`: forward, loss, backward, step. Returns the epoch's mean loss and accuracy.
 
     totals: running sums to continue (a resumed epoch) and to read back if the epoch is interrupted.
     on_step(totals): after every step (progress bars). should_stop(): checked after every step; True ends the epoch
     early with the model and totals consistent (how Ctrl-C is handled).
-    A NaN or infinite loss raises NonFiniteLoss before the optimizer step, so the weights stay the last good ones.
+    read_every: steps between host reads of the losses and correct counts. With 1 (the default; a read costs nothing
+    on the CPU) a NaN or infinite loss raises NonFiniteLoss before its optimizer step, so the weights stay the last
+    good ones. On a GPU each read waits for the device to finish, so fit reads every GPU_READ_EVERY steps: the sums
+    stay on the device, a non-finite loss is still reported with its step, but up to read_every - 1 updates after it
+    have run (the weights in memory are spoiled; the last checkpoint on disk is not). The totals are the same either way.
     """
     totals = totals if totals is not None else EpochTotals()
+    unread: list[tuple[torch.Tensor, torch.Tensor, int]] = []   # (loss, correct count, batch size), still on the device
+
+    def read_unread() -> None:
+        """One host read for every unread step, folded into totals in step order; raises at a non-finite loss."""
+        losses = torch.stack([loss for loss, _, _ in unread]).tolist()
+        corrects = torch.stack([correct for _, correct, _ in unread]).tolist()
+        for loss_value, correct, (_, _, batch_size) in zip(losses, corrects, unread):
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(totals.steps + 1, loss_value)
+            totals.steps += 1
+            totals.count += batch_size
+            totals.loss_sum += loss_value * batch_size
+            totals.correct += int(correct)
+        unread.clear()
+
     model.train()
     for images, labels in batches:
         logits = model(images)                       # (B, classes)
         loss = loss_fn(logits, labels)               # mean over the batch
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLoss(totals.steps + 1, loss_value)
+        unread.append((loss.detach(), (logits.argmax(dim=1) == labels).sum(), labels.shape[0]))
+        if len(unread) >= read_every:
+            read_unread()                            # before this step's update: its loss is known to be finite
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        batch_size = labels.shape[0]
-        totals.steps += 1
-        totals.count += batch_size
-        totals.loss_sum += loss_value * batch_size
-        totals.correct += int((logits.argmax(dim=1) == labels).sum())
         if on_step is not None:
             on_step(totals)
         if should_stop is not None and should_stop():
             break
+    if unread:
+        read_unread()
     return {**totals.metrics(), "steps": totals.steps, "count": totals.count}
 
 
@@ -534,7 +553,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                     batches = _recipe_batches(_epoch_batches(state, images, labels), state, steps_per_epoch)
                     metrics = train_one_epoch(model, batches, optimizer, loss_fn,
                                               totals=state.totals, on_step=progress.step,
-                                              should_stop=lambda: interrupt.raised)
+                                              should_stop=lambda: interrupt.raised,
+                                              read_every=1 if device.type == "cpu" else GPU_READ_EVERY)
                 except NonFiniteLoss as error:
                     progress.close()
                     state.status = "failed"
