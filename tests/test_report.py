@@ -124,11 +124,20 @@ def test_the_summary_metrics_and_confusions_are_the_runs_own(one_run_html):
     assert f"{pair['true']} → {pair['predicted']}: {pair['count']}" in one_run_html
 
 
+def test_the_overlay_caption_says_which_accuracy_it_plots():
+    from convolab.report import overlay_caption
+
+    with_validation, without = [{"accuracy": 0.8, "val_accuracy": 0.7}], [{"accuracy": 0.8}]
+    assert overlay_caption([with_validation, with_validation]).startswith("Validation accuracy")
+    assert overlay_caption([without, without]).startswith("Training accuracy")
+    assert "dashed" in overlay_caption([with_validation, without])
+
+
 def test_several_runs_get_a_comparison_first(two_runs_html):
     page = parse(two_runs_html)
     assert_self_contained(two_runs_html, page)
     alts = [image["alt"] for image in page.images()]
-    assert alts[:2] == ["validation accuracy overlay", "test accuracy against seconds"]
+    assert alts[:2] == ["accuracy overlay", "test accuracy against seconds"]
     assert alts.count("activation grid") == 1  # the Dense network has no feature maps
     assert len(alts) == 2 + 6 + 4
     assert "This model has no Conv2D or pooling layer" in two_runs_html

@@ -320,7 +320,7 @@ def comparison_section(contents: list[RunContent]) -> str:
     points = [(content.run.name, training_seconds(content.run.history), content.metrics["test_accuracy"])
               for content in contents if "test_accuracy" in content.metrics]
     parts = ["<section id=comparison><h2>Comparison</h2>", "".join(rows), '<div class="side-by-side">',
-             picture(png_data_uri(overlay), "validation accuracy overlay", "Validation accuracy per epoch, every run.")]
+             picture(png_data_uri(overlay), "accuracy overlay", overlay_caption([c.run.history for c in contents]))]
     if points:
         parts.append(picture(png_data_uri(accuracy_time_figure(points)), "test accuracy against seconds",
                              "Test accuracy against training time (seconds, validation included)."))
@@ -353,6 +353,16 @@ def render_report(runs: list[Run], options: ReportOptions | None = None) -> str:
     body = [comparison_section(contents)] + [run_section(content, options, heading=3) for content in contents]
     nav = [("comparison", "comparison")] + [(f"run-{content.run.name}", content.run.name) for content in contents]
     return page(f"convolab report: {len(contents)} runs", "\n".join(body), nav)
+
+
+def overlay_caption(histories: list[list[dict]]) -> str:
+    """Say what the overlay plots: validation accuracy, training accuracy (dashed) where a run has no validation."""
+    with_validation = [any(row.get("val_accuracy") is not None for row in history) for history in histories]
+    if all(with_validation):
+        return "Validation accuracy per epoch, every run."
+    if not any(with_validation):
+        return "Training accuracy per epoch, every run (no run held out a validation split)."
+    return "Validation accuracy per epoch; training accuracy, dashed, for runs without a validation split."
 
 
 def write_html(path: Path, html: str) -> Path:
