@@ -297,3 +297,11 @@ def test_resolve_spec():
     with pytest.raises(SpecError, match=r"written for input \(28, 28, 1\) but the input here is \(32, 32, 3\)"):
         resolve_spec(parse_line("input28x28x1,flatten,dense"), (32, 32, 3), 10)
     assert resolve_spec(parse_line("input28x28x1,flatten,dense"), (28, 28, 1), 3).layers[-1].units == 3
+
+
+def test_a_misspelt_keyword_in_python_names_the_nearest_argument():
+    with pytest.raises(SpecError, match="Conv2D: unknown argument 'filter'") as raised:
+        Conv2D(64, 3, filter=8)
+    assert raised.value.fix == "did you mean 'filters'?"
+    with pytest.raises(SpecError, match="Dense: unknown argument 'unit'"):
+        Dense(unit=10)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import re
@@ -299,6 +300,26 @@ Layer = Union[Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Fl
               BatchNormalization]
 LAYER_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, Dropout, BatchNormalization)}
+
+
+def _check_keyword_names(cls: type) -> None:
+    """Make a misspelt keyword (Conv2D(64, 3, filter=8)) a SpecError naming the nearest argument, like the files."""
+    generated_init = cls.__init__
+    names = [field.name for field in dataclasses.fields(cls)]
+
+    @functools.wraps(generated_init)
+    def __init__(self, *args, **kwargs):
+        for key in kwargs:
+            if key not in names:
+                raise SpecError(f"{cls.__name__}: unknown argument {key!r}; expected one of {', '.join(names)}",
+                                fix=_suggestion(key, names) or f"use one of {', '.join(names)}")
+        generated_init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+
+
+for _layer_type in LAYER_TYPES.values():
+    _check_keyword_names(_layer_type)
 
 
 def layer_arguments(layer: Layer) -> dict[str, Any]:
