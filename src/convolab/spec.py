@@ -447,7 +447,7 @@ PRESETS: dict[str, str] = {
     "cnn1conv": "conv64x3,pool2,flatten,dense128,dense",
     "cnn3conv": "conv64x3,pool2,conv64x3,pool2,conv64x3,flatten,dense128,dense",
     # The specs of the time-to-accuracy recipes (recipes.py holds their hyperparameters; `convolab train --recipe`).
-    "fast": "conv32x3,pool2,bn,conv64x3,pool2,bn,flatten,dense128,dense",
+    "fast": "conv16x3,pool2,bn,conv64x3,pool2,bn,flatten,dense256,dense",
     "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.3,dense256,dense",
 }
 
