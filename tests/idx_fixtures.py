@@ -9,10 +9,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from convolab import data
 from convolab.data import DatasetInfo, IdxFile
 
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+needs_debian = pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 TINY_CLASSES = ("zero", "one", "two")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache and no CONVOLAB_DATA_DIR, and downloads retry without waiting.
+
+    Autouse in every test module that imports it.
+    """
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("CONVOLAB_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 5.0)
+    return tmp_path / "xdg-cache"
 
 
 def idx_bytes(array: np.ndarray, magic: bytes | None = None) -> bytes:

@@ -13,18 +13,9 @@ import pytest
 
 from convolab import data
 from convolab.cli import add_data_flags, data_options, main
-from idx_fixtures import gz, idx_bytes, make_tiny
+from idx_fixtures import DEBIAN, gz, idx_bytes, isolated_cache, make_tiny, needs_debian  # noqa: F401
 
 GOLDEN = Path(__file__).parent / "golden"
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-needs_debian = pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CONVOLAB_DATA_DIR", raising=False)
-    return tmp_path / "xdg-cache"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

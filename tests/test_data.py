@@ -13,20 +13,7 @@ from convolab import data
 from convolab.data import (DATASETS, load_dataset, read_idx, split_validation, iterate_batches, describe_dataset,
                            load_image_folder)
 from convolab.errors import DataError
-from idx_fixtures import MirrorServer, gz, idx_bytes, make_tiny
-
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-needs_debian = pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own empty cache and no CONVOLAB_DATA_DIR, and downloads retry without waiting."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.delenv("CONVOLAB_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "RETRY_DELAY_S", 0.0)
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 5.0)
-    return tmp_path / "xdg-cache"
+from idx_fixtures import DEBIAN, MirrorServer, gz, idx_bytes, isolated_cache, make_tiny, needs_debian  # noqa: F401
 
 
 @pytest.fixture(scope="session")
