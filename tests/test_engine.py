@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.engine import (
-    BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, TrainStep, Window, autocast_dtype, device_batches,
-    crop, fast_model, keep_freed_memory, make_optimizer_for, output_count, prepare_for_training, to_device_images,
+    BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, TrainStep, Window, autocast_dtype, crop,
+    fast_model, keep_freed_memory, make_optimizer_for, output_count, prepare_for_training,
 )
 from convolab.errors import TrainingError
 from convolab.model import build_model
@@ -208,20 +208,6 @@ def test_train_step_equals_the_plain_loop_and_reads_metrics_once():
     assert metrics["loss"] == pytest.approx(sum(losses) / 2, rel=1e-5)
     assert metrics["accuracy"] == correct / 64
     assert step.read()["count"] == 0
-
-
-def test_device_batches_cover_every_sample_once_with_its_label():
-    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
-    on_device = to_device_images(images, CPU)
-    assert on_device.dtype == torch.float32 and float(on_device.max()) == pytest.approx(9 / 255)
-    labels = torch.arange(10)
-    seen = []
-    for batch_images, batch_labels in device_batches(on_device, labels, 4, torch.Generator().manual_seed(0)):
-        assert torch.equal((batch_images[:, 0, 0, 0] * 255).round().long(), batch_labels)
-        seen += batch_labels.tolist()
-    assert sorted(seen) == list(range(10)) and seen != list(range(10))
-    sizes = [len(y) for _, y in device_batches(on_device, labels, 4, None, shuffle=False)]
-    assert sizes == [4, 4, 2]
 
 
 def test_process_and_precision_settings():

@@ -23,8 +23,11 @@ a hand-written backward in PyTorch ops (its mask arithmetic is slower than oneDN
 as unfold+matmul or as 9 shifted multiply-adds (slower than oneDNN on channels-last input). torch.compile was not
 measured again here (an earlier quick try found it slower than eager on this CPU).
 
-The GPU path (device chosen automatically; data kept on the device; bfloat16 autocast; the whole step captured once as
-a CUDA graph) is written to the same contract but was not measured here: this machine has no GPU.
+`convolab train` runs train.py's visible loop on FastConvNet (prepare_for_training). On a GPU that loop chooses the
+device automatically, keeps the uint8 data on the card, runs bfloat16 autocast with float32 logits, and reads the loss
+every 50 steps. TrainStep is the benchmark's step (bench_engine.py goal 2) and the candidate for a captured GPU step:
+its CUDA-graph replay is written but not wired into `convolab train`. Nothing on the GPU was measured: this machine has
+none.
 """
 from __future__ import annotations
 
@@ -32,7 +35,6 @@ import ctypes
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -504,24 +506,3 @@ def make_optimizer_for(name: str, parameters, learning_rate: float, device: torc
     if name == "adamw":
         return torch.optim.AdamW(parameters, **options)
     raise TrainingError(f"optimizer={name!r}; the engine's step takes adam or adamw", fix="use --optimizer adam")
-
-
-# --- data on the device, batches by index -----------------------------------------------------------------------------
-
-def to_device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 / 255 on the device, once, channels-last: the whole dataset as one tensor."""
-    scaled = images.to(device).float().div_(255.0)
-    return scaled.contiguous(memory_format=torch.channels_last)
-
-
-def device_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator | None,
-                   shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches drawn by index from tensors already on the device; the permutation crosses to the device once."""
-    count = len(labels)
-    order = torch.randperm(count, generator=generator).to(labels.device) if shuffle else None
-    for start in range(0, count, batch_size):
-        if order is None:
-            yield images[start:start + batch_size], labels[start:start + batch_size]
-        else:
-            index = order[start:start + batch_size]
-            yield images.index_select(0, index), labels.index_select(0, index)
