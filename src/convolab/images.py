@@ -7,6 +7,8 @@ the median ignores the few border pixels it touches). Light means a median above
 """
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,9 @@ from convolab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light background
+# The largest image decoded: 64 megapixels (an 8000x8000 photo; 256 MB as RGBA). A 20000x20000 PNG of zeros is a
+# few hundred kilobytes on disk and 1.6 GB decoded: a decompression bomb. Its size is read from the header first.
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 def open_image(path: str | Path):
@@ -24,18 +29,35 @@ def open_image(path: str | Path):
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below, with a clearer message
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise too_large(path, f"{width}x{height} pixels")
             image.seek(0)            # the first frame of an animated GIF or WebP
             image.load()
             upright = ImageOps.exif_transpose(image)
             return upright if upright is not None else image.copy()
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file", fix="check the path") from None
+    except Image.DecompressionBombError as error:   # Pillow's own guard, raised by Image.open for the largest
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise too_large(path, f"{int(pixels.group(1)):,} pixels" if pixels else "its size") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataError(
             f"{path}: cannot read as an image ({type(error).__name__}: {error})",
             fix=f"use a PNG, JPEG, BMP, GIF or WebP file; this one is damaged or not an image",
         ) from None
+
+
+def too_large(path: Path, size: str) -> DataError:
+    """The message for an image over MAX_IMAGE_PIXELS: a decompression bomb, or a photo far larger than needed."""
+    return DataError(f"{path}: {size} is too large to decode (a decompression bomb guard: the limit is "
+                     f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)",
+                     fix="shrink the image first (any image viewer, or `convert -resize 1000x1000`); the model sees it "
+                         "at a few dozen pixels anyway")
 
 
 def _to_channels(image, channels: int):
