@@ -9,6 +9,7 @@ too, unless `retrain=True`. `convolab compare`, `convolab lab` and `convolab swe
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -97,6 +98,24 @@ def run_name(entry: str, spec: ModelSpec, taken: set[str]) -> str:
     return name
 
 
+def is_run_entry(entry: str) -> bool:
+    """Whether a compare entry names a run directory (True) or a model (False); RunError for a path that is neither.
+
+    A name with a slash (or starting with ~) is a path, never a one-line spec: a folder there that is not a run gets
+    require_run's reason, and a path to nothing says so instead of being parsed as layers. A bare name ("cnn") is a
+    run only when a run is there (a folder named like a preset does not hide the preset).
+    """
+    path = Path(entry).expanduser()
+    looks_like_path = "/" in entry or os.sep in entry or entry.startswith("~")
+    if path.is_dir() and (looks_like_path or (path / CONFIG).exists() or (path / CHECKPOINT).exists()):
+        require_run(path)
+        return True
+    if not path.exists() and looks_like_path:
+        raise RunError(f"{entry}: no such run directory or spec file",
+                       fix="check the path; a run directory is what `convolab train --out` wrote, e.g. runs/cnn")
+    return False
+
+
 def is_run_directory(entry: str) -> bool:
     """Whether `entry` names an existing run directory (rather than a model)."""
     try:
@@ -153,7 +172,7 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
     comparison = Comparison(rows=[], stop_at=str(target) if target else None)
     taken: set[str] = set()
     for position, entry in enumerate(entries):
-        if isinstance(entry, str) and is_run_directory(entry):
+        if isinstance(entry, str) and is_run_entry(entry):
             run = load_run(entry)
             taken.add(run.name)
             differences = _differences(run, dataset, config, selection)
