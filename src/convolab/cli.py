@@ -735,6 +735,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed (CPU or GPU), which a user causes with sizes, not a bug."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def first_line(error: BaseException) -> str:
+    """The allocator's own words, shortened: how much it tried to allocate."""
+    text = str(error).strip()
+    text = text[text.find("you tried"):] if "you tried" in text else text
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -755,6 +770,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as error:  # noqa: BLE001 - the last line of defence against a bare traceback
+        if is_out_of_memory(error):
+            print(f"convolab {args.command}: error: out of memory: {first_line(error)}\n"
+                  "  fix: use a smaller --batch-size, --image-size or model, or --train-limit/--test-limit; "
+                  "`convolab summary MODEL` shows each layer's memory per image", file=sys.stderr)
+            return 2
         if args.debug:
             traceback.print_exc()
         print(
