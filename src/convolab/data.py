@@ -916,10 +916,9 @@ def describe_dataset(dataset: Dataset) -> str:
 
 def save_sample_grid(dataset: Dataset, path: str | Path, per_class: int = 8, seed: int = 0) -> Path:
     """A PNG of `per_class` training samples per class, one row per class, the class name at the left."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from convolab.plots import save_figure   # plots sets the backend; one writer for every picture
 
     generator = torch.Generator().manual_seed(seed)
     rows = dataset.num_classes
@@ -943,8 +942,4 @@ def save_sample_grid(dataset: Dataset, path: str | Path, per_class: int = 8, see
     shown = min(per_class, int(torch.bincount(dataset.train_labels, minlength=rows).max()))
     figure.suptitle(f"{dataset.name}: {shown} training samples per class", fontsize=11)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)

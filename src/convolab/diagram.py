@@ -158,7 +158,6 @@ def architecture_svg(reports: list[LayerReport], title: str = "model") -> str:
 
 def write_diagram(spec, input_shape, num_classes: int | None, path: str | Path) -> Path:
     """Analyze `spec` on `input_shape` and write its architecture SVG to `path` (folders made as needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(architecture_svg(analyze(spec, input_shape, num_classes), spec.name or "model"), encoding="utf-8")
-    return path
+    from convolab.runs import atomic_write_text   # one writer: a failed write is one message naming the file
+
+    return atomic_write_text(path, architecture_svg(analyze(spec, input_shape, num_classes), spec.name or "model"))

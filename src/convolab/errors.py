@@ -35,3 +35,7 @@ class RunError(ConvolabError):
 
 class TrainingError(ConvolabError):
     """Training that had to stop (a non-finite loss, say); the last good checkpoint is kept."""
+
+
+class WriteError(ConvolabError):
+    """A file that could not be written (no space, read-only, not a directory); the previous version is kept."""

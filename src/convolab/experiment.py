@@ -21,10 +21,11 @@ from convolab.errors import RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runs import (RunDirectory, hardware, load_weights, python_command, read_checkpoint, read_json,
-                           require_run, versions, CONFIG)
+                           require_free_space, require_run, versions, CONFIG)
+from convolab.shapes import readable_bytes
 from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
-from convolab.train import (Progress, TrainConfig, TrainingState, choose_device, fit, make_progress, metric_names,
-                            seed_everything)
+from convolab.train import (OPTIMIZER_SLOTS, Progress, TrainConfig, TrainingState, choose_device, fit, make_progress,
+                            metric_names, seed_everything)
 
 
 @dataclass
@@ -84,6 +85,12 @@ def select_data(dataset: Dataset, selection: DataSelection, validation_split: fl
     if validation_split > 0:
         (train_images, train_labels), validation = split_validation(train_images, train_labels, validation_split)
     return (train_images, train_labels), validation, (test_images, test_labels)
+
+
+def checkpoint_bytes(network: torch.nn.Module, optimizer: str) -> int:
+    """About how large checkpoint.pt will be: the weights, and the optimizer's slots of each (Adam: two)."""
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in network.state_dict().values())
+    return weights * (1 + OPTIMIZER_SLOTS.get(optimizer, 2)) + 64 * 1024   # plus the history and random states
 
 
 def run_config(name: str, spec: ModelSpec, dataset: Dataset, selection: DataSelection, config: TrainConfig,
@@ -150,6 +157,9 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
         run.create(overwrite=overwrite)
     generator = seed_everything(config.seed)
     network = build_model(spec, dataset.input_shape, dataset.num_classes)   # after seeding: the same weights every run
+    if run is not None:   # a full disk refused now, not after an epoch of training
+        size = checkpoint_bytes(network, config.optimizer)
+        require_free_space(run.path, 3 * size, f"this run's checkpoints ({readable_bytes(size)} each)")
     sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
              "test_size": len(test_data[0])}
     if run is not None:
@@ -203,6 +213,7 @@ def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int 
     network = build_model(spec, dataset.input_shape, dataset.num_classes)
     load_weights(network, spec, checkpoint["model"], path / "checkpoint.pt")   # a clear error for another spec
     run = RunDirectory(path)
+    require_free_space(path, checkpoint_bytes(network, config.optimizer), "the next checkpoint")
     if epochs is not None or finished:
         run.write_config({**saved, "train": asdict(config)})
     where = (f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step'] + 1}" if checkpoint["step"]

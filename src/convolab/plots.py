@@ -6,6 +6,7 @@ the figure. The Agg backend is chosen here, before pyplot is imported, so that n
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -20,20 +21,25 @@ from matplotlib.figure import Figure  # noqa: E402
 from convolab.activations import (Activations, LayerMaps, capture, check_filter_index,  # noqa: E402
                                   check_image_indices, conv_layer_indices, kernels, layer_names)
 from convolab.errors import SpecError  # noqa: E402
-from convolab.runs import HISTORY_JSON, METRICS, read_json  # noqa: E402
+from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  # noqa: E402
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
 KERNEL_COLORMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
 DPI = 100
 
 
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write `figure` as a PNG at `path` (folders made as needed) and free it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png")
-    plt.close(figure)
-    return path
+def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `figure` as a PNG at `path` (folders made as needed) and free it.
+
+    Rendered in memory, then written by runs.atomic_write_bytes: a failed write (full disk, read-only folder) is one
+    message naming the file, and the previous picture stays whole.
+    """
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, dpi=dpi, format="png")
+    finally:
+        plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def image_for_display(image: np.ndarray) -> tuple[np.ndarray, dict]:

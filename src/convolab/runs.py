@@ -14,12 +14,15 @@ and are read with torch.load(weights_only=True): loading one never runs code fro
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import platform
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,9 @@ from typing import Any
 import torch
 
 from convolab import __version__
-from convolab.errors import ConvolabError, RunError
+from convolab.errors import ConvolabError, RunError, WriteError
 from convolab.model import build_model
-from convolab.shapes import keras_names
+from convolab.shapes import keras_names, readable_bytes
 from convolab.spec import ModelSpec, spec_from_dict
 
 CONFIG = "config.json"
@@ -41,9 +44,78 @@ METRICS = "metrics.json"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 CHECKPOINT_FORMAT = "convolab-checkpoint"
 CHECKPOINT_VERSION = 1
+TEMPORARY_SUFFIX = ".tmp"   # atomic writes go through .NAME.XXXXXXXX.tmp in the same folder
 
 
-# --- atomic writes ----------------------------------------------------------------------------------------------------
+# --- writing files: atomically, and every failure one message -----------------------------------------------------
+
+# What an OSError's errno means for someone writing a file, and what to do about it. Errors not listed here are
+# described by the operating system's own words.
+WRITE_FAILURES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", "free space on that disk, or write somewhere else"),
+    errno.EDQUOT: ("the disk quota is used up", "free space within your quota, or write somewhere else"),
+    errno.EROFS: ("the file system is read-only", "write somewhere else (give another --out)"),
+    errno.EACCES: ("permission denied", "write somewhere you may write, or fix the folder's permissions"),
+    errno.EPERM: ("permission denied", "write somewhere you may write, or fix the folder's permissions"),
+    errno.ENOTDIR: ("a part of the path is a file, not a directory", "choose a path whose folders are folders"),
+    errno.EEXIST: ("a part of the path is a file, not a directory", "choose a path whose folders are folders"),
+    errno.EISDIR: ("it is a directory", "give a file name, not a folder"),
+    errno.ENAMETOOLONG: ("the name is too long for the file system", "choose a shorter name"),
+}
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free to an ordinary user on the file system holding `path` (its nearest existing folder); None if unknown."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
+
+
+def write_failure(path: str | Path, error: OSError, size: int | None = None) -> WriteError:
+    """The one message for a write that failed: the file, the reason, and the fix; with the space a full disk lacks."""
+    path = Path(path)
+    reason, fix = WRITE_FAILURES.get(error.errno, (error.strerror or str(error), "write somewhere else"))
+    message = f"{path}: cannot write it ({reason})"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT) and size is not None:
+        free = free_bytes(path.parent)
+        message += f"; it needs {readable_bytes(size)}" + (f", {readable_bytes(free)} are free there"
+                                                            if free is not None else "")
+        fix = f"free at least {readable_bytes(size)} on that disk, or write somewhere else"
+    if path.exists():
+        message += f"; the previous {path.name} is kept as it was"
+    return WriteError(message, fix=fix)
+
+
+@contextmanager
+def writing(path: str | Path, size: int | None = None) -> Iterator[None]:
+    """Turn any OSError raised while writing `path` into write_failure's WriteError."""
+    try:
+        yield
+    except OSError as error:
+        raise write_failure(path, error, size) from None
+
+
+def require_free_space(path: str | Path, needed: int, what: str) -> None:
+    """WriteError before any work is done when the file system of `path` has less than `needed` bytes free."""
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise WriteError(f"{path}: not enough free space for {what}: it needs about {readable_bytes(needed)}, "
+                         f"{readable_bytes(free)} are free there", fix=f"free at least "
+                         f"{readable_bytes(needed - free)} on that disk, or give another --out")
+
+
+def make_directory(path: str | Path) -> Path:
+    """mkdir -p `path`; WriteError (not a directory, read-only, ...) naming it otherwise."""
+    path = Path(path)
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def _current_umask() -> int:
     """The process's umask (reading it means setting it, so set it straight back)."""
@@ -53,22 +125,34 @@ def _current_umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same directory, then rename it into place."""
+    """Write `data` to `path` through a temporary file in the same directory, then rename it into place.
+
+    Any failure (a full disk, a read-only folder, a folder that is a file) is one WriteError naming the file, and the
+    previous version of the file is left whole. A path that exists and is not a regular file (/dev/stdout, a pipe)
+    is written in place: renaming over a device would replace the device.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes 0600 files (it is meant for secrets); a run's files get the permissions any new file would.
-        os.fchmod(handle, 0o666 & ~_current_umask())
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        # Ctrl-C mid-write included: the old file stays, the partial one goes.
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with writing(path, size=len(data)):
+        if path.exists() and not path.is_file() and not path.is_dir():
+            with open(path, "wb") as file:
+                file.write(data)
+            return path
+        make_directory(path.parent)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        try:
+            # mkstemp makes 0600 files (it is meant for secrets); a run's files get the permissions any new file would.
+            os.fchmod(handle, 0o666 & ~_current_umask())
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            # Ctrl-C mid-write included: the old file stays, the partial one goes.
+            Path(temporary).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -200,10 +284,11 @@ class RunDirectory:
         if self.has_run() and not overwrite:
             raise RunError(f"{self.path}: already holds a run",
                            fix="continue it with --resume, choose another --out, or replace it with --overwrite")
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_directory(self.path)
         if overwrite:
             for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON):
-                self.file(name).unlink(missing_ok=True)
+                with writing(self.file(name)):
+                    self.file(name).unlink(missing_ok=True)
 
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.file(CONFIG), config)

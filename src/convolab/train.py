@@ -30,12 +30,14 @@ import torch.nn.functional as F
 
 from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
-from convolab.errors import TrainingError
+from convolab.errors import TrainingError, WriteError
 from convolab.engine import accelerate
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+# Values each optimizer keeps per parameter besides the weight and its gradient (Adam: two running averages).
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENGINES = ("fast", "reference")
 # On a GPU, steps between host reads of the loss: each read waits for the device, and a step of the lab's CNN takes
@@ -530,15 +532,29 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     state = TrainingState(model=model, optimizer=optimizer, config=config, device=device, generator=generator, run=run)
     if resume_from is not None:
         restore_state(state, resume_from, callbacks)
+    saved_epoch = state.epoch if resume_from is not None else None   # the epoch of the checkpoint on disk
     images, labels = train_data
     if device.type == "cuda":   # the whole uint8 dataset on the card once: batches are then indexed there
         images, labels = images.to(device), labels.to(device)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
 
     def save(status: str) -> None:
+        nonlocal saved_epoch
         state.status = status
         if run is not None:
             run.save_checkpoint(checkpoint_payload(state, callbacks))
+            saved_epoch = state.epoch
+
+    def not_saved(error: WriteError) -> TrainingError:
+        """A write of the epoch's files failed (a full disk): say what is kept on disk and how to go on."""
+        if saved_epoch is None:
+            kept = "no checkpoint was saved yet"
+            go_on = f"then start again: convolab train MODEL --out {run.path} --overwrite"
+        else:
+            kept = f"the checkpoint of epoch {saved_epoch} is kept"
+            go_on = f"then continue from it: convolab train --resume {run.path}"
+        return TrainingError(f"training stopped after epoch {state.epoch}: its files could not be saved: "
+                             f"{error.message}; {kept}", fix=f"{error.fix}; {go_on}")
 
     for callback in callbacks:
         callback.on_train_begin(state)
@@ -574,14 +590,18 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 state.epoch, state.totals, state.logs = epoch, EpochTotals(), row
                 state.history.append(row)
                 progress.end_epoch(epoch, config.epochs, row)
-                if run is not None:
-                    run.write_history(state.history)
-                for callback in callbacks:
-                    reason = callback.on_epoch_end(state)
-                    if reason and state.stop_reason is None:
-                        state.stop_reason = reason
-                done = state.stop_reason is not None or state.epoch >= config.epochs
-                save(("stopped" if state.stop_reason else "finished") if done else "running")
+                try:
+                    if run is not None:
+                        run.write_history(state.history)
+                    for callback in callbacks:
+                        reason = callback.on_epoch_end(state)
+                        if reason and state.stop_reason is None:
+                            state.stop_reason = reason
+                    done = state.stop_reason is not None or state.epoch >= config.epochs
+                    save(("stopped" if state.stop_reason else "finished") if done else "running")
+                except WriteError as error:
+                    state.status = "failed"
+                    raise not_saved(error) from None
         except KeyboardInterrupt:
             progress.close()
             if state.totals.steps:
@@ -589,7 +609,10 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             where = (f"at epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
                      else f"after epoch {state.epoch}")
             if run is not None:
-                save("interrupted")
+                try:
+                    save("interrupted")
+                except WriteError as error:
+                    raise not_saved(error) from None
                 raise TrainingInterrupted(f"interrupted {where}; a resumable checkpoint is saved in {run.path}",
                                           fix=f"continue with: convolab train --resume {run.path}") from None
             raise TrainingInterrupted(f"interrupted {where} (no run directory, nothing saved)") from None
