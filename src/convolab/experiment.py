@@ -20,8 +20,8 @@ from convolab.data import Dataset, load_dataset, split_validation
 from convolab.errors import RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
-from convolab.runs import (RunDirectory, hardware, load_weights, python_command, read_checkpoint, read_json,
-                           require_free_space, require_run, versions, CONFIG)
+from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, python_command, read_checkpoint,
+                           read_json, require_free_space, require_run, versions, CONFIG)
 from convolab.shapes import readable_bytes
 from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
 from convolab.train import (OPTIMIZER_SLOTS, Progress, TrainConfig, TrainingState, choose_device, fit, make_progress,
@@ -153,21 +153,24 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
         callback.check(metric_names(validation_data is not None))
     device = choose_device(config.device)
     run = RunDirectory(out) if out is not None else None
-    if run is not None:
-        run.create(overwrite=overwrite)
-    generator = seed_everything(config.seed)
-    network = build_model(spec, dataset.input_shape, dataset.num_classes)   # after seeding: the same weights every run
-    if run is not None:   # a full disk refused now, not after an epoch of training
-        size = checkpoint_bytes(network, config.optimizer)
-        require_free_space(run.path, 3 * size, f"this run's checkpoints ({readable_bytes(size)} each)")
-    sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
-             "test_size": len(test_data[0])}
-    if run is not None:
-        run.write_config(run_config(name, spec, dataset, selection, config, device,
-                                    {"stop_at": stop_at, "early_stopping": early_stopping}, sizes))
-    state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
-                run=run, progress=progress, generator=generator)
-    return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
+    # The lock is held from the "is there a run already?" check to the last picture: a second training into the same
+    # directory is refused instead of mixing its files with this one's.
+    with locked_run(out):
+        if run is not None:
+            run.create(overwrite=overwrite)
+        generator = seed_everything(config.seed)
+        network = build_model(spec, dataset.input_shape, dataset.num_classes)   # after seeding: the same weights
+        if run is not None:   # a full disk refused now, not after an epoch of training
+            size = checkpoint_bytes(network, config.optimizer)
+            require_free_space(run.path, 3 * size, f"this run's checkpoints ({readable_bytes(size)} each)")
+        sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
+                 "test_size": len(test_data[0])}
+        if run is not None:
+            run.write_config(run_config(name, spec, dataset, selection, config, device,
+                                        {"stop_at": stop_at, "early_stopping": early_stopping}, sizes))
+        state = fit(network, train_data, config, validation_data=validation_data, device=device,
+                    callbacks=all_callbacks, run=run, progress=progress, generator=generator)
+        return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,
@@ -179,6 +182,14 @@ def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int 
     run's own). A corrupted checkpoint raises RunError before anything is written.
     """
     path = require_run(path)
+    with locked_run(path):   # no second trainer (or resume) of this run while it trains
+        return _resume_locked(path, dataset=dataset, epochs=epochs, callbacks=callbacks, progress=progress,
+                              on_train_end=on_train_end)
+
+
+def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, callbacks: Sequence[Callback],
+                   progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
+    """resume_run's work, holding the run's lock."""
     saved = read_json(path / CONFIG)
     checkpoint = read_checkpoint(path / "checkpoint.pt")
     progress = progress or make_progress("auto")

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -264,6 +265,107 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
+class RunLocked(RunError):
+    """Another process is training into the run directory."""
+
+
+class RunLock:
+    """An exclusive OS lock (flock) on RUN/.lock for as long as a training writes into RUN.
+
+    The operating system drops the lock when the process ends, however it ends (kill -9 included), so a lock never
+    outlives its trainer; the file itself is removed on a normal exit. The holder's process id is written into the
+    file, for the message a second trainer gets. Where flock does not exist (Windows), runs are not locked.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.handle: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:   # not a POSIX system
+            return self
+        make_directory(self.path)
+        lock_file = self.path / self.FILE
+        while self.handle is None:
+            with writing(lock_file):
+                handle = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(handle, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(handle)
+                raise RunLocked(f"{self.path}: another convolab (process {holder}) is training into this run "
+                                "directory right now; two trainings into one directory would mix their files",
+                                fix="wait for it to finish (or stop it), or give another --out") from None
+            if _same_file(handle, lock_file):
+                self.handle = handle
+            else:   # the previous holder removed the file between our open and our lock: lock the new one
+                os.close(handle)
+        os.ftruncate(self.handle, 0)
+        os.write(self.handle, f"{os.getpid()}\n".encode("ascii"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            (self.path / self.FILE).unlink(missing_ok=True)   # while still holding it: see _same_file
+            os.close(self.handle)
+            self.handle = None
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether the open file `handle` is still the file at `path` (not removed or replaced since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(handle), os.stat(path))
+    except OSError:
+        return False
+
+
+# The files a training writes, whose leftover temporaries (.checkpoint.pt.XXXXXXXX.tmp from a kill -9 mid-write)
+# the next training of the run removes.
+TRAINING_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, "curves.png", "confusion.png")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries of TRAINING_FILES left in run directory `path` by a process killed mid-write.
+
+    Only call it holding the run's lock: then no live process is writing them.
+    """
+    removed = []
+    for name in TRAINING_FILES:
+        for temporary in Path(path).glob(f".{name}.*{TEMPORARY_SUFFIX}"):
+            with writing(temporary):
+                temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
+def stopped_before_first_checkpoint(path: Path) -> RunError:
+    """The message for a run directory with config.json and no checkpoint.pt: killed (or a full disk) in epoch 1."""
+    try:
+        spec_line = read_json(path / CONFIG).get("spec_line") or "MODEL"
+    except (ConvolabError, AttributeError):
+        spec_line = "MODEL"
+    return RunError(f"{path}: the run there stopped before its first checkpoint (it has {CONFIG} but no "
+                    f"{CHECKPOINT}: training was killed or failed during epoch 1), so there is nothing to resume or read",
+                    fix=f"train it again in place: convolab train {shlex.quote(spec_line)} --out {shlex.quote(str(path))} "
+                        "--overwrite")
+
+
+@contextmanager
+def locked_run(path: str | Path | None) -> Iterator[None]:
+    """Hold run directory `path`'s RunLock (made if need be) and clear what a killed writer left; None: nothing."""
+    if path is None:
+        yield
+        return
+    with RunLock(path):
+        remove_stale_temporaries(path)
+        yield
+
+
 class RunDirectory:
     """Writes one run's files; every write is atomic."""
 
@@ -278,10 +380,15 @@ class RunDirectory:
         return self.file(CONFIG).exists() or self.file(CHECKPOINT).exists()
 
     def create(self, overwrite: bool = False) -> None:
-        """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently)."""
+        """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently).
+
+        Call it holding the run's RunLock, so that two trainings cannot both find the directory free.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory", fix="choose another --out")
         if self.has_run() and not overwrite:
+            if not self.file(CHECKPOINT).exists():
+                raise stopped_before_first_checkpoint(self.path)
             raise RunError(f"{self.path}: already holds a run",
                            fix="continue it with --resume, choose another --out, or replace it with --overwrite")
         make_directory(self.path)
@@ -370,6 +477,8 @@ def require_run(path: str | Path) -> Path:
         raise RunError(f"{path}: not a run directory (it is a file)", fix="give the directory that holds config.json "
                        "and checkpoint.pt")
     missing = [name for name in (CONFIG, CHECKPOINT) if not (path / name).is_file()]
+    if missing == [CHECKPOINT]:
+        raise stopped_before_first_checkpoint(path)
     if missing:
         raise RunError(f"{path}: not a run directory (no {' or '.join(missing)})",
                        fix="give a directory that `convolab train --out` wrote, e.g. runs/cnn")
