@@ -24,8 +24,8 @@ from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, pyt
                            read_json, require_free_space, require_run, versions, CONFIG)
 from convolab.shapes import readable_bytes
 from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
-from convolab.train import (OPTIMIZER_SLOTS, Progress, TrainConfig, TrainingState, choose_device, fit, make_progress,
-                            metric_names, seed_everything)
+from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, choose_device, fit,
+                            make_progress, metric_names, seed_everything)
 
 
 @dataclass
@@ -191,7 +191,7 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
                    progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
     """resume_run's work, holding the run's lock."""
     saved = read_json(path / CONFIG)
-    checkpoint = read_checkpoint(path / "checkpoint.pt")
+    checkpoint = read_checkpoint(path / "checkpoint.pt", required=RESUME_ENTRIES)
     progress = progress or make_progress("auto")
     try:
         config = TrainConfig(**saved["train"])

@@ -18,7 +18,9 @@ import errno
 import io
 import json
 import os
+import pickle
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -186,24 +188,56 @@ def history_csv(history: list[dict]) -> str:
 
 # --- reading checkpoints ----------------------------------------------------------------------------------------------
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint without unpickling arbitrary objects; RunError if it is missing, corrupt or not convolab's."""
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line of `text`, shortened; torch's errors can be empty or many paragraphs long."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "no details")
+    return line[:limit]
+
+
+def _forbidden_global(error: Exception) -> str | None:
+    """The Python callable a refused pickle names ('posix.system'), when torch refused the file for holding code."""
+    match = re.search(r"GLOBAL (\S+)", str(error))
+    return match.group(1) if match else None
+
+
+def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) -> dict:
+    """Load a checkpoint without unpickling arbitrary objects; RunError if it is missing, empty, corrupt, holds code,
+    is not convolab's, or lacks one of the `required` entries."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no checkpoint there", fix="give the run directory of a finished or stopped training")
+    if path.stat().st_size == 0:
+        raise RunError(f"{path}: the checkpoint is empty (0 bytes); whatever wrote it did not finish",
+                       fix="nothing was overwritten; train again with --overwrite, or restore the file from a copy")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds (zip, pickle, EOF) for one cause: a bad file
+    except pickle.UnpicklingError as error:
+        forbidden = _forbidden_global(error)
+        if forbidden is None:
+            raise RunError(f"{path}: corrupted checkpoint, cannot be read (UnpicklingError: {_first_line(str(error))})",
+                           fix="nothing was overwritten; train again with another --out, or restore the file from a "
+                               "copy") from None
+        raise RunError(f"{path}: the file contains code ({forbidden}), which loading would run; convolab refuses to "
+                       "run it. convolab's checkpoints hold only numbers and text, so this file did not come from a "
+                       "convolab run", fix="delete it unless you know who made it; give a run directory that "
+                                           "`convolab train` wrote") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds (zip, EOF, runtime) for one cause: a bad file
         raise RunError(
-            f"{path}: corrupted checkpoint, cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+            f"{path}: corrupted checkpoint, cannot be read ({type(error).__name__}: {_first_line(str(error))})",
             fix="nothing was overwritten; train again with another --out, or restore the file from a copy",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a convolab checkpoint (no '{CHECKPOINT_FORMAT}' marker)",
                        fix="give a file written by `convolab train`")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise RunError(f"{path}: checkpoint format version {payload['version']}; this convolab reads up to "
+    if not isinstance(payload.get("version", 0), int) or payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise RunError(f"{path}: checkpoint format version {payload['version']!r}; this convolab reads up to "
                        f"{CHECKPOINT_VERSION}", fix="upgrade convolab")
+    missing = [key for key in required if key not in payload]
+    if missing or not isinstance(payload.get("model", {}), dict):
+        raise RunError(f"{path}: a damaged convolab checkpoint: it has convolab's marker but "
+                       + (f"no {', '.join(repr(key) for key in missing)} entry" if missing else
+                          "its 'model' entry is not a table of weights"),
+                       fix="nothing was overwritten; train again with --overwrite, or restore the file from a copy")
     return payload
 
 

@@ -38,6 +38,9 @@ from convolab.runs import RunDirectory
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 # Values each optimizer keeps per parameter besides the weight and its gradient (Adam: two running averages).
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 0}
+# The checkpoint entries resume reads (restore_state); a checkpoint without one of them cannot be continued.
+RESUME_ENTRIES = ("model", "optimizer", "epoch", "step", "history", "totals", "epoch_generator_state",
+                  "generator_state", "torch_rng_state")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENGINES = ("fast", "reference")
 # On a GPU, steps between host reads of the loss: each read waits for the device, and a step of the lab's CNN takes
