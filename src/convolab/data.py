@@ -635,6 +635,12 @@ def load_registry_dataset(info: DatasetInfo, data_dir: str | Path | None = None,
 DEFAULT_FOLDER_IMAGE_SIZE = (28, 28)   # the lab's input size, so the lab's models apply as they are
 
 
+def class_name_text(folder_name: str) -> str:
+    """A folder name as printable text: bytes that are not UTF-8 (which Python keeps as lone surrogates, and no font,
+    terminal or HTML page can show) become \\xNN escapes: b"caf\\xe9" -> "caf\\\\xe9". UTF-8 names are unchanged."""
+    return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _class_folders(directory: Path) -> list[Path]:
     return sorted((child for child in directory.iterdir() if child.is_dir() and not child.name.startswith(".")),
                   key=lambda child: child.name)
@@ -654,17 +660,17 @@ def _other_files(folder: Path) -> list[Path]:
                   and path.suffix.lower() not in IMAGE_SUFFIXES)
 
 
-def _read_folder_split(root: Path, class_names: tuple[str, ...], input_shape: tuple[int, int, int],
+def _read_folder_split(root: Path, class_folders: tuple[str, ...], input_shape: tuple[int, int, int],
                        skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every readable image under root/<class>/ as (N, C, H, W) uint8 and (N,) labels; the files left out, with the
+    """Every readable image under root/<class folder>/ as (N, C, H, W) uint8 and (N,) labels; the files left out, with the
     reason, go to `skipped`: unreadable images, and files whose suffix is not an image type."""
     from convolab.images import IMAGE_SUFFIXES, load_image
 
     height, width, channels = input_shape
     tensors: list[torch.Tensor] = []
     labels: list[int] = []
-    for label, class_name in enumerate(class_names):
-        folder = root / class_name
+    for label, folder_name in enumerate(class_folders):
+        folder = root / folder_name
         if not folder.is_dir():
             continue
         skipped.extend(f"{path}: not an image type (expected {', '.join(IMAGE_SUFFIXES)})"
@@ -733,7 +739,12 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use --test-split 0.2, say")
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     split_roots = [root / "train", root / "test"] if presplit else [root]
-    class_names = _folder_classes(root, split_roots)
+    class_folders = _folder_classes(root, split_roots)
+    class_names = tuple(class_name_text(name) for name in class_folders)
+    if len(set(class_names)) < len(class_names):
+        raise DataError(f"{root}: two class folders have the same name once shown as text: "
+                        f"{', '.join(sorted(name for name in class_names if class_names.count(name) > 1))}",
+                        fix="rename one of them (UTF-8 names are shown as they are)")
     if channels not in (None, 1, 3):
         raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
     height, width = image_size or DEFAULT_FOLDER_IMAGE_SIZE
@@ -742,11 +753,11 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     input_shape = (height, width, channels or 3)
     skipped: list[str] = []
     if presplit:
-        train_images, train_labels = _read_folder_split(root / "train", class_names, input_shape, skipped)
-        test_images, test_labels = _read_folder_split(root / "test", class_names, input_shape, skipped)
+        train_images, train_labels = _read_folder_split(root / "train", class_folders, input_shape, skipped)
+        test_images, test_labels = _read_folder_split(root / "test", class_folders, input_shape, skipped)
         how = "train/ and test/ folders"
     else:
-        images, labels = _read_folder_split(root, class_names, input_shape, skipped)
+        images, labels = _read_folder_split(root, class_folders, input_shape, skipped)
         train_index, test_index = _stratified_split(labels, test_split, seed)
         train_images, train_labels = images[train_index], labels[train_index]
         test_images, test_labels = images[test_index], labels[test_index]
@@ -918,7 +929,7 @@ def save_sample_grid(dataset: Dataset, path: str | Path, per_class: int = 8, see
     """A PNG of `per_class` training samples per class, one row per class, the class name at the left."""
     import matplotlib.pyplot as plt
 
-    from convolab.plots import save_figure   # plots sets the backend; one writer for every picture
+    from convolab.plots import save_figure   # plots sets the backend and draws labels as plain text
 
     generator = torch.Generator().manual_seed(seed)
     rows = dataset.num_classes

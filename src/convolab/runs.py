@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from convolab import __version__
+from convolab.data import class_name_text
 from convolab.errors import ConvolabError, RunError, WriteError
 from convolab.model import build_model
 from convolab.shapes import keras_names, readable_bytes
@@ -489,7 +490,8 @@ class Run:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.config["dataset"]["class_names"])
+        # class_name_text: a run written before folder names were made text may hold undecodable bytes
+        return [class_name_text(name) for name in self.config["dataset"]["class_names"]]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
