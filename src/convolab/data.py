@@ -867,6 +867,9 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, fraction: float
     split_at = int(len(images) * (1.0 - fraction))
     if fraction > 0 and split_at == len(images):
         split_at = len(images) - 1
+    if fraction > 0 and split_at < 1:
+        raise DataError(f"validation_split={fraction} of {len(images)} images leaves {split_at} to train on",
+                        fix="use a smaller --validation-split (0.1, say), or more images (--train-limit)")
     return (images[:split_at], labels[:split_at]), (images[split_at:], labels[split_at:])
 
 

@@ -17,7 +17,7 @@ import torch
 
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
 from convolab.data import Dataset, load_dataset, split_validation
-from convolab.errors import RunError, TrainingError
+from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, python_command, read_checkpoint,
@@ -81,6 +81,11 @@ def select_data(dataset: Dataset, selection: DataSelection, validation_split: fl
     test_images, test_labels = dataset.test_images, dataset.test_labels
     if selection.test_limit is not None:
         test_images, test_labels = test_images[: selection.test_limit], test_labels[: selection.test_limit]
+    if len(test_images) == 0:
+        # Training would run to its end and then have nothing to measure: refuse before the first step.
+        raise DataError(f"{dataset.name}: no test images ({dataset.source}); training could not be measured",
+                        fix="hold images out for test: --test-split 0.2 (at least one image per class needs to be "
+                            "held out, so two or more per class), or a test/ folder next to train/")
     validation = None
     if validation_split > 0:
         (train_images, train_labels), validation = split_validation(train_images, train_labels, validation_split)

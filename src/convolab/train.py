@@ -537,6 +537,9 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
         restore_state(state, resume_from, callbacks)
     saved_epoch = state.epoch if resume_from is not None else None   # the epoch of the checkpoint on disk
     images, labels = train_data
+    if len(images) == 0:
+        raise TrainingError("no training images (0 left after the limits and the validation split)",
+                            fix="train on more images: a larger --train-limit or a smaller --validation-split")
     if device.type == "cuda":   # the whole uint8 dataset on the card once: batches are then indexed there
         images, labels = images.to(device), labels.to(device)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
