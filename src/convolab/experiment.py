@@ -22,10 +22,10 @@ from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, python_command, read_checkpoint,
                            read_json, require_free_space, require_run, versions, CONFIG)
-from convolab.shapes import readable_bytes
+from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
-from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, choose_device, fit,
-                            make_progress, metric_names, seed_everything)
+from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
+                            choose_device, fit, make_progress, metric_names, seed_everything)
 
 
 @dataclass
@@ -90,6 +90,20 @@ def select_data(dataset: Dataset, selection: DataSelection, validation_split: fl
     if validation_split > 0:
         (train_images, train_labels), validation = split_validation(train_images, train_labels, validation_split)
     return (train_images, train_labels), validation, (test_images, test_labels)
+
+
+def check_memory(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int, config: TrainConfig,
+                 device: torch.device) -> None:
+    """TrainingError before anything is built when the summary's arithmetic says training cannot fit in memory."""
+    sums = totals(analyze(spec, input_shape, num_classes))
+    need = training_memory(sums["params"], sums["memory_bytes"], input_shape[0] * input_shape[1] * input_shape[2],
+                           config.batch_size, OPTIMIZER_SLOTS.get(config.optimizer, 2))
+    available = available_memory(device)
+    if available is not None and need.value > available:
+        raise TrainingError(f"this model cannot train in the memory of {device}: {need.text}, and "
+                            f"{readable_bytes(available)} are available",
+                            fix="use a smaller model (fewer filters or units, pooling before Flatten), a smaller "
+                                "--batch-size, or a smaller --image-size")
 
 
 def checkpoint_bytes(network: torch.nn.Module, optimizer: str) -> int:
@@ -157,6 +171,7 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
     for callback in all_callbacks:   # before anything is written: a typo in --stop-at leaves no half-made run
         callback.check(metric_names(validation_data is not None))
     device = choose_device(config.device)
+    check_memory(spec, dataset.input_shape, dataset.num_classes, config, device)
     run = RunDirectory(out) if out is not None else None
     # The lock is held from the "is there a run already?" check to the last picture: a second training into the same
     # directory is refused instead of mixing its files with this one's.
@@ -225,6 +240,7 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
     all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
     device = choose_device(config.device)
+    check_memory(spec, dataset.input_shape, dataset.num_classes, config, device)
     generator = seed_everything(config.seed)
     network = build_model(spec, dataset.input_shape, dataset.num_classes)
     load_weights(network, spec, checkpoint["model"], path / "checkpoint.pt")   # a clear error for another spec

@@ -362,3 +362,22 @@ def totals(reports: list[LayerReport]) -> dict[str, int]:
         "macs": sum(report.macs for report in reports),
         "memory_bytes": sum(report.memory_bytes for report in reports),
     }
+
+
+# --- training memory -------------------------------------------------------------------------------------------------
+
+def training_memory(params: int, activation_bytes_per_image: int, input_values_per_image: int, batch_size: int,
+                    optimizer_slots: int) -> Explained:
+    """A lower bound on the memory one training step needs, from the summary's own counts.
+
+    Each parameter is held as a weight, a gradient, and `optimizer_slots` running averages (Adam keeps 2, RMSprop 1,
+    SGD 0), 4 bytes each. Each image of a batch keeps its input and every layer's output for the backward pass. The
+    real peak is higher (the gradients of the outputs, the kernels' workspace), so what exceeds this cannot fit.
+    """
+    weights = params * (2 + optimizer_slots) * BYTES_PER_VALUE
+    batch = batch_size * (activation_bytes_per_image + input_values_per_image * BYTES_PER_VALUE)
+    total = weights + batch
+    return Explained(total, f"{count(params)} parameters × {2 + optimizer_slots} copies (weight, gradient, "
+                            f"{optimizer_slots} optimizer slots) × {BYTES_PER_VALUE} bytes = {readable_bytes(weights)}, "
+                            f"plus {batch_size} images × {readable_bytes(activation_bytes_per_image)} of layer outputs "
+                            f"and input = {readable_bytes(batch)}; at least {readable_bytes(total)} in all")

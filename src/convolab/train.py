@@ -15,6 +15,7 @@ the same permutation, skips the done batches, and continues, so the final weight
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -125,6 +126,24 @@ def choose_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
         raise TrainingError(f"device {name!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
     return torch.device(name)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the device can still give: the GPU's free memory, or the system's MemAvailable; None if unknown."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024   # the kernel counts in KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:   # other POSIX systems: free physical pages (less than what could be reclaimed, so a looser check)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def seed_everything(seed: int) -> torch.Generator:
