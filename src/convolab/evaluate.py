@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from convolab.data import iterate_batches
+from convolab.errors import DataError
 
 
 # --- pure arithmetic ------------------------------------------------------------------------------------------------
@@ -156,7 +157,10 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: lis
 def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                    device: torch.device | str = "cpu", batch_size: int = 256, top_pairs: int = 5,
                    top_k_losses: int = 9) -> Evaluation:
-    """Run `model` over uint8 `images` once and compute every metric."""
+    """Run `model` over uint8 `images` once and compute every metric; DataError when there are no images."""
+    if len(images) == 0:
+        raise DataError("no test images to evaluate on (0 images)",
+                        fix="give data with a test split: --test-split 0.2, or a test/ folder next to train/")
     logits = predict_logits(model, images, batch_size=batch_size, device=device)
     return evaluate_logits(logits, labels, class_names, top_pairs=top_pairs, top_k_losses=top_k_losses)
 
