@@ -90,7 +90,7 @@ def write_failure(path: str | Path, error: OSError, size: int | None = None) -> 
         message += f"; it needs {readable_bytes(size)}" + (f", {readable_bytes(free)} are free there"
                                                             if free is not None else "")
         fix = f"free at least {readable_bytes(size)} on that disk, or write somewhere else"
-    if path.exists():
+    if path.is_file():
         message += f"; the previous {path.name} is kept as it was"
     return WriteError(message, fix=fix)
 

@@ -626,6 +626,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                     save(("stopped" if state.stop_reason else "finished") if done else "running")
                 except WriteError as error:
                     state.status = "failed"
+                    if run is None:   # a callback's own file: its message says it all
+                        raise
                     raise not_saved(error) from None
         except KeyboardInterrupt:
             progress.close()
