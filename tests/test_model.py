@@ -190,3 +190,20 @@ def test_receptive_field_matches_the_gradient_support():
     assert (rows.max() - rows.min() + 1, columns.max() - columns.min() + 1) == field.size
     # by hand: 3; 3 + 1×1 = 4; 4 + 2×2 = 8; 8 + 2×4 = 16; 16 + 1×4 = 20, jumps 1, 2, 4, 4, 4
     assert field.size == (20, 20) and field.jump == (4, 4)
+
+
+def test_a_softmax_followed_by_dropout_is_the_output_not_softmaxed_again():
+    """issue 9, cause 1: with flatten,dense4,dropout0.5 the output went through softmax twice.
+
+    The rule (Keras's): the model outputs what its last layer outputs. Dropout computes nothing at inference, so the
+    output is the Dense's probabilities; forward gives their logarithm, so probabilities() returns them unchanged.
+    """
+    torch.manual_seed(0)
+    model = build_model(load_spec("flatten,dense4,dropout0.5"), (3, 3, 1), 4).eval()
+    x = torch.rand(5, 1, 3, 3)
+    dense_probabilities = torch.softmax(model.blocks[1].linear(model.blocks[0](x)), dim=1)
+    assert model.output_activation == "softmax"
+    assert torch.allclose(model.probabilities(x), dense_probabilities, atol=1e-6)
+    # a layer that changes values after the softmax makes the output scores (logits) again
+    scores = build_model(load_spec("flatten,dense4,bn"), (3, 3, 1), 4)
+    assert scores.finish is None and scores.output_activation == "linear"

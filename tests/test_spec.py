@@ -305,3 +305,81 @@ def test_a_misspelt_keyword_in_python_names_the_nearest_argument():
     assert raised.value.fix == "did you mean 'filters'?"
     with pytest.raises(SpecError, match="Dense: unknown argument 'unit'"):
         Dense(unit=10)
+
+
+# --- issue 9: hostile and careless specs end in one message ----------------------------------------------------------
+
+def test_a_one_line_spec_longer_than_a_file_name_is_read_as_a_line():
+    """cause 3: the line was tried as a file name first, and the OS's 'File name too long' escaped."""
+    line = ",".join(["conv4x3same"] * 40 + ["flatten", "dense"])
+    assert len(line) > 255
+    assert len(load_spec(line).layers) == 42
+    with pytest.raises(SpecError, match="layer 3"):
+        load_spec(",".join(["conv4x3same", "conv4x3same", "conv0x3"] + ["conv4x3same"] * 40))
+
+
+def test_a_long_file_name_that_cannot_exist_is_a_message():
+    with pytest.raises(SpecError, match="cannot read the model file"):
+        load_spec("x" * 300 + ".yaml")
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".json", "[" * 100_000 + "]" * 100_000),
+    (".yaml", "[" * 100_000 + "]" * 100_000),
+    (".yaml", "layers:\n" + "".join("  " * depth + "- \n" for depth in range(1, 3000))),
+])
+def test_specs_nested_too_deep_are_refused_with_a_message(tmp_path, suffix, text):
+    """cause 10: JSON or YAML nested 100,000 deep raised RecursionError."""
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(path))
+    assert len(caught.value.message) < 400
+
+
+def test_a_yaml_alias_bomb_inside_a_layer_is_refused_without_expanding(tmp_path):
+    """cause 10: the error message repr()'d the whole value (10^10 items here) before shortening it."""
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 10)]
+    bomb = "[" + ", ".join(levels) + "]"
+    for argument in ("filters", "kernel_size", "padding", "activation", "use_bias", "input_shape", "type", "name"):
+        if argument == "name":
+            text = f"name: {bomb}\nlayers:\n  - {{type: Flatten}}\n"
+        elif argument == "type":
+            text = f"layers:\n  - {{type: {bomb}}}\n"
+        else:
+            text = f"layers:\n  - {{type: Conv2D, filters: 4, kernel_size: 3, {argument}: {bomb}}}\n"
+        path = tmp_path / f"bomb_{argument}.yaml"
+        path.write_text(text)
+        with pytest.raises(SpecError) as caught:
+            load_spec(str(path))
+        assert len(caught.value.message) < 400 and "..." in caught.value.message, argument
+
+
+def test_an_oversized_spec_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(" " * (2 << 20) + "{}")
+    with pytest.raises(SpecError, match="a model file is at most"):
+        load_spec(str(path))
+
+
+def test_two_activations_on_one_layer_are_refused():
+    """cause 18: conv4x3-relu-tanh silently kept the last one."""
+    with pytest.raises(SpecError, match="one activation, received -relu and -tanh"):
+        load_spec("conv4x3-relu-tanh,flatten,dense")
+    with pytest.raises(SpecError, match="one activation"):
+        load_spec("flatten,dense8-sigmoid-linear,dense")
+    assert load_spec("conv4x3-tanh-nobias,flatten,dense").layers[0].activation == "tanh"
+
+
+def test_keras_edges_convolab_refuses_are_explained():
+    """cause 18: Keras takes Dropout(1.0) and momentum 1; convolab refuses them and says why. epsilon must be finite."""
+    with pytest.raises(SpecError, match="Keras accepts 1, but it zeroes every value"):
+        load_spec("flatten,dropout1,dense")
+    with pytest.raises(SpecError, match="Keras accepts 1, but it freezes the moving mean"):
+        load_spec("flatten,bn-m1,dense")
+    with pytest.raises(SpecError, match="expected epsilon to be a positive finite number"):
+        BatchNormalization(epsilon=float("inf"))
+    with pytest.raises(SpecError, match="epsilon=inf"):
+        spec_from_dict({"layers": [{"type": "Flatten"}, {"type": "BatchNormalization", "epsilon": float("inf")},
+                                   {"type": "Dense", "units": 3}]})

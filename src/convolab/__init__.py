@@ -5,3 +5,11 @@ from convolab.api import Sequential  # noqa: E402 - the Keras-style API, re-expo
 from convolab.spec import (  # noqa: E402
     AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
 )
+from convolab.layers import KINDS as _KINDS  # noqa: E402
+
+
+def __getattr__(name: str):
+    """Every registered layer kind is importable from the package (`from convolab import DepthwiseConv2D`)."""
+    if name in _KINDS:
+        return _KINDS.kinds[name]
+    raise AttributeError(f"module 'convolab' has no attribute {name!r}")

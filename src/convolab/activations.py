@@ -15,10 +15,13 @@ import torch
 from convolab.data import load_dataset
 from convolab.errors import RunError, SpecError
 from convolab.shapes import keras_names
-from convolab.spec import AveragePooling2D, Conv2D, MaxPooling2D, ModelSpec
+from convolab.layers import KINDS
+from convolab.spec import ModelSpec
 
-# The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling".
-VISUAL_LAYER_TYPES = (Conv2D, MaxPooling2D, AveragePooling2D)
+# The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling" (windowed kinds).
+VISUAL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.windowed)
+# The layers with learned windows to draw (convolab filters).
+KERNEL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.has_kernels)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,12 @@ class Activations:
 
 def visual_layer_indices(spec: ModelSpec) -> list[int]:
     """The positions of the conv and pool layers: the columns of the lab's grid."""
-    return [index for index, layer in enumerate(spec.layers) if isinstance(layer, VISUAL_LAYER_TYPES)]
+    return [index for index, layer in enumerate(spec.layers) if layer.windowed]
 
 
 def conv_layer_indices(spec: ModelSpec) -> list[int]:
-    """The positions of the Conv2D layers: the ones with kernels to look at."""
-    return [index for index, layer in enumerate(spec.layers) if isinstance(layer, Conv2D)]
+    """The positions of the layers with kernels to look at (Conv2D and its relatives)."""
+    return [index for index, layer in enumerate(spec.layers) if layer.has_kernels]
 
 
 def layer_names(spec: ModelSpec) -> dict[int, str]:
@@ -99,7 +102,9 @@ def describe_layer_choices(spec: ModelSpec, allowed: tuple[type, ...]) -> str:
 
 def check_layer(spec: ModelSpec, index: int, allowed: tuple[type, ...] = VISUAL_LAYER_TYPES) -> None:
     """Raise a SpecError unless spec layer `index` exists and is one of `allowed` (conv/pool by default)."""
-    kinds = "/".join(kind.__name__ for kind in allowed)
+    # Name the allowed kinds this model has (all of them when it has none): the choices that apply here.
+    present = [kind for kind in allowed if any(type(layer) is kind for layer in spec.layers)] or allowed
+    kinds = "/".join(kind.__name__ for kind in present)
     choices = describe_layer_choices(spec, allowed)
     if not 0 <= index < len(spec.layers):
         raise SpecError(f"layer {index} does not exist: the model has layers 0 to {len(spec.layers) - 1}",
@@ -177,20 +182,10 @@ def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
     return Activations(layers=layers, logits=logits.detach().to("cpu", torch.float32).numpy())
 
 
-def find_conv(block: torch.nn.Module) -> torch.nn.Conv2d:
-    """The Conv2d module inside a block (the block itself, or its first Conv2d child)."""
-    for module in block.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return module
-    raise SpecError(f"block {type(block).__name__} holds no Conv2d module",
-                    fix="pick a Conv2D layer")
-
-
 def kernels(model: torch.nn.Module, spec: ModelSpec, layer_index: int) -> np.ndarray:
-    """The learned kernels of Conv2D layer `layer_index` in Keras's order: (kernel_h, kernel_w, in_channels, filters)."""
-    check_layer(spec, layer_index, allowed=(Conv2D,))
-    weight = find_conv(model.blocks[layer_index]).weight  # (filters, in_channels, kernel_h, kernel_w)
-    return weight.detach().to("cpu", torch.float32).permute(2, 3, 1, 0).contiguous().numpy()
+    """The learned kernels of layer `layer_index` in Keras's order: (kernel_h, kernel_w, in_channels, filters)."""
+    check_layer(spec, layer_index, allowed=KERNEL_LAYER_TYPES)
+    return spec.layers[layer_index].kernels(model.blocks[layer_index])
 
 
 def variance_by_filter(values: np.ndarray) -> np.ndarray:

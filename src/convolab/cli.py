@@ -601,10 +601,10 @@ def run_filters(args: argparse.Namespace) -> int:
     from convolab.activations import conv_layer_indices, find_layer, layer_names
     from convolab.plots import run_kernels_figure, save_figure
     from convolab.runs import load_run
-    from convolab.spec import Conv2D
+    from convolab.activations import KERNEL_LAYER_TYPES
 
     run = load_run(args.run)
-    layers = None if args.layer is None else [find_layer(run.spec, part, allowed=(Conv2D,))
+    layers = None if args.layer is None else [find_layer(run.spec, part, allowed=KERNEL_LAYER_TYPES)
                                               for part in args.layer.split(",")]
     figure = run_kernels_figure(run.model, run.spec, layers, max_inputs=args.max_inputs)
     out = save_figure(figure, args.out or run.path / "filters.png")

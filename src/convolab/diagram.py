@@ -22,19 +22,8 @@ GLYPH_CENTER_X = 100
 BLOCK_LEFT = 200
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 
-# One fill per kind of layer, light enough for dark text; the border is the same hue, darker.
-COLORS: dict[str, tuple[str, str]] = {
-    "Input": ("#eeeeee", "#888888"),
-    "Conv2D": ("#dbe9f8", "#3b75b5"),
-    "MaxPooling2D": ("#fde6cf", "#c8782b"),
-    "AveragePooling2D": ("#fde6cf", "#c8782b"),
-    "GlobalAveragePooling2D": ("#fde6cf", "#c8782b"),
-    "Flatten": ("#ece3f5", "#7a57a8"),
-    "Dense": ("#dcf1dc", "#3b8f3b"),
-    "Dropout": ("#f2f2f2", "#9a9a9a"),
-    "BatchNormalization": ("#fbf3c8", "#a8901c"),
-}
-DEFAULT_COLORS = ("#f2f2f2", "#777777")
+# The input's fill and border; each layer kind brings its own (LayerKind.colors), light enough for dark text.
+INPUT_COLORS = ("#eeeeee", "#888888")
 
 
 def pair_text(value) -> str:
@@ -45,27 +34,8 @@ def pair_text(value) -> str:
 
 
 def layer_settings(layer) -> str:
-    """The layer's settings in a few words: '64 filters 3×3, relu', 'pool 2×2', '128 units, relu'."""
-    kind = type(layer).__name__
-    activation = getattr(layer, "activation", None)
-    suffix = f", {activation}" if activation not in (None, "linear") else ""
-    if kind == "Conv2D":
-        words = f"{layer.filters} filters {pair_text(layer.kernel_size)}"
-        if tuple(layer.strides) != (1, 1):
-            words += f", strides {pair_text(layer.strides)}"
-        if layer.padding != "valid":
-            words += f", {layer.padding}"
-        return words + suffix
-    if kind in ("MaxPooling2D", "AveragePooling2D"):
-        words = f"pool {pair_text(layer.pool_size)}"
-        if tuple(layer.strides) != tuple(layer.pool_size):  # the spec sets strides=None to pool_size
-            words += f", strides {pair_text(layer.strides)}"
-        return words
-    if kind == "Dense":
-        return f"{layer.units} units{suffix}"
-    if kind == "Dropout":
-        return f"rate {layer.rate}"
-    return ""
+    """The layer's settings in a few words, from the layer: '64 filters 3×3, relu', 'pool 2×2', '128 units, relu'."""
+    return layer.settings()
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -93,10 +63,10 @@ def glyph(shape: tuple[int, ...], center_y: float, largest_side: int, stroke: st
             f'fill="{fill}" stroke="{stroke}" stroke-width="1"/>')
 
 
-def block(top: float, title: str, settings: str, output: str, params: str, kind: str,
+def block(top: float, title: str, settings: str, output: str, params: str, colors: tuple[str, str],
           shape: tuple[int, ...], largest_side: int) -> str:
     """One layer: its glyph, its box with kind and settings on the left, output shape and parameters on the right."""
-    fill, stroke = COLORS.get(kind, DEFAULT_COLORS)
+    fill, stroke = colors
     center_y = top + BLOCK_HEIGHT / 2
     right = BLOCK_LEFT + BLOCK_WIDTH - 12
     return (
@@ -140,7 +110,7 @@ def architecture_svg(reports: list[LayerReport], title: str = "model") -> str:
     top = TOP
     channels = input_shape[-1] if input_shape else 0
     picture = {1: "gray images", 3: "RGB images"}.get(channels, f"images of {channels} channels")
-    parts.append(block(top, "input", picture, shape_text(input_shape), "", "Input", input_shape, largest_side))
+    parts.append(block(top, "input", picture, shape_text(input_shape), "", INPUT_COLORS, input_shape, largest_side))
     for report in reports:
         top += BLOCK_HEIGHT + GAP
         parts.append(arrow(top))
@@ -148,7 +118,8 @@ def architecture_svg(reports: list[LayerReport], title: str = "model") -> str:
         settings = layer_settings(report.layer)
         params = f"{report.params:,} params" if report.params else "no parameters"
         parts.append(block(top, report.name or kind, f"{kind} · {settings}" if settings else kind,
-                           shape_text(tuple(report.output_shape)), params, kind, tuple(report.output_shape),
+                           shape_text(tuple(report.output_shape)), params, report.layer.colors,
+                           tuple(report.output_shape),
                            largest_side))
     parts.append(f'<text x="{BLOCK_LEFT + BLOCK_WIDTH}" y="{height - 16}" font-size="13" text-anchor="end">'
                  f'total: {total_params:,} parameters</text>')

@@ -42,11 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.errors import TrainingError
-from convolab.model import AveragePooling2DBlock, Conv2DBlock, ConvNet, MaxPooling2DBlock, build_model
+from convolab.layers.activation_functions import FUNCTIONS
+from convolab.model import ConvNet, build_model
 from convolab.spec import ModelSpec
-
-# Activations that commute with max-pooling exactly (non-decreasing, elementwise): pool first, activate 4x fewer values.
-POOL_COMMUTING_ACTIVATIONS = (nn.ReLU, nn.Identity, nn.LeakyReLU, nn.ReLU6)
 
 
 # --- what each step needs of its input: the demand that lets convs skip rows a pooling layer drops ---------------------
@@ -101,11 +99,11 @@ def crop(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 class ConvPoolStep:
     """A Conv2DBlock, then a MaxPooling2DBlock: conv on the rows and columns the pool reads, pool, then activation.
 
-    The activation moves after the pool only when it commutes with max (POOL_COMMUTING_ACTIVATIONS); otherwise it
-    stays before it, and the step still gains the cropping and the channels-last layout.
+    The activation moves after the pool only when it commutes with max (the activation table says which do);
+    otherwise it stays before it, and the step still gains the cropping and the channels-last layout.
     """
 
-    def __init__(self, conv_block: Conv2DBlock, pool_block: MaxPooling2DBlock):
+    def __init__(self, conv_block: nn.Module, pool_block: nn.Module):
         self.conv_block, self.pool_block = conv_block, pool_block
         self.conv = conv_block.conv
         left, right, top, bottom = conv_block.padding
@@ -117,7 +115,7 @@ class ConvPoolStep:
         self.pool_windows = (Window(pool_block.pool_size[0], pool_block.strides[0], pool_top),
                              Window(pool_block.pool_size[1], pool_block.strides[1], pool_left))
         self.activation = conv_block.activation
-        self.activate_after_pool = isinstance(self.activation, POOL_COMMUTING_ACTIVATIONS)
+        self.activate_after_pool = FUNCTIONS[conv_block.activation_name].commutes_with_max
         # A 'same' pool pads its bottom/right edge: cropping the conv before it would move that edge, so it reads all.
         self.crop = not any(self.pool_pad)
         self.out_rows = self.out_cols = None   # set by plan(): how many pooled rows/columns downstream reads
@@ -189,28 +187,21 @@ class DropoutStep(BlockStep):
         return self.block(x.contiguous())
 
 
-def _is_valid(block: nn.Module) -> bool:
-    return not any(block.padding)
-
-
 def lower(blocks: nn.ModuleList) -> list:
-    """The ConvNet's blocks as steps: conv+maxpool pairs fused, valid convs and pools cropped, the rest as they are."""
+    """The ConvNet's blocks as steps, as each block allows (layers/base.py's Block): a convolution followed by a
+    max-pool fused, blocks that read only leading rows and columns cropped, the rest run as they are."""
     steps, index = [], 0
     while index < len(blocks):
         block = blocks[index]
         following = blocks[index + 1] if index + 1 < len(blocks) else None
-        if isinstance(block, Conv2DBlock) and isinstance(following, MaxPooling2DBlock):
+        if block.fast_role == "conv" and following is not None and following.fast_role == "max_pool":
             steps.append(ConvPoolStep(block, following))
             index += 2
             continue
-        if isinstance(block, Conv2DBlock) and _is_valid(block):
-            conv = block.conv
-            steps.append(CropStep(block, (Window(conv.kernel_size[0], conv.stride[0]),
-                                          Window(conv.kernel_size[1], conv.stride[1]))))
-        elif isinstance(block, (MaxPooling2DBlock, AveragePooling2DBlock)) and _is_valid(block):
-            steps.append(CropStep(block, (Window(block.pool_size[0], block.strides[0]),
-                                          Window(block.pool_size[1], block.strides[1]))))
-        elif isinstance(block, nn.Dropout):
+        windows = block.crop_windows()
+        if windows is not None:
+            steps.append(CropStep(block, (Window(*windows[0]), Window(*windows[1]))))
+        elif block.contiguous_input:
             steps.append(DropoutStep(block))
         else:
             steps.append(BlockStep(block))
@@ -296,6 +287,7 @@ class FastConvNet(nn.Module):
         self.input_shape, self.num_classes = reference.input_shape, reference.num_classes
         self.output_activation = reference.output_activation
         object.__setattr__(self, "reference", reference)   # not a submodule: its parameters would be listed twice
+        object.__setattr__(self, "finish", reference.finish)  # probabilities as logits, when the output needs it
         self.steps = lower(self.blocks)
         plan(self.steps, _spatial_sizes(reference, self.steps))
         self.governor = None          # prepare_for_training sets a ThreadGovernor on multi-core CPUs
@@ -310,12 +302,13 @@ class FastConvNet(nn.Module):
         if self.autocast_dtype is None:
             for step in self.steps:
                 x = step(x)
-            return x
-        # No autocast weight cache: a CUDA graph replays the casts, so the cast weights follow the updated ones.
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
-            for step in self.steps:
-                x = step(x)
-        return x.float()                                 # the loss and the metrics stay in float32
+        else:
+            # No autocast weight cache: a CUDA graph replays the casts, so the cast weights follow the updated ones.
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
+                for step in self.steps:
+                    x = step(x)
+            x = x.float()                                # the loss and the metrics stay in float32
+        return x if self.finish is None else self.finish(x)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.forward(x), dim=1)

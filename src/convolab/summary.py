@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from convolab.errors import SpecError
-from convolab.shapes import LayerReport, analyze, count, readable_bytes, shape_text, totals
+from convolab.shapes import LayerReport, analyze, count, output_note, readable_bytes, shape_text, totals
 from convolab.spec import ModelSpec
 
 FORMATS = ("text", "markdown", "json")
@@ -47,7 +47,7 @@ def row_explanations(report: LayerReport) -> list[str]:
     lines = list(report.explanations)
     if report.macs_explanation:
         lines.append(report.macs_explanation)
-    if report.kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
+    if report.layer.windowed:
         lines.append(report.receptive_field_explanation)
     return lines
 
@@ -55,6 +55,7 @@ def row_explanations(report: LayerReport) -> list[str]:
 def total_lines(reports: list[LayerReport]) -> list[str]:
     """Keras's three totals with their float32 size, then multiply-adds and activation memory per image."""
     summed = totals(reports)
+    note = output_note(reports)
     return [
         f"Total params: {count(summed['params'])} ({readable_bytes(summed['params'] * BYTES_PER_PARAM)})",
         f"Trainable params: {count(summed['trainable_params'])} "
@@ -63,7 +64,7 @@ def total_lines(reports: list[LayerReport]) -> list[str]:
         f"({readable_bytes(summed['non_trainable_params'] * BYTES_PER_PARAM)})",
         f"Multiply-adds per image: {count(summed['macs'])} (forward pass)",
         f"Activation memory per image: {readable_bytes(summed['memory_bytes'])} (float32 outputs of every layer)",
-    ]
+    ] + ([note] if note else [])
 
 
 def _cells(report: LayerReport) -> list[str]:

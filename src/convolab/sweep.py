@@ -20,8 +20,8 @@ from convolab.errors import SpecError
 from convolab.experiment import DataSelection
 from convolab.plots import accuracy_time_figure, save_figure, sweep_overlay_figure, write_run_pictures
 from convolab.runs import HISTORY_JSON, read_json
-from convolab.spec import (PRESETS, AveragePooling2D, Conv2D, Dense, Dropout, MaxPooling2D, ModelSpec, load_spec,
-                           parse_line)
+from convolab.layers import KINDS
+from convolab.spec import PRESETS, ModelSpec, load_spec, parse_line
 from convolab.train import Progress, TrainConfig
 
 # name -> (one-line spec, what the exercise changes). `dense` alone is the dataset's class count.
@@ -41,15 +41,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "depth": ("cnn1conv", "no-conv2", "cnn64", "cnn3conv"),
 }
 
-# --vary KEY: the layers it changes, the type of its values, and whether the last Dense (the classes) is left alone.
-VARIABLE_LAYERS: dict[str, tuple[tuple[type, ...], type]] = {
-    "filters": ((Conv2D,), int),
-    "kernel_size": ((Conv2D,), int),
-    "activation": ((Conv2D, Dense), str),
-    "units": ((Dense,), int),
-    "pool_size": ((MaxPooling2D, AveragePooling2D), int),
-    "rate": ((Dropout,), float),
+# --vary KEY: the type of its values; it changes every layer that has the argument KEY (see varied_specs).
+VARIABLE_ARGUMENTS: dict[str, type] = {
+    "filters": int, "kernel_size": int, "activation": str, "units": int, "pool_size": int, "rate": float,
 }
+
+
+def kinds_with_argument(key: str) -> list[type]:
+    """The registered layer kinds that take the argument `key`, in registry order."""
+    return [kind for kind in KINDS if key in {field.name for field in dataclasses.fields(kind)}]
 
 
 def describe_presets() -> str:
@@ -86,10 +86,10 @@ def parse_vary(text: str) -> tuple[str, list]:
     """'filters=16,32,64' -> ('filters', [16, 32, 64]); SpecError naming what is wrong."""
     key, separator, values_text = text.partition("=")
     key = key.strip().lower().replace("-", "_")
-    if not separator or key not in VARIABLE_LAYERS:
-        raise SpecError(f"--vary {text!r}: expected KEY=V1,V2,... with KEY one of {', '.join(VARIABLE_LAYERS)}",
+    if not separator or key not in VARIABLE_ARGUMENTS:
+        raise SpecError(f"--vary {text!r}: expected KEY=V1,V2,... with KEY one of {', '.join(VARIABLE_ARGUMENTS)}",
                         fix="for example --vary filters=16,32,64")
-    kind = VARIABLE_LAYERS[key][1]
+    kind = VARIABLE_ARGUMENTS[key]
     values = []
     for item in (part.strip() for part in values_text.split(",")):
         try:
@@ -109,13 +109,15 @@ def varied_specs(spec: ModelSpec, vary: str, base_name: str = "model") -> list[t
     `units` leaves the last Dense alone (it is the class count); `activation` leaves the output layer's alone.
     """
     key, values = parse_vary(vary)
-    layer_types = VARIABLE_LAYERS[key][0]
-    last_dense = max((index for index, layer in enumerate(spec.layers) if isinstance(layer, Dense)), default=-1)
+    layer_types = tuple(kinds_with_argument(key))
+    outputs = [index for index, layer in enumerate(spec.layers) if layer.takes_output_activation]
+    last_output = outputs[-1] if outputs else -1
     targets = [index for index, layer in enumerate(spec.layers) if isinstance(layer, layer_types)
-               and not (key in ("units", "activation") and index == last_dense)]
+               and not (key in ("units", "activation") and index == last_output)]
     if not targets:
-        kinds = "/".join(kind.__name__ for kind in layer_types)
-        raise SpecError(f"--vary {key}: the model {spec.to_line()!r} has no {kinds} layer whose {key} could vary",
+        first, *others = [kind.__name__ for kind in layer_types]
+        nor = f", nor another layer with {key} ({', '.join(others)})" if others else ""
+        raise SpecError(f"--vary {key}: the model {spec.to_line()!r} has no {first} layer whose {key} could vary{nor}",
                         fix=f"vary something the model has, for example --vary filters=16,32 on a model with Conv2D")
     variants = []
     for value in values:
