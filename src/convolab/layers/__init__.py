@@ -21,6 +21,3 @@ KINDS = Registry(
     Dropout,
     BatchNormalization,
 )
-
-__all__ = ["KINDS", "LayerKind", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
-           "Dense", "Dropout", "BatchNormalization"]
