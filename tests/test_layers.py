@@ -25,6 +25,7 @@ EXAMPLES = {
     "Dropout": "input8x8x2,dropout0.25,flatten,dense3",
     "BatchNormalization": "input8x8x2,bn-m0.9-eps0.00001,flatten,dense3",
     "GlobalMaxPooling2D": "input8x8x2,conv4x3,gmp,dense3",
+    "DepthwiseConv2D": "input8x8x2,dwconv3m2s2same,flatten,dense3",
 }
 
 

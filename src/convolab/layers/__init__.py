@@ -5,6 +5,7 @@ from __future__ import annotations
 from convolab.layers.base import LayerKind
 from convolab.layers.conv import Conv2D
 from convolab.layers.dense import Dense
+from convolab.layers.depthwise import DepthwiseConv2D
 from convolab.layers.global_max_pooling import GlobalMaxPooling2D
 from convolab.layers.normalization import BatchNormalization
 from convolab.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
@@ -22,4 +23,5 @@ KINDS = Registry(
     Dropout,
     BatchNormalization,
     GlobalMaxPooling2D,
+    DepthwiseConv2D,
 )
