@@ -26,6 +26,7 @@ EXAMPLES = {
     "BatchNormalization": "input8x8x2,bn-m0.9-eps0.00001,flatten,dense3",
     "GlobalMaxPooling2D": "input8x8x2,conv4x3,gmp,dense3",
     "DepthwiseConv2D": "input8x8x2,dwconv3m2s2same,flatten,dense3",
+    "SeparableConv2D": "input8x8x2,sepconv5x3m2-nobias,flatten,dense3",
 }
 
 

@@ -12,6 +12,7 @@ from convolab.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, Ma
 from convolab.layers.registry import Registry
 from convolab.layers.regularization import Dropout
 from convolab.layers.reshape import Flatten
+from convolab.layers.separable import SeparableConv2D
 
 KINDS = Registry(
     Conv2D,
@@ -24,4 +25,5 @@ KINDS = Registry(
     BatchNormalization,
     GlobalMaxPooling2D,
     DepthwiseConv2D,
+    SeparableConv2D,
 )
