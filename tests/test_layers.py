@@ -27,6 +27,7 @@ EXAMPLES = {
     "GlobalMaxPooling2D": "input8x8x2,conv4x3,gmp,dense3",
     "DepthwiseConv2D": "input8x8x2,dwconv3m2s2same,flatten,dense3",
     "SeparableConv2D": "input8x8x2,sepconv5x3m2-nobias,flatten,dense3",
+    "Activation": "input8x8x2,conv4x3-linear,selu,flatten,dense3",
 }
 
 

@@ -2,6 +2,7 @@
 lists the questions). KINDS is the registry: adding a kind is its module and one line here."""
 from __future__ import annotations
 
+from convolab.layers.activation import Activation
 from convolab.layers.base import LayerKind
 from convolab.layers.conv import Conv2D
 from convolab.layers.dense import Dense
@@ -26,4 +27,5 @@ KINDS = Registry(
     GlobalMaxPooling2D,
     DepthwiseConv2D,
     SeparableConv2D,
+    Activation,
 )
