@@ -34,7 +34,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lab import run_convolab, run_keras  # noqa: E402  (the training engineer's side-by-side helpers)
 
-from convolab.engine import TrainStep, make_optimizer_for, prepare_for_training  # noqa: E402
+from train_step import TrainStep, make_optimizer_for  # noqa: E402  (the benchmark's own step, beside it)
+
+from convolab.engine import prepare_for_training  # noqa: E402
 from convolab.model import build_model  # noqa: E402
 from convolab.recipes import RECIPES  # noqa: E402
 from convolab.shapes import analyze  # noqa: E402

@@ -3,18 +3,24 @@ torch.nn's), for every layer kind, both paddings and strides; it shares the refe
 batches add no host synchronisation and lose no sample."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from convolab.engine import (
-    BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, TrainStep, Window, autocast_dtype, crop,
-    fast_model, keep_freed_memory, make_optimizer_for, output_count, prepare_for_training,
+    BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, Window, autocast_dtype, crop, fast_model,
+    keep_freed_memory, output_count, prepare_for_training,
 )
 from convolab.errors import TrainingError
 from convolab.model import build_model
 from convolab.spec import load_spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from train_step import TrainStep, make_optimizer_for  # noqa: E402 - the benchmark's step lives beside the benchmark
 
 CPU = torch.device("cpu")
 

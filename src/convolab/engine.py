@@ -2,32 +2,18 @@
 
     fast = fast_model(model)                   # a FastConvNet sharing model's parameters (state_dict keys identical)
     fast = prepare_for_training(model, device) # the same, moved to the device in its fastest memory layout
-    step = TrainStep(fast, optimizer, device)  # forward, backward, update: no host synchronisation per step
-    step(images, labels); step.read()          # -> {"loss", "accuracy", "count"}, read once per epoch (or per bar tick)
 
-What pays here, measured on this project's 2-core CPU (bench/bench_kernels.py, interleaved medians; BENCHMARKS.md):
-- Max-pooling before the activation. relu(max(a, b)) == max(relu(a), relu(b)) exactly for any non-decreasing
-  activation, so the activation touches 4x fewer values and its backward mask is 4x smaller.
-- Computing only what is used. A valid 2x2 pool floors 11 -> 5 and drops the last row and column, so the conv before it
-  need not compute them; the demand travels back (the lab's CNN computes 24x24 and 10x10 conv outputs, not 26x26 and
-  11x11: 17% fewer FLOPs in its largest layer) and the values that are computed are bit for bit the reference's.
-- Channels-last (NHWC) activations: oneDNN's convolutions and PyTorch's pooling run their vectorised kernels on them,
-  and Keras-order Flatten becomes a view instead of a copy.
-- Keeping freed blocks in the process (glibc mallopt): the pool's 5 MB gradient buffer is otherwise returned to the
-  kernel and page-faulted back every step (8.8 against 12.9 ms/step, in separate processes: a noisy comparison).
-- On a machine shared with other jobs, one thread instead of two (ThreadGovernor decides as training goes, when
-  asked for with --threads adaptive: it costs bit-for-bit repeatability, so it is not the default).
-- In TrainStep, no `.item()` per step: loss and correct counts accumulate on the device and are read when asked.
-What did not pay and is not used (figures in BENCHMARKS.md): a custom autograd.Function fusing conv, pool and ReLU with
-a hand-written backward in PyTorch ops (its mask arithmetic is slower than oneDNN's pooling), the 1-channel first conv
-as unfold+matmul or as 9 shifted multiply-adds (slower than oneDNN on channels-last input). torch.compile was not
-measured again here (an earlier quick try found it slower than eager on this CPU).
+Each block says what may be done with it (layers/base.py's Block): a convolution followed by a max-pool is fused
+(pool before an activation that commutes with max, so it touches 4x fewer values); a block that reads only the leading
+rows and columns lets the block before it compute only those (what a valid pool floors away is never computed); every
+other block runs as it is, so it is the reference by construction. Activations are channels-last (NHWC), where
+oneDNN's and PyTorch's kernels are vectorised. Freed memory stays in the process (keep_freed_memory), and on a shared
+machine ThreadGovernor may pick the thread count (--threads adaptive). The measurements behind each choice, and what
+was tried and did not pay, are in BENCHMARKS.md ("Why the fast engine is shaped this way").
 
-`convolab train` runs train.py's visible loop on FastConvNet (prepare_for_training). On a GPU that loop chooses the
-device automatically, keeps the uint8 data on the card, runs bfloat16 autocast with float32 logits, and reads the loss
-every 50 steps. TrainStep is the benchmark's step (bench_engine.py goal 2) and the candidate for a captured GPU step:
-its CUDA-graph replay is written but not wired into `convolab train`. Nothing on the GPU was measured: this machine has
-none.
+`convolab train` runs train.py's visible loop on FastConvNet (prepare_for_training); on a GPU that loop keeps the
+uint8 data on the card and runs bfloat16 autocast with float32 logits. The benchmark's own step (TrainStep, with its
+CUDA-graph replay) lives in bench/train_step.py.
 """
 from __future__ import annotations
 
@@ -73,7 +59,7 @@ class LeadingCrop(torch.autograd.Function):
     """x[:, :, :rows, :cols] whose gradient keeps x's memory layout.
 
     Plain slicing's backward builds an NCHW zero tensor, so every layer before a crop would get its gradient in NCHW
-    against NHWC activations: BatchNormalization's backward then took 1.3 ms instead of 0.5 (measured, fast recipe).
+    against NHWC activations, and BatchNormalization's backward is slower on that mix (BENCHMARKS.md).
     """
 
     @staticmethod
@@ -138,7 +124,7 @@ class ConvPoolStep:
             cols = (conv_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1]
             x = crop(x, rows, cols)                      # (N, C, rows, cols): only what the pool will read
         # Channels-last memory, stated explicitly: with one input channel the layouts coincide and oneDNN would
-        # otherwise pick NCHW for the output, where pooling is 3x slower (measured).
+        # otherwise pick NCHW for the output, where pooling is slower (BENCHMARKS.md).
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)   # (N, filters, conv_rows, conv_cols)
         if not self.activate_after_pool:
@@ -238,7 +224,7 @@ class ThreadGovernor:
     """Every `period` training steps, time a few steps at each thread count and keep the fastest (CPU only).
 
     On a quiet 2-core machine two threads win; when other jobs hold the cores, OpenMP's barriers wait for a thread the
-    kernel has descheduled, and one thread trains 5x faster (measured: 70 vs 354 ms/step at load 5). The interval
+    kernel has descheduled, and one thread trains faster (BENCHMARKS.md). The interval
     between successive training forwards is the whole step, data included, so that is what is compared.
     """
 
@@ -336,7 +322,7 @@ def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks instead of returning them to the kernel; True when it applied (Linux, glibc).
 
     Every training step frees and reallocates the same few megabytes; returned to the kernel they come back through
-    page faults (measured: the 5 MB pooling gradient's zero-fill took a tenth of the step at batch 32). A process-wide
+    page faults (BENCHMARKS.md has the cost). A process-wide
     setting, harmless elsewhere: it only changes when memory goes back to the system.
     """
     if not sys.platform.startswith("linux"):
@@ -386,116 +372,3 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-# --- the training step and its metrics, with no host synchronisation -------------------------------------------------
-
-class TrainStep:
-    """forward, loss, backward, optimizer step; loss and correct counts summed on the device, read by `read()`.
-
-    device: where model and batches live. amp: autocast to autocast_dtype(device) (None: decide by device).
-    capture: on CUDA, record the whole step once as a CUDA graph and replay it for every full batch (the optimizer
-    must be built with capturable=True; make_optimizer_for does that). A short last batch runs eagerly.
-    micro_batch: run forward and backward on slices of this many images and step once with their summed gradient
-    (the same gradient as the whole batch's, up to rounding): a large batch's activations then stay in cache.
-    Refused for models with BatchNormalization, whose batch statistics would change.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 loss_fn=F.cross_entropy, amp: bool | None = None, capture: bool | None = None,
-                 micro_batch: int | None = None):
-        if micro_batch and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
-            raise TrainingError("micro_batch with BatchNormalization would change its batch statistics",
-                                fix="leave micro_batch unset for this model")
-        self.micro_batch = micro_batch
-        self.model, self.optimizer, self.device, self.loss_fn = model, optimizer, torch.device(device), loss_fn
-        self.dtype = autocast_dtype(self.device) if amp is not False else None
-        self.capture = self.device.type == "cuda" if capture is None else capture
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.count = 0
-        self.graph = None
-
-    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.optimizer.zero_grad(set_to_none=not self.capture)
-        size = self.micro_batch or len(labels)
-        total, predicted = 0.0, []
-        for part_images, part_labels in zip(images.split(size), labels.split(size)):
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None,
-                                cache_enabled=False):
-                logits = self.model(part_images)         # (b, classes)
-                # mean over the whole batch: each slice's mean weighted by its share
-                loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
-            loss.backward()
-            total = total + loss.detach()
-            predicted.append(logits.detach().argmax(dim=1))
-        self.optimizer.step()
-        return total, torch.cat(predicted) if len(predicted) > 1 else predicted[0]
-
-    def _eager(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forward_backward(images, labels)
-
-    def _captured(self, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.graph is None:
-            self.static_images, self.static_labels = images.clone(), labels.clone()
-            # Warm-up steps (outside the graph, on a side stream, as the CUDA-graph docs ask) create the optimizer's
-            # state; the weights and that state are put back afterwards, so warming up trains nothing.
-            weights = {name: value.clone() for name, value in self.model.state_dict().items()}
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    self._forward_backward(self.static_images, self.static_labels)
-            torch.cuda.current_stream().wait_stream(stream)
-            with torch.no_grad():
-                for name, value in self.model.state_dict().items():
-                    value.copy_(weights[name])
-                for state in self.optimizer.state.values():
-                    for value in state.values():
-                        if torch.is_tensor(value):
-                            value.zero_()            # Adam's step count and moments: as before any step
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_loss, self.static_predicted = self._forward_backward(self.static_images,
-                                                                                  self.static_labels)
-            self.graph_batch = images.shape[0]
-        self.static_images.copy_(images, non_blocking=True)
-        self.static_labels.copy_(labels, non_blocking=True)
-        self.graph.replay()
-        return self.static_loss, self.static_predicted
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One step on a batch already on the device; returns the batch's mean loss as a device tensor (no sync)."""
-        use_graph = self.capture and (self.graph is None or images.shape[0] == self.graph_batch)
-        loss, predicted = (self._captured if use_graph else self._eager)(images, labels)
-        batch = labels.shape[0]
-        self.loss_sum += loss * batch
-        self.correct += (predicted == labels).sum()
-        self.count += batch
-        return loss
-
-    def read(self, reset: bool = False) -> dict[str, float]:
-        """The mean loss and accuracy since the last reset: the one host synchronisation, when someone asks."""
-        count = max(self.count, 1)
-        metrics = {"loss": float(self.loss_sum) / count, "accuracy": int(self.correct) / count, "count": self.count}
-        if reset:
-            self.loss_sum.zero_()
-            self.correct.zero_()
-            self.count = 0
-        return metrics
-
-
-def make_optimizer_for(name: str, parameters, learning_rate: float, device: torch.device,
-                       weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam/AdamW with Keras's epsilon; fused on CPU and CUDA, capturable on CUDA (so a CUDA graph can replay it)."""
-    device = torch.device(device)
-    options = dict(lr=learning_rate, eps=1e-7, weight_decay=weight_decay)
-    if device.type == "cuda":
-        options.update(capturable=True, foreach=True)
-    elif device.type == "cpu":
-        options.update(fused=True)
-    if name == "adam":
-        return torch.optim.Adam(parameters, **options)
-    if name == "adamw":
-        return torch.optim.AdamW(parameters, **options)
-    raise TrainingError(f"optimizer={name!r}; the engine's step takes adam or adamw", fix="use --optimizer adam")

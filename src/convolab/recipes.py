@@ -57,23 +57,15 @@ RECIPES: dict[str, Recipe] = {
         name="fast", spec=PRESETS["fast"],
         goal="test accuracy >= 0.92 in a quarter of the time Keras takes for the lab's 5 epochs",
         # A quarter of the lab's filters in the first conv (its cost is memory-bound), BatchNormalization after each
-        # pooling (on 4x fewer values than before it) so that a high peak learning rate is stable, batch 128 for
-        # throughput, one-cycle to finish low. Tuned on --validation-split 0.1 (val accuracy, seed 0, 2026-11-27,
-        # seconds on 54,000 images): this recipe 0.9262 in 26 s (3 epochs: 0.9232 in 19 s, seed 1 0.9212; flips
-        # 0.9253; batch 64 lr 0.004 0.9267 in 29 s); the previous recipe (32 filters, dense128, batch 64, lr 0.004)
-        # 0.9255 in 34 s. 3 epochs, dense128: lr 0.004 0.9195, 0.006 0.9198, 0.01 0.9157, no smoothing 0.9172,
-        # dropout 0.9190; 24/48 filters 0.9212; 16/32 for 4 epochs 0.9198; batch 256 no faster. Test accuracy of
-        # this recipe on all 60,000: seed 0 0.9172 (27.7 s), seed 1 0.9200 (22.3 s): not robustly >= 0.92.
+        # pooling so that a high peak learning rate is stable, batch 128 for throughput, one-cycle to finish low.
+        # The trials behind these settings: BENCHMARKS.md, "Recipe trials".
         epochs=4, batch_size=128, optimizer="adam", learning_rate=0.006, schedule="onecycle", label_smoothing=0.1,
     ),
     "best": Recipe(
         name="best", spec=PRESETS["best"],
         goal="test accuracy >= 0.94 in at most twice the time Keras takes for the lab's 5 epochs",
         # A second conv in the second stage ('same' padding), BatchNormalization after each pooling, dropout before
-        # the classifier, mirrored images. Measured (seed 0): 0.9363 with flips and decay 0.01, 0.9327 with flips,
-        # 2-pixel shifts and decay 0.05 (too much regularisation for 12 epochs): short of 0.94, see BENCHMARKS.md.
-        # Tried 2026-11-27 (--validation-split 0.1, seed 0): batch 128, lr 0.006, 10 epochs: val 0.9370 in 213 s on
-        # 54,000 images (22 s/epoch, no faster than batch 64): neither faster enough nor more accurate; kept as is.
+        # the classifier, mirrored images. The trials behind these settings: BENCHMARKS.md, "Recipe trials".
         epochs=12, batch_size=64, optimizer="adamw", learning_rate=0.003, schedule="onecycle", label_smoothing=0.1,
         augment="flip", weight_decay=0.01,
     ),
