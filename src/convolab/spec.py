@@ -163,8 +163,8 @@ A model is one line of comma-separated layer tokens, first layer first (spaces a
   input28x28x1        the input shape (height x width x channels); first token only, optional
 
 Options follow a dash: an activation (-relu -sigmoid -tanh -softmax -linear -elu -selu -gelu -silu -leaky_relu
--relu6 -softplus -softsign -hard_sigmoid -exponential) on conv and dense, -nobias on conv and dense.
-Defaults: conv and hidden dense use relu, the last dense uses softmax; padding 'valid'; strides 1 (pooling:
+-relu6 -softplus -softsign -hard_sigmoid -exponential; one per layer) and -nobias on conv, dwconv, sepconv, dense.
+Defaults: convolutions and hidden dense use relu, the last dense uses softmax; padding 'valid'; strides 1 (pooling:
 the pool size). The lab's CNN: conv64x3,pool2,conv64x3,pool2,flatten,dense128,dense10
 
 Presets: dnn, cnn (the lab's two networks) and the lab's exercises cnn16, cnn32 (16 or 32 filters per
