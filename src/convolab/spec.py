@@ -19,7 +19,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from convolab.errors import SpecError
 from convolab.layers import (

@@ -22,10 +22,13 @@ from convolab.layers.base import (
     require_fit, require_image, size_text,
 )
 
-# <filters>x<kernel>[x<kernel width>][s<stride>[x<stride across>]][same|valid]
-WINDOW_TOKEN = re.compile(r"(\d+)x(\d+)(?:x(\d+))?(?:s(\d+)(?:x(\d+))?)?(same|valid)?")
-# the same without filters: <kernel>[x<kernel width>][s<stride>...][same|valid] (DepthwiseConv2D)
-KERNEL_TOKEN = re.compile(r"(\d+)(?:x(\d+))?(?:s(\d+)(?:x(\d+))?)?(same|valid)?")
+
+
+def window_token(filters: bool, multiplier: bool) -> re.Pattern:
+    """A convolution token's body: [<filters>x]<kernel>[x<kernel width>][m<multiplier>][s<stride>[x<across>]][same|valid]."""
+    return re.compile((r"(?P<filters>\d+)x" if filters else "") + r"(?P<kh>\d+)(?:x(?P<kw>\d+))?"
+                      + (r"(?:m(?P<multiplier>\d+))?" if multiplier else "")
+                      + r"(?:s(?P<sh>\d+)(?:x(?P<sw>\d+))?)?(?P<padding>same|valid)?")
 
 
 def window_suffix(strides: tuple[int, int], padding: str, default_strides: tuple[int, int] = (1, 1)) -> str:
@@ -140,8 +143,52 @@ class Conv2DBlock(WindowBlock):
             nn.init.zeros_(self.conv.bias)
 
 
+class Convolution(LayerKind):
+    """What every convolution shares, as Keras's base_conv does: validation of the window arguments, the token's
+    syntax, and the flags; each kind adds its dataclass fields, arithmetic and block."""
+
+    example: ClassVar[str]                     # the Python form of a typical layer, for messages
+    token_pattern: ClassVar[re.Pattern]
+    colors: ClassVar[tuple[str, str]] = ("#dbe9f8", "#3b75b5")
+    windowed: ClassVar[bool] = True
+    has_kernels: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        kind, example = type(self).__name__, self.example
+        values = {}
+        if hasattr(self, "filters"):
+            values["filters"] = positive_int(kind, "filters", self.filters, example)
+        values["kernel_size"] = positive_pair(kind, "kernel_size", self.kernel_size, example)
+        values["strides"] = positive_pair(kind, "strides", self.strides, f"{example[:-1]}, strides=(2, 2))")
+        values["padding"] = choice(kind, "padding", self.padding, PADDINGS)
+        if hasattr(self, "depth_multiplier"):
+            values["depth_multiplier"] = positive_int(kind, "depth_multiplier", self.depth_multiplier,
+                                                      f"{example[:-1]}, depth_multiplier=2)")
+        store(self, **values, activation=activation_argument(kind, self.activation),
+              use_bias=boolean(kind, "use_bias", self.use_bias), input_shape=input_shape(kind, self.input_shape))
+
+    @classmethod
+    def from_token(cls, word, body, options, last):
+        parts = full_match(cls.token_pattern, body, cls.token_forms[word]).groupdict()
+        activation, use_bias = activation_and_bias(options, word, "relu")
+        arguments = dict(kernel_size=(int(parts["kh"]), int(parts["kw"] or parts["kh"])),
+                         strides=(int(parts["sh"] or 1), int(parts["sw"] or parts["sh"] or 1)),
+                         padding=parts["padding"] or "valid", activation=activation, use_bias=use_bias)
+        if "filters" in parts:
+            arguments["filters"] = int(parts["filters"])
+        if "multiplier" in parts:
+            arguments["depth_multiplier"] = int(parts["multiplier"] or 1)
+        return cls(**arguments)
+
+    def token(self, last):
+        multiplier = getattr(self, "depth_multiplier", 1)
+        return (self.token_words[0] + (f"{self.filters}x" if hasattr(self, "filters") else "")
+                + size_text(self.kernel_size) + ("" if multiplier == 1 else f"m{multiplier}")
+                + window_suffix(self.strides, self.padding) + activation_suffix(self.activation, self.use_bias, "relu"))
+
+
 @dataclasses.dataclass(frozen=True)
-class Conv2D(LayerKind):
+class Conv2D(Convolution):
     """A 2-D convolution: `filters` windows of `kernel_size` slid with `strides`; Keras's defaults."""
 
     filters: int
@@ -153,6 +200,8 @@ class Conv2D(LayerKind):
     input_shape: tuple[int, ...] | None = None
 
     keras_name: ClassVar[str] = "conv2d"
+    example: ClassVar[str] = "Conv2D(64, (3, 3))"
+    token_pattern: ClassVar[re.Pattern] = window_token(filters=True, multiplier=False)
     token_words: ClassVar[tuple[str, ...]] = ("conv",)
     token_forms: ClassVar[dict[str, str]] = {
         "conv": "conv<filters>x<kernel>[x<kernel width>][s<stride>][same|valid][-activation], e.g. conv64x3"}
@@ -161,34 +210,6 @@ class Conv2D(LayerKind):
         "  conv32x5s2same-tanh   ... with strides 2 (s2x1: 2 down, 1 across), 'same' padding, tanh")
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel_size")
     argument_examples: ClassVar[dict[str, str]] = {"filters": "filters: 64", "kernel_size": "kernel_size: 3"}
-    colors: ClassVar[tuple[str, str]] = ("#dbe9f8", "#3b75b5")
-    windowed: ClassVar[bool] = True
-    has_kernels: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        store(
-            self,
-            filters=positive_int("Conv2D", "filters", self.filters, "Conv2D(64, (3, 3))"),
-            kernel_size=positive_pair("Conv2D", "kernel_size", self.kernel_size, "Conv2D(64, (3, 3))"),
-            strides=positive_pair("Conv2D", "strides", self.strides, "Conv2D(64, (3, 3), strides=(2, 2))"),
-            padding=choice("Conv2D", "padding", self.padding, PADDINGS),
-            activation=activation_argument("Conv2D", self.activation),
-            use_bias=boolean("Conv2D", "use_bias", self.use_bias),
-            input_shape=input_shape("Conv2D", self.input_shape),
-        )
-
-    @classmethod
-    def from_token(cls, word, body, options, last):
-        match = full_match(WINDOW_TOKEN, body, cls.token_forms[word])
-        filters, kernel_h, kernel_w, stride_h, stride_w, padding = match.groups()
-        activation, use_bias = activation_and_bias(options, word, "relu")
-        return cls(int(filters), (int(kernel_h), int(kernel_w or kernel_h)),
-                   strides=(int(stride_h or 1), int(stride_w or stride_h or 1)), padding=padding or "valid",
-                   activation=activation, use_bias=use_bias)
-
-    def token(self, last):
-        return (f"conv{self.filters}x{size_text(self.kernel_size)}" + window_suffix(self.strides, self.padding)
-                + activation_suffix(self.activation, self.use_bias, "relu"))
 
     def analyze(self, shape, field, position):
         output, shape_why, grown = window_analysis(shape, field, position, self.kernel_size, self.strides,

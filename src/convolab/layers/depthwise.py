@@ -9,18 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from convolab.layers.activation_functions import activation_argument
-from convolab.layers.arguments import PADDINGS, boolean, choice, input_shape, positive_int, positive_pair, store
 from convolab.layers.arithmetic import Explained, count
-from convolab.layers.base import (
-    Analysis, LayerKind, activation_and_bias, activation_suffix, full_match, size_text,
-)
+from convolab.layers.base import Analysis
 from convolab.layers.conv import (
-    WindowBlock, bias_of, block_padding, glorot_uniform_, set_tensor, window_analysis, window_settings, window_suffix,
+    Convolution, WindowBlock, bias_of, block_padding, glorot_uniform_, set_tensor, window_analysis, window_settings,
+    window_token,
 )
-
-# <kernel>[x<kernel width>][m<depth multiplier>][s<stride>[x<stride across>]][same|valid]
-_DWCONV = re.compile(r"(\d+)(?:x(\d+))?(?:m(\d+))?(?:s(\d+)(?:x(\d+))?)?(same|valid)?")
 
 
 def depthwise_params(channels: int, multiplier: int, kernel: tuple[int, int], use_bias: bool) -> Explained:
@@ -68,7 +62,7 @@ class DepthwiseConv2DBlock(WindowBlock):
 
 
 @dataclasses.dataclass(frozen=True)
-class DepthwiseConv2D(LayerKind):
+class DepthwiseConv2D(Convolution):
     """One `kernel_size` window per input channel (`depth_multiplier` of them), slid with `strides`; Keras's defaults."""
 
     kernel_size: Union[int, tuple[int, int]]
@@ -79,6 +73,8 @@ class DepthwiseConv2D(LayerKind):
     use_bias: bool = True
     input_shape: tuple[int, ...] | None = None
 
+    example: ClassVar[str] = "DepthwiseConv2D((3, 3))"
+    token_pattern: ClassVar[re.Pattern] = window_token(filters=False, multiplier=True)
     keras_name: ClassVar[str] = "depthwise_conv2d"
     token_words: ClassVar[tuple[str, ...]] = ("dwconv",)
     token_forms: ClassVar[dict[str, str]] = {
@@ -87,36 +83,6 @@ class DepthwiseConv2D(LayerKind):
                               "channel), options as conv")
     positional: ClassVar[tuple[str, ...]] = ("kernel_size",)
     argument_examples: ClassVar[dict[str, str]] = {"kernel_size": "kernel_size: 3"}
-    colors: ClassVar[tuple[str, str]] = ("#dbe9f8", "#3b75b5")
-    windowed: ClassVar[bool] = True
-    has_kernels: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        store(
-            self,
-            kernel_size=positive_pair("DepthwiseConv2D", "kernel_size", self.kernel_size, "DepthwiseConv2D((3, 3))"),
-            strides=positive_pair("DepthwiseConv2D", "strides", self.strides, "DepthwiseConv2D(3, strides=(2, 2))"),
-            padding=choice("DepthwiseConv2D", "padding", self.padding, PADDINGS),
-            depth_multiplier=positive_int("DepthwiseConv2D", "depth_multiplier", self.depth_multiplier,
-                                          "DepthwiseConv2D(3, depth_multiplier=2)"),
-            activation=activation_argument("DepthwiseConv2D", self.activation),
-            use_bias=boolean("DepthwiseConv2D", "use_bias", self.use_bias),
-            input_shape=input_shape("DepthwiseConv2D", self.input_shape),
-        )
-
-    @classmethod
-    def from_token(cls, word, body, options, last):
-        kernel_h, kernel_w, multiplier, stride_h, stride_w, padding = full_match(
-            _DWCONV, body, cls.token_forms[word]).groups()
-        activation, use_bias = activation_and_bias(options, word, "relu")
-        return cls((int(kernel_h), int(kernel_w or kernel_h)), strides=(int(stride_h or 1), int(stride_w or stride_h or 1)),
-                   padding=padding or "valid", depth_multiplier=int(multiplier or 1), activation=activation,
-                   use_bias=use_bias)
-
-    def token(self, last):
-        return ("dwconv" + size_text(self.kernel_size)
-                + ("" if self.depth_multiplier == 1 else f"m{self.depth_multiplier}")
-                + window_suffix(self.strides, self.padding) + activation_suffix(self.activation, self.use_bias, "relu"))
 
     def analyze(self, shape, field, position):
         channels = shape[2] if len(shape) == 3 else 0

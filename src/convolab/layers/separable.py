@@ -10,17 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.layers.activation_functions import activation_argument
-from convolab.layers.arguments import PADDINGS, boolean, choice, input_shape, positive_int, positive_pair, store
 from convolab.layers.arithmetic import Explained, count
-from convolab.layers.base import Analysis, LayerKind, activation_and_bias, activation_suffix, full_match, size_text
+from convolab.layers.base import Analysis
 from convolab.layers.conv import (
-    WindowBlock, block_padding, glorot_uniform_, set_tensor, window_analysis, window_settings, window_suffix,
+    Convolution, WindowBlock, block_padding, glorot_uniform_, set_tensor, window_analysis, window_settings,
+    window_token,
 )
 from convolab.layers.depthwise import keras_depthwise_to_torch, torch_depthwise_to_keras
-
-# <filters>x<kernel>[x<kernel width>][m<depth multiplier>][s<stride>[x<stride across>]][same|valid]
-_SEPCONV = re.compile(r"(\d+)x(\d+)(?:x(\d+))?(?:m(\d+))?(?:s(\d+)(?:x(\d+))?)?(same|valid)?")
 
 
 def separable_params(channels: int, multiplier: int, kernel: tuple[int, int], filters: int,
@@ -75,7 +71,7 @@ class SeparableConv2DBlock(WindowBlock):
 
 
 @dataclasses.dataclass(frozen=True)
-class SeparableConv2D(LayerKind):
+class SeparableConv2D(Convolution):
     """A depthwise `kernel_size` window per channel, then `filters` 1×1 convolutions mixing them; Keras's defaults."""
 
     filters: int
@@ -87,6 +83,8 @@ class SeparableConv2D(LayerKind):
     use_bias: bool = True
     input_shape: tuple[int, ...] | None = None
 
+    example: ClassVar[str] = "SeparableConv2D(64, (3, 3))"
+    token_pattern: ClassVar[re.Pattern] = window_token(filters=True, multiplier=True)
     keras_name: ClassVar[str] = "separable_conv2d"
     token_words: ClassVar[tuple[str, ...]] = ("sepconv",)
     token_forms: ClassVar[dict[str, str]] = {
@@ -96,38 +94,6 @@ class SeparableConv2D(LayerKind):
                               "options as conv")
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel_size")
     argument_examples: ClassVar[dict[str, str]] = {"filters": "filters: 64", "kernel_size": "kernel_size: 3"}
-    colors: ClassVar[tuple[str, str]] = ("#dbe9f8", "#3b75b5")
-    windowed: ClassVar[bool] = True
-    has_kernels: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        example = "SeparableConv2D(64, (3, 3))"
-        store(
-            self,
-            filters=positive_int("SeparableConv2D", "filters", self.filters, example),
-            kernel_size=positive_pair("SeparableConv2D", "kernel_size", self.kernel_size, example),
-            strides=positive_pair("SeparableConv2D", "strides", self.strides, "SeparableConv2D(64, 3, strides=2)"),
-            padding=choice("SeparableConv2D", "padding", self.padding, PADDINGS),
-            depth_multiplier=positive_int("SeparableConv2D", "depth_multiplier", self.depth_multiplier,
-                                          "SeparableConv2D(64, 3, depth_multiplier=2)"),
-            activation=activation_argument("SeparableConv2D", self.activation),
-            use_bias=boolean("SeparableConv2D", "use_bias", self.use_bias),
-            input_shape=input_shape("SeparableConv2D", self.input_shape),
-        )
-
-    @classmethod
-    def from_token(cls, word, body, options, last):
-        filters, kernel_h, kernel_w, multiplier, stride_h, stride_w, padding = full_match(
-            _SEPCONV, body, cls.token_forms[word]).groups()
-        activation, use_bias = activation_and_bias(options, word, "relu")
-        return cls(int(filters), (int(kernel_h), int(kernel_w or kernel_h)),
-                   strides=(int(stride_h or 1), int(stride_w or stride_h or 1)), padding=padding or "valid",
-                   depth_multiplier=int(multiplier or 1), activation=activation, use_bias=use_bias)
-
-    def token(self, last):
-        return (f"sepconv{self.filters}x{size_text(self.kernel_size)}"
-                + ("" if self.depth_multiplier == 1 else f"m{self.depth_multiplier}")
-                + window_suffix(self.strides, self.padding) + activation_suffix(self.activation, self.use_bias, "relu"))
 
     def analyze(self, shape, field, position):
         output, shape_why, grown = window_analysis(shape, field, position, self.kernel_size, self.strides,
