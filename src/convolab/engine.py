@@ -89,6 +89,8 @@ class ConvPoolStep:
     otherwise it stays before it, and the step still gains the cropping and the channels-last layout.
     """
 
+    blocks_computed = 2  # how many of the ConvNet's blocks one step computes
+
     def __init__(self, conv_block: nn.Module, pool_block: nn.Module):
         self.conv_block, self.pool_block = conv_block, pool_block
         self.conv = conv_block.conv
@@ -140,6 +142,8 @@ class ConvPoolStep:
 class CropStep:
     """A leading-rows/columns crop, for blocks that read only part of their input (a valid conv or pool)."""
 
+    blocks_computed = 1  # how many of the ConvNet's blocks one step computes
+
     def __init__(self, block: nn.Module, windows: tuple[Window, Window]):
         self.block, self.windows = block, windows
         self.out_rows = self.out_cols = None
@@ -154,6 +158,8 @@ class CropStep:
 
 class BlockStep:
     """Any other block, run as it is (so it is the reference by construction); it needs all of its input."""
+
+    blocks_computed = 1  # how many of the ConvNet's blocks one step computes
 
     def __init__(self, block: nn.Module):
         self.block = block
@@ -212,7 +218,7 @@ def _spatial_sizes(model: ConvNet, steps: list) -> list[tuple[int, int] | None]:
     """Each step's full output (rows, cols) from the reference's shape reports, None when it outputs a vector."""
     sizes, index = [], 0
     for step in steps:
-        index += 2 if isinstance(step, ConvPoolStep) else 1
+        index += step.blocks_computed
         shape = model.reports[index - 1].output_shape
         sizes.append((shape[0], shape[1]) if len(shape) == 3 else None)
     return sizes
