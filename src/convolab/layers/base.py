@@ -222,7 +222,8 @@ def activation_and_bias(options: list[str], word: str, default: str, bias: bool 
         elif activation_option(option) is not None:
             if named is not None:
                 raise TokenError(f"one activation, received -{named} and -{option}",
-                                 fix=f"keep one: {word}-{named} or {word}-{option} (add an activation layer for both)")
+                                 fix=f"keep one of -{named} and -{option}, or apply the second as a layer of its own: "
+                                     f"...-{named},{option}")
             named = option
             activation = activation_option(option)
         else:
