@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convolab import data
+from convolab.data import download
 from convolab.data import DatasetInfo, IdxFile
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -27,8 +27,8 @@ def isolated_cache(tmp_path, monkeypatch):
     """
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.delenv("CONVOLAB_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "RETRY_DELAY_S", 0.0)
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 5.0)
     return tmp_path / "xdg-cache"
 
 

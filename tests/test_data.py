@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from convolab import data
+from convolab.data import download, idx, load
 from convolab.data import (DATASETS, load_dataset, read_idx, split_validation, iterate_batches, describe_dataset,
                            load_image_folder)
 from convolab.errors import DataError
@@ -69,7 +70,7 @@ def test_first_training_labels_are_the_published_ones(fashion):
 
 @needs_debian
 def test_channels_and_image_size_apply_to_the_whole_tensor(fashion, monkeypatch):
-    images = data._reshape_images(fashion.test_images[:50], channels=3, image_size=(28, 56))
+    images = load._reshape_images(fashion.test_images[:50], channels=3, image_size=(28, 56))
     assert images.shape == (50, 3, 28, 56) and images.dtype == torch.uint8
     assert torch.equal(images[:, 0], images[:, 2])
     # Aspect kept: the 28x28 image sits unchanged in the middle, zero padding left and right.
@@ -144,7 +145,7 @@ def test_dimensions_are_checked_against_the_registry(tmp_path):
 
 
 def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_IDX_BYTES", 1000)
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 1000)
     path = tmp_path / "bomb.gz"
     path.write_bytes(gz(b"\x00" * 5000))
     with pytest.raises(DataError, match="decompresses to more than 1,000 bytes"):
@@ -275,7 +276,7 @@ def test_download_falls_over_to_the_next_mirror_after_retries(tiny, mirror, monk
     use_mirrors(tiny, monkeypatch, mirror.url("error"), mirror.url("good"))
     dataset = load_dataset("tiny", progress=False)
     assert dataset.verdict == "verified"
-    assert sum(request.startswith("/error/") for request in mirror.requests) == 4 * data.DOWNLOAD_ATTEMPTS
+    assert sum(request.startswith("/error/") for request in mirror.requests) == 4 * download.DOWNLOAD_ATTEMPTS
 
 
 def test_http_error_everywhere_is_reported_per_mirror(tiny, mirror, isolated_cache, monkeypatch):

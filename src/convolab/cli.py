@@ -161,7 +161,8 @@ def add_data_parser(subparsers) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from convolab.data import describe_dataset, load_dataset, save_sample_grid
+    from convolab.data import describe_dataset, load_dataset
+    from convolab.plots import save_sample_grid
 
     dataset = load_dataset(**data_options(args))
     print(describe_dataset(dataset))

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from convolab.activations import (Activations, LayerMaps, capture, check_filter_index,  # noqa: E402
                                   check_image_indices, conv_layer_indices, kernels, layer_names)
-from convolab.errors import SpecError  # noqa: E402
+from convolab.errors import ConvolabError, SpecError  # noqa: E402
 from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  # noqa: E402
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
@@ -332,6 +332,59 @@ def examples_figure(images, captions: list[str], title: str, columns: int = 6) -
         axis.set_title(captions[position], fontsize=7)
     figure.suptitle(title, fontsize=10)
     return figure
+
+
+# --- a dataset's samples --------------------------------------------------------------------------------------------
+
+MAX_GRID_PER_CLASS = 32     # samples per class row: more no longer fit a readable picture
+MAX_GRID_CELLS = 1024       # rows x columns: the figure's cost grows with its axes (an image folder may have many classes)
+
+
+def check_grid_size(per_class: int, num_classes: int) -> None:
+    """ConvolabError unless `per_class` samples of `num_classes` classes make a picture drawn in seconds."""
+    if not isinstance(per_class, int) or not 1 <= per_class <= MAX_GRID_PER_CLASS:
+        raise ConvolabError(f"per_class={per_class!r}; expected 1 to {MAX_GRID_PER_CLASS} samples per class",
+                            fix="ask for 8 per class (per_class=8, or --per-class 8 on the command line)")
+    if per_class * num_classes > MAX_GRID_CELLS:
+        fitting = max(1, MAX_GRID_CELLS // num_classes)
+        raise ConvolabError(
+            f"{per_class} samples for each of {num_classes} classes is {per_class * num_classes:,} pictures; expected "
+            f"at most {MAX_GRID_CELLS:,}",
+            fix=f"ask for {fitting} per class (per_class={fitting}, or --per-class {fitting} on the command line)"
+            if num_classes <= MAX_GRID_CELLS else "draw a few classes' folders on their own",
+        )
+
+
+def sample_grid_figure(dataset, per_class: int = 8, seed: int = 0) -> Figure:
+    """`per_class` training samples per class of a data.Dataset, one row per class, the class name at the left."""
+    import torch
+
+    check_grid_size(per_class, dataset.num_classes)
+    generator = torch.Generator().manual_seed(seed)
+    rows = dataset.num_classes
+    figure, axes = plt.subplots(rows, per_class, figsize=(per_class * 0.9 + 1.6, rows * 0.9), squeeze=False)
+    for label, name in enumerate(dataset.class_names):
+        members = torch.nonzero(dataset.train_labels == label).flatten()
+        chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
+        for column in range(per_class):
+            axis = axes[label][column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_visible(False)
+            if column < len(chosen):
+                picture, style = image_for_display(dataset.train_images[chosen[column]].numpy())
+                axis.imshow(picture, **style)
+        axes[label][0].set_ylabel(f"{label}: {name}", rotation=0, ha="right", va="center", fontsize=9)
+    shown = min(per_class, int(torch.bincount(dataset.train_labels, minlength=rows).max()))
+    figure.suptitle(f"{dataset.name}: {shown} training samples per class", fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def save_sample_grid(dataset, path: str | Path, per_class: int = 8, seed: int = 0) -> Path:
+    """A PNG of `per_class` training samples per class (sample_grid_figure), written to `path`."""
+    return save_figure(sample_grid_figure(dataset, per_class, seed), path)
 
 
 def write_run_pictures(run_dir: str | Path) -> list[Path]:

@@ -1,0 +1,154 @@
+"""Image folders as datasets: one subfolder of images per class, or train/ and test/ folders of those.
+
+Every readable image is fitted into one size (aspect kept, padded) and one channel count; files that cannot be read, or
+whose suffix is not an image type, are left out and listed with the reason, never fatal on their own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from convolab.data.dataset import Dataset
+from convolab.errors import DataError
+from convolab.images import IMAGE_SUFFIXES, load_image
+
+DEFAULT_FOLDER_IMAGE_SIZE = (28, 28)   # the lab's input size, so the lab's models apply as they are
+
+
+def class_name_text(folder_name: str) -> str:
+    """A folder name as printable text: bytes that are not UTF-8 (which Python keeps as lone surrogates, and no font,
+    terminal or HTML page can show) become \\xNN escapes: b"caf\\xe9" -> "caf\\\\xe9". UTF-8 names are unchanged."""
+    return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _class_folders(directory: Path) -> list[Path]:
+    return sorted((child for child in directory.iterdir() if child.is_dir() and not child.name.startswith(".")),
+                  key=lambda child: child.name)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _other_files(folder: Path) -> list[Path]:
+    """Files under `folder` without an image suffix (hidden ones, like .DS_Store, aside): reported, never read."""
+    return sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")
+                  and path.suffix.lower() not in IMAGE_SUFFIXES)
+
+
+def _read_folder_split(root: Path, class_folders: tuple[str, ...], input_shape: tuple[int, int, int],
+                       skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every readable image under root/<class folder>/ as (N, C, H, W) uint8 and (N,) labels; the files left out, with the
+    reason, go to `skipped`: unreadable images, and files whose suffix is not an image type."""
+    height, width, channels = input_shape
+    tensors: list[torch.Tensor] = []
+    labels: list[int] = []
+    for label, folder_name in enumerate(class_folders):
+        folder = root / folder_name
+        if not folder.is_dir():
+            continue
+        skipped.extend(f"{path}: not an image type (expected {', '.join(IMAGE_SUFFIXES)})"
+                       for path in _other_files(folder))
+        for path in _image_files(folder):
+            try:
+                tensors.append(load_image(path, input_shape, invert=False))
+            except DataError as error:
+                skipped.append(error.message)
+                continue
+            labels.append(label)
+    images = torch.stack(tensors) if tensors else torch.zeros((0, channels, height, width), dtype=torch.uint8)
+    return images, torch.tensor(labels, dtype=torch.int64)
+
+
+def _folder_classes(root: Path, split_roots: list[Path]) -> tuple[str, ...]:
+    """Class names (subfolder names) under `split_roots`, each required to hold at least one image file; two at least."""
+    names = sorted({child.name for split_root in split_roots for child in _class_folders(split_root)})
+    if len(names) < 2:
+        found = f"one class ({names[0]!r})" if names else "no class subfolders"
+        raise DataError(
+            f"{root}: {found}; a classifier needs at least two classes, one subfolder of images each",
+            fix=f"arrange the images as {root}/<class name>/<image files>, with two or more class folders",
+        )
+    train_root = split_roots[0]
+    empty = [name for name in names if not (train_root / name).is_dir() or not _image_files(train_root / name)]
+    if empty:
+        raise DataError(
+            f"{train_root}: class folder(s) with no image files: {', '.join(empty)}",
+            fix="put PNG, JPEG, BMP, GIF or WebP images in every class folder, or remove the empty ones",
+        )
+    return tuple(names)
+
+
+def _all_gray(images: torch.Tensor) -> bool:
+    return bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+
+
+def _stratified_split(labels: torch.Tensor, test_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, test): per class, a seeded shuffle and round(n * test_split) of its images held out for test."""
+    generator = torch.Generator().manual_seed(seed)
+    train_parts, test_parts = [], []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held_out = round(len(members) * test_split)
+        test_parts.append(members[:held_out])
+        train_parts.append(members[held_out:])
+    return torch.cat(train_parts).sort().values, torch.cat(test_parts).sort().values
+
+
+def load_image_folder(root: str | Path, channels: int | None = None, image_size: tuple[int, int] | None = None,
+                      test_split: float = 0.2, seed: int = 0) -> Dataset:
+    """A folder with one subfolder of images per class (or train/ and test/ folders of those) as a Dataset.
+
+    channels: 1 (gray) or 3 (RGB); None picks 1 when every image is gray (R = G = B everywhere, whatever the file's
+    mode: WebP, say, stores gray as RGB), else 3.
+    image_size: (height, width) every image is fitted into, aspect kept and padded; default 28x28 as the lab.
+    test_split: the fraction of each class held out for test when there are no train/ and test/ folders; the
+    choice is a seeded shuffle, so the same folder and seed always give the same split.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
+    if not 0.0 <= test_split < 1.0:
+        raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use --test-split 0.2, say")
+    presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    split_roots = [root / "train", root / "test"] if presplit else [root]
+    class_folders = _folder_classes(root, split_roots)
+    class_names = tuple(class_name_text(name) for name in class_folders)
+    if len(set(class_names)) < len(class_names):
+        raise DataError(f"{root}: two class folders have the same name once shown as text: "
+                        f"{', '.join(sorted(name for name in class_names if class_names.count(name) > 1))}",
+                        fix="rename one of them (UTF-8 names are shown as they are)")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+    height, width = image_size or DEFAULT_FOLDER_IMAGE_SIZE
+    # Undecided channels: read as RGB, and keep one channel if all three are equal everywhere (exactly what reading as
+    # gray gives, since Pillow's luma of R = G = B is that value).
+    input_shape = (height, width, channels or 3)
+    skipped: list[str] = []
+    if presplit:
+        train_images, train_labels = _read_folder_split(root / "train", class_folders, input_shape, skipped)
+        test_images, test_labels = _read_folder_split(root / "test", class_folders, input_shape, skipped)
+        how = "train/ and test/ folders"
+    else:
+        images, labels = _read_folder_split(root, class_folders, input_shape, skipped)
+        train_index, test_index = _stratified_split(labels, test_split, seed)
+        train_images, train_labels = images[train_index], labels[train_index]
+        test_images, test_labels = images[test_index], labels[test_index]
+        how = f"split {1 - test_split:.0%}/{test_split:.0%} per class with seed {seed}"
+    if channels is None and _all_gray(train_images) and _all_gray(test_images):
+        train_images, test_images = train_images[:, :1].clone(), test_images[:, :1].clone()
+    counts = torch.bincount(train_labels, minlength=len(class_names))
+    unreadable_classes = [name for name, count in zip(class_names, counts.tolist()) if count == 0]
+    if unreadable_classes:
+        raise DataError(
+            f"{root}: no readable training images for class(es) {', '.join(unreadable_classes)} "
+            f"({len(skipped)} file(s) left out: {'; '.join(skipped[:5])})",
+            fix="replace the unreadable files, or add readable images to those classes",
+        )
+    return Dataset(
+        name=root.name, class_names=class_names,
+        train_images=train_images, train_labels=train_labels, test_images=test_images, test_labels=test_labels,
+        source=f"image folder {root} ({how})", skipped_files=tuple(skipped),
+    )

@@ -1,0 +1,81 @@
+"""The one entry point: a dataset by registry name or an image folder by path, in the channels and size asked for."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from convolab.data.dataset import Dataset
+from convolab.data.folders import load_image_folder
+from convolab.data.registry import DATASETS, DEFAULT_DATASET, dataset_info
+from convolab.data.sources import load_registry_dataset
+from convolab.errors import DataError
+
+
+def _looks_like_path(source: str | Path) -> bool:
+    text = str(source)
+    return isinstance(source, Path) or os.sep in text or text.startswith((".", "~")) or Path(text).is_dir()
+
+
+def _reshape_images(images: torch.Tensor, channels: int | None, image_size: tuple[int, int] | None) -> torch.Tensor:
+    """Whole-tensor conversion of (N, C, H, W) uint8 images to `channels` and to fit `image_size`, aspect kept."""
+    if channels is not None and channels != images.shape[1]:
+        if channels == 3 and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        elif channels == 1 and images.shape[1] == 3:
+            # ITU-R 601 luma, the weights Pillow's convert("L") uses.
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(dim=1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+    if image_size is not None and tuple(image_size) != tuple(images.shape[2:]):
+        height, width = image_size
+        scale = min(height / images.shape[2], width / images.shape[3])
+        new_height, new_width = max(1, round(images.shape[2] * scale)), max(1, round(images.shape[3] * scale))
+        resized = torch.nn.functional.interpolate(images.float(), size=(new_height, new_width), mode="bilinear",
+                                                  antialias=True, align_corners=False)
+        resized = resized.round().clamp(0, 255).to(torch.uint8)
+        top, left = (height - new_height) // 2, (width - new_width) // 2
+        # Zero padding: the registry datasets' background is black.
+        images = torch.nn.functional.pad(resized, (left, width - new_width - left, top, height - new_height - top))
+    return images
+
+
+def _parse_image_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    try:
+        height, width = (int(value) for value in image_size)
+    except (TypeError, ValueError):
+        raise DataError(f"image_size={image_size!r}; expected (height, width)", fix="use --image-size 28,28") from None
+    if not (1 <= height <= 4096 and 1 <= width <= 4096):
+        raise DataError(f"image_size=({height}, {width}); expected sides from 1 to 4096", fix="use --image-size 28,28")
+    return (height, width)
+
+
+def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | None = None, offline: bool = False,
+                 channels: int | None = None, image_size: tuple[int, int] | None = None, test_split: float = 0.2,
+                 seed: int = 0, progress: bool = True) -> Dataset:
+    """A dataset by name (fashion-mnist, mnist) or a path to an image folder, as verified uint8 tensors.
+
+    data_dir: a folder holding the four IDX files (gzipped or raw); default CONVOLAB_DATA_DIR, then the usual places.
+    offline: never touch the network.  channels: 1 or 3 (default: the data's own).  image_size: (height, width) to fit,
+    aspect kept and padded (default: the data's own; 28x28 for image folders).  test_split, seed: image folders only,
+    when they have no train/ and test/ subfolders.  progress: show a progress bar while downloading.
+    """
+    size = _parse_image_size(image_size)
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+    if isinstance(source, str) and source in DATASETS:
+        dataset = load_registry_dataset(DATASETS[source], data_dir=data_dir, offline=offline, progress=progress)
+    elif _looks_like_path(source):
+        return load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed)
+    else:
+        dataset_info(str(source))   # raises the "unknown dataset" error
+        raise AssertionError("unreachable")
+    dataset.train_images = _reshape_images(dataset.train_images, channels, size)
+    dataset.test_images = _reshape_images(dataset.test_images, channels, size)
+    return dataset
