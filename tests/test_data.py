@@ -152,6 +152,53 @@ def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
         read_idx(path)
 
 
+def peak_allocation(function) -> tuple[int, Exception | None]:
+    """The most memory Python and NumPy held at once while `function` ran (tracemalloc), and what it raised."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        raised = None
+    except Exception as error:  # noqa: BLE001 - returned for the test to check
+        raised = error
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_gzip_bomb_behind_a_valid_header_is_refused_without_inflating_it(tmp_path, monkeypatch):
+    # Issue 9, cause 17: a small gzip with a valid IDX header and a flood of zeros used to be inflated up to the size
+    # limit before any check; the header's declared size now decides, and the extra bytes are only counted.
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 48 << 20)
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    header = idx_bytes(np.zeros((10, 28, 28), dtype=np.uint8))
+    path.write_bytes(gzip.compress(header + bytes(80 << 20), compresslevel=1))
+    peak, raised = peak_allocation(lambda: read_idx(path, 2051))
+    assert isinstance(raised, DataError) and "oversized payload: more than" in raised.message
+    assert peak < 8 << 20, f"peak {peak:,} bytes"
+
+
+def test_a_header_declaring_more_than_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 1000)
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, 8, 3]) + b"".join(size.to_bytes(4, "big") for size in (60000, 28, 28)))
+    with pytest.raises(DataError, match=r"decompresses to more than 1,000 bytes \(its header declares 60000x28x28"):
+        read_idx(path)
+
+
+def test_a_large_file_with_a_wrong_magic_number_is_refused_after_its_header(tmp_path):
+    # Issue 9, cause 17: the whole file used to be read before its first four bytes were checked.
+    path = tmp_path / "video.mp4"
+    with open(path, "wb") as handle:
+        handle.write(b"\x00\x00\x00\x20ftypisom")
+        handle.truncate(64 << 20)   # sparse: costs no disk
+    peak, raised = peak_allocation(lambda: read_idx(path))
+    assert isinstance(raised, DataError) and "wrong magic number" in raised.message
+    assert peak < 1 << 20, f"peak {peak:,} bytes"
+
+
 # --- sources: data_dir, cache, system, download ----------------------------------------------------------------------
 
 def test_data_dir_gzipped_or_raw_is_verified_by_content(tiny, tmp_path):
