@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from convolab.data import load_dataset
 from convolab.errors import RunError, SpecError
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
@@ -197,20 +196,3 @@ def filters_by_variance(values: np.ndarray) -> list[int]:
     """Filter indices, most varied activation first (ties keep index order): the filters that respond to something."""
     variance = variance_by_filter(values)
     return sorted(range(len(variance)), key=lambda channel: (-float(variance[channel]), channel))
-
-
-def run_test_data(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images (uint8 NCHW) and labels a run was evaluated on, loaded again as its config.json records.
-
-    The run's --test-limit applies, so image numbers mean the same images the run's metrics counted.
-    """
-    data = config.get("dataset", {})
-    recorded = data.get("options") or {"source": data.get("name", "fashion-mnist")}
-    # JSON turned tuples (an image size) into lists; load_dataset wants them back.
-    options = {key: (tuple(value) if isinstance(value, list) else value) for key, value in recorded.items()}
-    dataset = load_dataset(**options, progress=False)
-    images, labels = dataset.test_images, dataset.test_labels
-    limit = data.get("test_limit")
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    return images, labels

@@ -321,14 +321,9 @@ def run_dataset(args: argparse.Namespace, run):
     """The dataset a run was trained on (as its config.json records), unless --data names another."""
     from convolab.data import load_dataset
 
-    options = dict(run.config["dataset"].get("options") or {"source": run.config["dataset"]["name"]})
-    options = {key: (tuple(value) if isinstance(value, list) else value) for key, value in options.items()}
-    if args.data is not None:
-        options = data_options(args)
-    else:
-        options["data_dir"] = args.data_dir or options.get("data_dir")
-        options["offline"] = args.offline or options.get("offline", False)
-    return load_dataset(**options, progress=False)
+    if args.data is None:
+        return run.config.dataset.load(args.data_dir, args.offline)
+    return load_dataset(**data_options(args), progress=False)
 
 
 def add_evaluate_parser(subparsers) -> None:
@@ -360,7 +355,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = run_dataset(args, run)
     if list(dataset.class_names) != run.class_names or tuple(dataset.input_shape) != run.input_shape:
         raise ConvolabError(f"the data ({dataset.name}, {dataset.input_shape}) does not fit the run, which was trained "
-                            f"on {run.config['dataset']['name']} {run.input_shape}", fix="evaluate on the run's own data")
+                            f"on {run.config.dataset.name} {run.input_shape}", fix="evaluate on the run's own data")
     images, labels = dataset.test_images, dataset.test_labels
     if args.test_limit:
         images, labels = images[: args.test_limit], labels[: args.test_limit]
@@ -547,7 +542,7 @@ def run_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from convolab.activations import (capture, check_filter_index, check_image_indices, filters_by_variance,
-                                      find_layer, layer_names, run_test_data, variance_by_filter)
+                                      find_layer, layer_names, variance_by_filter)
     from convolab.plots import all_filters_figure, column_limits, filter_pages, run_activation_grid, save_figure
     from convolab.runs import load_run
 
@@ -557,7 +552,7 @@ def run_show(args: argparse.Namespace) -> int:
                             fix=f"for example: convolab show {args.run} --all-filters --layer 0")
     layers = None if args.layers is None else [find_layer(run.spec, part) for part in args.layers.split(",")]
     layer = None if args.layer is None else find_layer(run.spec, args.layer)
-    images, labels = run_test_data(run.config)
+    images, labels = run.test_data()
     check_image_indices(args.images, len(images))
     if not args.all_filters:
         figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, args.images, args.filter,

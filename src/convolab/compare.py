@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
 from convolab.errors import ConvolabError, RunError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runs import CHECKPOINT, CONFIG, METRICS, Run, load_run, read_checkpoint, read_json, require_run
+from convolab.runs import CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, load_run, read_checkpoint, require_run
 from convolab.shapes import analyze, totals
 from convolab.spec import ModelSpec, load_spec, resolve_spec
 from convolab.train import Progress, TrainConfig, make_progress
@@ -131,28 +131,27 @@ def matching_finished_run(path: Path, spec: ModelSpec, dataset: Dataset, config:
     if not is_run_directory(str(path)) or not (path / METRICS).is_file():
         return False
     try:
-        saved = read_json(path / CONFIG)
+        saved = RunDirectory(path).read_config()
         status = read_checkpoint(path / CHECKPOINT).get("status")
     except ConvolabError:
         return False
-    data = saved.get("dataset", {})
-    return (status in ("finished", "stopped") and saved.get("spec_line") == spec.to_line()
-            and saved.get("train") == asdict(config) and data.get("name") == dataset.name
-            and data.get("train_limit") == selection.train_limit and data.get("test_limit") == selection.test_limit
-            and (saved.get("callbacks") or {}).get("stop_at") == stop_at)
+    recorded = saved.dataset.selection
+    return (status in ("finished", "stopped") and saved.spec.to_line() == spec.to_line() and saved.train == config
+            and saved.dataset.name == dataset.name and recorded.train_limit == selection.train_limit
+            and recorded.test_limit == selection.test_limit and saved.stop_at == stop_at)
 
 
 def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: DataSelection) -> list[str]:
     """What a reused run did differently from this comparison (the table is fair only without these)."""
     notes = []
-    data, train = run.config.get("dataset", {}), run.config.get("train", {})
-    if data.get("name") != dataset.name:
-        notes.append(f"data {data.get('name')} (here {dataset.name})")
-    if data.get("train_limit") != selection.train_limit:
-        notes.append(f"train_limit {data.get('train_limit')} (here {selection.train_limit})")
+    data, train = run.config.dataset, run.config.train
+    if data.name != dataset.name:
+        notes.append(f"data {data.name} (here {dataset.name})")
+    if data.selection.train_limit != selection.train_limit:
+        notes.append(f"train_limit {data.selection.train_limit} (here {selection.train_limit})")
     for key in ("seed", "epochs", "batch_size", "optimizer", "learning_rate", "validation_split"):
-        if train.get(key) != getattr(config, key):
-            notes.append(f"{key} {train.get(key)} (here {getattr(config, key)})")
+        if getattr(train, key) != getattr(config, key):
+            notes.append(f"{key} {getattr(train, key)} (here {getattr(config, key)})")
     return notes
 
 

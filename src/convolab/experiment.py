@@ -10,31 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
-from convolab.data import Dataset, load_dataset, split_validation
+from convolab.data import Dataset, split_validation
 from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
+from convolab.runconfig import DataRecord, DataSelection, RunConfig
 from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, python_command, read_checkpoint,
-                           read_json, require_free_space, require_run, versions, CONFIG)
+                           require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
-from convolab.spec import ModelSpec, load_spec, resolve_spec, spec_from_dict
+from convolab.spec import ModelSpec, load_spec, resolve_spec
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
                             choose_device, fit, make_progress, metric_names, seed_everything)
-
-
-@dataclass
-class DataSelection:
-    """Which data a run used: how to load it again (load_dataset's arguments) and the subsets taken."""
-
-    options: dict = field(default_factory=lambda: {"source": "fashion-mnist"})
-    train_limit: int | None = None     # the first N training images (a quick try); None: all
-    test_limit: int | None = None      # the first N test images; None: all
 
 
 @dataclass
@@ -113,25 +105,13 @@ def checkpoint_bytes(network: torch.nn.Module, optimizer: str) -> int:
 
 
 def run_config(name: str, spec: ModelSpec, dataset: Dataset, selection: DataSelection, config: TrainConfig,
-               device: torch.device, callbacks: dict, sizes: dict) -> dict:
-    """config.json: everything needed to trace a number to how it was made, and to rebuild the run."""
-    options = {key: (list(value) if isinstance(value, tuple) else value) for key, value in selection.options.items()}
-    return {
-        "name": name,
-        "spec": spec.to_dict(),
-        "spec_line": spec.to_line(),
-        "dataset": {"name": dataset.name, "source": dataset.source, "options": options,
-                    "train_limit": selection.train_limit, "test_limit": selection.test_limit,
-                    "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names), **sizes},
-        "train": asdict(config),
-        "loss": "sparse categorical cross-entropy on logits",
-        "callbacks": callbacks,
-        "device": str(device),
-        "hardware": hardware(device),
-        "versions": versions(),
-        "command": python_command(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+               device: torch.device, stop_at: str | None, early_stopping: int | None, sizes: dict) -> RunConfig:
+    """The record config.json keeps: everything needed to trace a number to how it was made, and to rebuild the run."""
+    record = DataRecord(name=dataset.name, selection=selection, input_shape=dataset.input_shape,
+                        class_names=tuple(dataset.class_names), source=dataset.source, sizes=sizes)
+    return RunConfig(name=name, spec=spec, dataset=record, train=config, stop_at=stop_at,
+                     early_stopping=early_stopping, device=str(device), hardware=hardware(device), versions=versions(),
+                     command=python_command(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingState, dataset: Dataset, test_data,
@@ -186,8 +166,8 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
         sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
                  "test_size": len(test_data[0])}
         if run is not None:
-            run.write_config(run_config(name, spec, dataset, selection, config, device,
-                                        {"stop_at": stop_at, "early_stopping": early_stopping}, sizes))
+            run.write_config(run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping,
+                                        sizes))
         state = fit(network, train_data, config, validation_data=validation_data, device=device,
                     callbacks=all_callbacks, run=run, progress=progress, generator=generator)
         return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
@@ -210,20 +190,11 @@ def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int 
 def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, callbacks: Sequence[Callback],
                    progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
     """resume_run's work, holding the run's lock."""
-    saved = read_json(path / CONFIG)
+    run = RunDirectory(path)
+    saved = run.read_config()
     checkpoint = read_checkpoint(path / "checkpoint.pt", required=RESUME_ENTRIES)
     progress = progress or make_progress("auto")
-    try:
-        config = TrainConfig(**saved["train"])
-        spec = spec_from_dict(saved["spec"])
-        data = saved["dataset"]
-        options = {key: (tuple(value) if isinstance(value, list) else value) for key, value in data["options"].items()}
-        selection = DataSelection(options=options, train_limit=data.get("train_limit"), test_limit=data.get("test_limit"))
-        stop_at, early_stopping = saved["callbacks"]["stop_at"], saved["callbacks"]["early_stopping"]
-    except (KeyError, TypeError) as error:
-        raise RunError(f"{path / CONFIG}: lacks {error}", fix="the run directory is damaged; train again") from None
-    if epochs is not None:
-        config.epochs = epochs
+    config = replace(saved.train) if epochs is None else replace(saved.train, epochs=epochs)
     config.validate()
     finished = checkpoint.get("status") in ("finished", "stopped")
     if checkpoint["epoch"] >= config.epochs or checkpoint.get("status") == "stopped":
@@ -233,10 +204,12 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
             fix="train further with --resume --epochs N (N larger), or start a new run" if not
             checkpoint.get("stop_reason") else "start a new run with another --out",
         )
-    dataset = dataset or load_dataset(**options, progress=False)
-    if list(dataset.class_names) != list(data["class_names"]) or list(dataset.input_shape) != list(data["input_shape"]):
+    recorded = saved.dataset
+    dataset = dataset or recorded.load()
+    if tuple(dataset.class_names) != recorded.class_names or tuple(dataset.input_shape) != recorded.input_shape:
         raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}; the run used "
-                       f"{data['name']}, {tuple(data['input_shape'])})", fix="resume with the data the run was trained on")
+                       f"{recorded.name}, {recorded.input_shape})", fix="resume with the data the run was trained on")
+    selection, spec, stop_at, early_stopping = recorded.selection, saved.spec, saved.stop_at, saved.early_stopping
     train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
     all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
     device = choose_device(config.device)
@@ -244,14 +217,13 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     generator = seed_everything(config.seed)
     network = build_model(spec, dataset.input_shape, dataset.num_classes)
     load_weights(network, spec, checkpoint["model"], path / "checkpoint.pt")   # a clear error for another spec
-    run = RunDirectory(path)
     require_free_space(path, checkpoint_bytes(network, config.optimizer), "the next checkpoint")
     if epochs is not None or finished:
-        run.write_config({**saved, "train": asdict(config)})
+        run.write_config(replace(saved, train=config))
     where = (f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step'] + 1}" if checkpoint["step"]
              else f"epoch {checkpoint['epoch'] + 1}")
     progress.message(f"resuming {path} at {where} of {config.epochs}")
     state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
                 run=run, progress=progress, resume_from=checkpoint, generator=generator)
-    return _finish(saved.get("name") or path.name, spec, network, state, dataset, test_data, run, device, progress,
+    return _finish(saved.name or path.name, spec, network, state, dataset, test_data, run, device, progress,
                    on_train_end)

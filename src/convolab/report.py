@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from convolab import __version__
-from convolab.activations import conv_layer_indices, run_test_data, visual_layer_indices
+from convolab.activations import conv_layer_indices, visual_layer_indices
 from convolab.diagram import architecture_svg
 from convolab.errors import ConvolabError
 from convolab.evaluate import evaluate_logits, predict_logits
@@ -120,12 +119,11 @@ def gather(run: Run, test_sets: dict[str, tuple] | None = None) -> RunContent:
     content = RunContent(run=run)
     content.reports = analyze(run.spec, run.input_shape, len(run.class_names))
     content.metrics = dict(run.metrics or {})
-    data = run.config.get("dataset", {})
-    key = json.dumps([data.get("options"), data.get("name"), data.get("test_limit")], sort_keys=True, default=str)
+    key = run.config.dataset.key
     test_sets = {} if test_sets is None else test_sets
     try:
         if key not in test_sets:
-            test_sets[key] = run_test_data(run.config)
+            test_sets[key] = run.test_data()
         content.test_data = test_sets[key]
     except ConvolabError as error:
         content.data_problem = f"the test images could not be loaded again: {error.message}"
@@ -270,12 +268,12 @@ def run_section(content: RunContent, options: ReportOptions, heading: int = 2) -
     sub = f"h{heading}"
     total = totals(content.reports)["params"]
     anchor = f"run-{escape(run.name)}"
-    dataset = run.config.get("dataset", {})
+    dataset = run.config.dataset
     parts = [
         f'<section id="{anchor}">' if heading == 3 else "<section>",
         f"<h2>{escape(run.name)}</h2>" if heading == 3 else "",
         f"<p class=meta>model <code>{escape(run.spec.to_line())}</code> · {total:,} parameters · data "
-        f"{escape(str(dataset.get('name', '?')))} ({escape(str(dataset.get('train_size', '?')))} training images) · "
+        f"{escape(dataset.name)} ({escape(str(dataset.sizes.get('train_size', '?')))} training images) · "
         f"run directory <code>{escape(str(run.path))}</code></p>",
         f"<{sub}>Model</{sub}>",
         picture(svg_data_uri(architecture_svg(content.reports, run.name)), "architecture diagram",
@@ -387,7 +385,7 @@ def lab_pictures(run_dirs: list[str | Path], out: str | Path, options: ReportOpt
     for run in runs:
         if not conv_layer_indices(run.spec):
             continue
-        figure, _indices, _filter = lab_grid(run, run_test_data(run.config), options)
+        figure, _indices, _filter = lab_grid(run, run.test_data(), options)
         written.append(save_figure(figure, run.path / "activations.png"))
         written.append(save_figure(run_kernels_figure(run.model, run.spec), run.path / "filters.png"))
     return written + [write_html(Path(out), render_report(runs, options))]

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 
 from convolab import __version__
-from convolab.data import class_name_text
 from convolab.errors import ConvolabError, RunError, WriteError
 from convolab.model import build_model
+from convolab.runconfig import RunConfig
 from convolab.shapes import keras_names, readable_bytes
-from convolab.spec import ModelSpec, spec_from_dict
+from convolab.spec import ModelSpec
 
 CONFIG = "config.json"
 HISTORY_CSV = "history.csv"
@@ -432,11 +432,19 @@ class RunDirectory:
                 with writing(self.file(name)):
                     self.file(name).unlink(missing_ok=True)
 
-    def write_config(self, config: dict) -> None:
-        atomic_write_json(self.file(CONFIG), config)
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_json(self.file(CONFIG), config.to_json())
 
-    def read_config(self) -> dict:
-        return read_json(self.file(CONFIG))
+    def read_config(self) -> RunConfig:
+        """config.json as a checked RunConfig (any version this convolab knows); RunError naming what is wrong."""
+        return RunConfig.from_json(read_json(self.file(CONFIG)), self.file(CONFIG))
+
+    def spec(self) -> ModelSpec:
+        return self.read_config().spec
+
+    def test_data(self):
+        """The test images and labels the run was evaluated on, loaded again as its config records."""
+        return self.read_config().dataset.test_data()
 
     def write_history(self, history: list[dict]) -> None:
         atomic_write_json(self.file(HISTORY_JSON), history)
@@ -477,7 +485,7 @@ class Run:
     """A finished (or stopped) run read back: its config, spec, model with weights, history, test metrics."""
 
     path: Path
-    config: dict
+    config: RunConfig
     spec: ModelSpec
     model: torch.nn.Module
     history: list[dict]
@@ -486,21 +494,24 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or self.path.name
+        return self.config.name or self.path.name
 
     @property
     def class_names(self) -> list[str]:
-        # class_name_text: a run written before folder names were made text may hold undecodable bytes
-        return [class_name_text(name) for name in self.config["dataset"]["class_names"]]
+        return list(self.config.dataset.class_names)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["dataset"]["input_shape"])
+        return self.config.dataset.input_shape
 
     @property
     def status(self) -> str:
         """'finished', 'stopped' (a callback ended it), 'interrupted' (Ctrl-C), 'failed' or 'running'."""
         return self.checkpoint.get("status", "unknown")
+
+    def test_data(self):
+        """The test images (uint8 NCHW) and labels the run was evaluated on (its --test-limit applied)."""
+        return self.config.dataset.test_data()
 
 
 def require_run(path: str | Path) -> Path:
@@ -528,16 +539,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     or "best" (best.pt: the best epoch by the monitored metric).
     """
     path = require_run(path)
-    config = read_json(path / CONFIG)
-    try:
-        spec = spec_from_dict(config["spec"])
-        input_shape = tuple(config["dataset"]["input_shape"])
-        num_classes = len(config["dataset"]["class_names"])
-    except (KeyError, TypeError) as error:
-        raise RunError(f"{path / CONFIG}: lacks {error}", fix="the run directory is damaged; train again") from None
-    except ConvolabError as error:
-        raise RunError(f"{path / CONFIG}: its spec cannot be read: {error.message}",
-                       fix="the run directory is damaged; train again") from None
+    config = RunDirectory(path).read_config()
+    spec, input_shape, num_classes = config.spec, config.dataset.input_shape, len(config.dataset.class_names)
     checkpoint = read_checkpoint(path / CHECKPOINT)
     weights_file = path / (BEST if weights == "best" else CHECKPOINT)
     state = read_checkpoint(weights_file)["model"] if weights == "best" else checkpoint["model"]
