@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Dense, Layer, ModelSpec
+from convolab.spec import Layer, ModelSpec
 
 
 class Sequential:
@@ -49,14 +49,10 @@ class Sequential:
         input_shape: (height, width, channels) when the first layer has none; default the lab's (28, 28, 1).
         num_classes: for a last Dense without units; default 10, the lab's.
         """
-        from convolab.summary import summarize
+        from convolab.summary import summarize, summary_inputs
 
-        spec = self.spec
-        if input_shape is None and spec.input_shape is None:
-            input_shape = DEFAULT_INPUT_SHAPE
-        if num_classes is None and any(isinstance(layer, Dense) and layer.units is None for layer in spec.layers):
-            num_classes = DEFAULT_NUM_CLASSES
-        text = summarize(spec, input_shape, num_classes, format=format)
+        input_shape, num_classes = summary_inputs(self.spec, input_shape, num_classes)
+        text = summarize(self.spec, input_shape, num_classes, format=format)
         for line in text.rstrip("\n").split("\n"):
             print_fn(line)
 

@@ -10,37 +10,11 @@ import os
 import sys
 import traceback
 
-from convolab import __version__
+from convolab import __version__, arguments
 from convolab.errors import ConvolabError
 
 
 # --- summary ---------------------------------------------------------------------------------------------------------
-
-def parse_input_shape(text: str) -> tuple[int, int, int]:
-    """argparse type for --input-shape: "28,28,1", "28x28x1", or "28,28" (one channel)."""
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH,CHANNELS such as 28,28,1") from None
-    if len(sizes) == 2:
-        sizes.append(1)
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected three positive integers HEIGHT,WIDTH,CHANNELS such as "
-                                         "28,28,1")
-    return (sizes[0], sizes[1], sizes[2])
-
-
-def parse_class_count(text: str) -> int:
-    """argparse type for --classes: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of classes such as 10") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected at least 1 class")
-    return value
-
 
 def add_summary_parser(subparsers) -> None:
     from convolab.spec import GRAMMAR
@@ -54,9 +28,9 @@ def add_summary_parser(subparsers) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, ...), a .yaml/.yml/.json file, or a "
                                                        "one-line model such as conv64x3,pool2,flatten,dense128,dense10")
-    parser.add_argument("--input-shape", type=parse_input_shape, default=None, metavar="H,W,C",
+    parser.add_argument("--input-shape", type=arguments.input_shape, default=None, metavar="H,W,C",
                         help="input image shape (default: the model's own, else 28,28,1 as Fashion-MNIST)")
-    parser.add_argument("--classes", type=parse_class_count, default=None, metavar="N",
+    parser.add_argument("--classes", type=arguments.CLASS_COUNT, default=None, metavar="N",
                         help="class count: sizes a last `dense` without units and must match the model's output "
                              "(default: 10, as Fashion-MNIST, for a `dense` without units; otherwise unchecked)")
     parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
@@ -66,17 +40,13 @@ def add_summary_parser(subparsers) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Dense, load_spec
-    from convolab.summary import summarize
+    from convolab.recipes import RECIPES
+    from convolab.spec import load_spec
+    from convolab.summary import summarize, summary_inputs
 
     spec = load_spec(args.model)
-    input_shape = args.input_shape if args.input_shape or spec.input_shape else DEFAULT_INPUT_SHAPE
-    num_classes = args.classes
-    if num_classes is None and any(isinstance(layer, Dense) and layer.units is None for layer in spec.layers):
-        num_classes = DEFAULT_NUM_CLASSES
+    input_shape, num_classes = summary_inputs(spec, args.input_shape, args.classes)
     sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
-    from convolab.recipes import RECIPES
-
     if args.model in RECIPES and args.format != "json":   # a recipe is its spec plus how it trains
         sys.stdout.write("\n" + RECIPES[args.model].describe())
     if args.diagram:
@@ -87,33 +57,7 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # --- data ------------------------------------------------------------------------------------------------------------
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """argparse type for --image-size: "28,28", "28x28" or "28" (square)."""
-    parts = text.replace("x", ",").split(",")
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH such as 28,28") from None
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHT,WIDTH, two positive integers such as 28,28")
-    return (sizes[0], sizes[1])
-
-
-def parse_fraction(text: str) -> float:
-    """argparse type for a fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 up to (not including) 1") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a fraction from 0 up to (not including) 1")
-    return value
-
 
 def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) -> None:
     """Add the data flags every command shares; `positional=True` takes the dataset as an argument instead of --data."""
@@ -129,9 +73,9 @@ def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) ->
     parser.add_argument("--offline", action="store_true", help="never download; use only local copies")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="1 (gray) or 3 (RGB) (default: the data's own)")
-    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="H,W",
+    parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H,W",
                         help="fit images into H,W, aspect kept and padded (default: the data's own; 28,28 for folders)")
-    parser.add_argument("--test-split", type=parse_fraction, default=0.2, metavar="F",
+    parser.add_argument("--test-split", type=arguments.FRACTION, default=0.2, metavar="F",
                         help="image folders without train/ and test/: fraction of each class held out for test "
                              "(default 0.2, fixed seed)")
 
@@ -157,68 +101,49 @@ def add_data_parser(subparsers) -> None:
     )
     add_data_flags(parser, positional=True)
     parser.add_argument("--grid", metavar="FILE.png", default=None, help="write a picture of samples per class")
-    parser.add_argument("--per-class", type=int, default=8, metavar="N", help="samples per class in --grid (default 8)")
+    parser.add_argument("--per-class", type=arguments.COUNT, default=8, metavar="N",
+                        help="samples per class in --grid (default 8, at most 32)")
 
 
 def run_data(args: argparse.Namespace) -> int:
     from convolab.data import describe_dataset, load_dataset
-    from convolab.plots import save_sample_grid
 
+    if args.grid:
+        from convolab.plots import check_grid_size, save_sample_grid
+
+        check_grid_size(args.per_class)   # before the data loads: a refusal costs nothing
     dataset = load_dataset(**data_options(args))
     print(describe_dataset(dataset))
     if args.grid:
-        path = save_sample_grid(dataset, args.grid, per_class=max(1, args.per_class))
-        print(f"grid: wrote {path}")
+        print(f"grid: wrote {save_sample_grid(dataset, args.grid, per_class=args.per_class)}")
     return 0
 
 
 # --- train, evaluate, predict, compare, lab --------------------------------------------------------------------------
 
-def parse_positive_int(text: str) -> int:
-    """argparse type for counts (epochs, batch size, limits): an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number such as 5") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected at least 1")
-    return value
-
-
-def parse_positive_float(text: str) -> float:
-    """argparse type for --learning-rate: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number such as 0.001") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a number above 0")
-    return value
-
-
 def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None:
     """The hyperparameter flags, one per TrainConfig field, with the lab's defaults."""
-    from convolab.train import OPTIMIZERS
+    from convolab.train import DEVICES, OPTIMIZERS
 
-    parser.add_argument("--epochs", type=parse_positive_int, default=epochs, help=f"passes over the data (default {epochs})")
-    parser.add_argument("--batch-size", type=parse_positive_int, default=32, help="images per step (default 32, Keras's)")
+    parser.add_argument("--epochs", type=arguments.COUNT, default=epochs, help=f"passes over the data (default {epochs})")
+    parser.add_argument("--batch-size", type=arguments.COUNT, default=32, help="images per step (default 32, Keras's)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam, as in the lab")
-    parser.add_argument("--learning-rate", type=parse_positive_float, default=0.001, help="default 0.001 (Keras's Adam)")
-    parser.add_argument("--validation-split", type=parse_fraction, default=0.0, metavar="F",
+    parser.add_argument("--learning-rate", type=arguments.POSITIVE, default=0.001, help="default 0.001 (Keras's Adam)")
+    parser.add_argument("--validation-split", type=arguments.FRACTION, default=0.0, metavar="F",
                         help="hold out the last fraction F of the training images for validation, as Keras (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffle order (default 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+    parser.add_argument("--seed", type=arguments.SEED, default=0, help="seeds the weights and the shuffle order (default 0)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: cuda, then mps, then cpu (default auto)")
     parser.add_argument("--engine", choices=("fast", "reference"), default="fast",
                         help="fast: the same network and weights through faster kernels (engine.py); reference: "
                              "model.py's plain layers (default fast)")
-    parser.add_argument("--threads", default="all", metavar="all|N|adaptive",
+    parser.add_argument("--threads", type=arguments.threads, default="all", metavar="all|N|adaptive",
                         help="CPU threads: all (default, one per core), N, or adaptive: the fast engine times all "
                              "and 1 as it trains and keeps the faster; much faster when other jobs hold the cores, "
                              "but runs then no longer repeat bit for bit")
-    parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--train-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
-    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="test on the first N test images only")
     parser.add_argument("--quiet", action="store_true", help="print only the final results")
 
@@ -262,50 +187,25 @@ def add_train_parser(subparsers) -> None:
                         help="continue a stopped run (RUN, or --out) from its checkpoint; --epochs N trains to N in all")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='stop when an epoch reaches TARGET, e.g. "accuracy>=0.998" (acc is accepted)')
-    parser.add_argument("--early-stopping", type=parse_positive_int, default=None, metavar="PATIENCE",
+    parser.add_argument("--early-stopping", type=arguments.COUNT, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs and restore the best weights "
                              "(needs --validation-split)")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from convolab.experiment import new_run, resume_run
 
-    from convolab.data import load_dataset
-    from convolab.experiment import DataSelection, resume_run, train_run
-    from convolab.runs import next_free_directory
-    from convolab.spec import load_spec
-
-    progress = progress_for(args)
     if args.resume is not None:
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
-        result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
+        result = resume_run(target, epochs=args.epochs, progress=progress_for(args),   # None: the run's own epochs
                             on_train_end=training_pictures())
     else:
-        config = train_config(args)
-        if args.recipe is not None:
-            from dataclasses import replace
-
-            from convolab.recipes import get_recipe
-
-            if args.model not in (None, args.recipe):
-                raise ConvolabError(f"--recipe {args.recipe} brings its own model, and MODEL {args.model!r} was given too",
-                                    fix=f"drop MODEL: convolab train --recipe {args.recipe}")
-            recipe = get_recipe(args.recipe)
-            config = replace(config, **{**recipe.hyperparameters(), "epochs": args.epochs or recipe.epochs})
-            args.model = recipe.name   # its spec is the preset of the same name
-        if args.model is None:
-            raise ConvolabError("train needs a MODEL (a preset, spec file or one-line spec)",
-                                fix="for example: convolab train cnn")
-        spec = load_spec(args.model)
-        out = Path(args.out) if args.out else next_free_directory(Path("runs") / (spec.name or "model"))
-        options = data_options(args)
-        dataset = load_dataset(**options, progress=not args.quiet)
-        selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
-        result = train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection,
-                           stop_at=args.stop_at, early_stopping=args.early_stopping, progress=progress,
-                           overwrite=args.overwrite, on_train_end=training_pictures())
+        result = new_run(args.model, train_config(args), data_options(args), recipe=args.recipe, epochs=args.epochs,
+                         out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
+                         early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress_for(args),
+                         show_download=not args.quiet, on_train_end=training_pictures())
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
           f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
     return 0
@@ -327,6 +227,8 @@ def run_dataset(args: argparse.Namespace, run):
 
 
 def add_evaluate_parser(subparsers) -> None:
+    from convolab.train import DEVICES
+
     parser = subparsers.add_parser(
         "evaluate", help="a run's test loss and accuracy, per-class accuracy, confusion matrix, top losses",
         description="Evaluate a trained run on the test set: loss and accuracy, accuracy per class, the confusion "
@@ -336,10 +238,10 @@ def add_evaluate_parser(subparsers) -> None:
     add_run_data_flags(parser)
     parser.add_argument("--weights", choices=("final", "best"), default="final",
                         help="final (what training ended with) or best (best.pt) (default final)")
-    parser.add_argument("--top", type=parse_positive_int, default=9, metavar="K", help="top losses to list (default 9)")
-    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--top", type=arguments.COUNT, default=9, metavar="K", help="top losses to list (default 9)")
+    parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="the first N test images only")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu (default auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
@@ -377,7 +279,7 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--no-invert", action="store_true", help="never invert (default: invert light backgrounds)")
-    parser.add_argument("--top", type=parse_positive_int, default=3, metavar="K", help="classes to show (default 3)")
+    parser.add_argument("--top", type=arguments.COUNT, default=3, metavar="K", help="classes to show (default 3)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -442,19 +344,21 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def add_lab_parser(subparsers) -> None:
+    from convolab.train import DEVICES
+
     parser = subparsers.add_parser(
         "lab", help="the classic Fashion-MNIST lab: dnn vs cnn, 5 epochs each, side by side",
         description="The convolutions lab in one go: the summaries of dnn and cnn, both trained 5 epochs (Adam 0.001, "
                     "batch 32), then the comparison table. Runs go to runs/lab/dnn and runs/lab/cnn.",
     )
     add_data_flags(parser)
-    parser.add_argument("--epochs", type=parse_positive_int, default=5, help="epochs per model (default 5, the lab's)")
-    parser.add_argument("--train-limit", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--epochs", type=arguments.COUNT, default=5, help="epochs per model (default 5, the lab's)")
+    parser.add_argument("--train-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="train on the first N images only (a quick try)")
-    parser.add_argument("--test-limit", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="test on the first N test images only")
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    parser.add_argument("--seed", type=arguments.SEED, default=0, help="default 0")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu (default auto)")
     parser.add_argument("--out", default="runs/lab", metavar="DIR", help="where the two runs go (default runs/lab)")
     parser.add_argument("--quiet", action="store_true", help="no progress, only summaries and the table")
 
@@ -477,39 +381,6 @@ def training_pictures() -> list:
     return [write_run_pictures]
 
 
-def parse_index_list(text: str) -> list[int]:
-    """argparse type for --images: "0,23,28" -> [0, 23, 28] (whole numbers, 0 or more)."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected image numbers separated by commas, such as 0,23,28") \
-            from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected image numbers of 0 or more, such as 0,23,28")
-    return values
-
-
-def parse_filter_index(text: str) -> int:
-    """argparse type for --filter: a filter (channel) number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a filter number such as 1") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a filter number of 0 or more")
-    return value
-
-
-def page_paths(out, pages: int):
-    """FILE.png for one page; FILE-p1.png, FILE-p2.png, ... for several."""
-    from pathlib import Path
-
-    out = Path(out)
-    if pages == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-p{page}{out.suffix or '.png'}") for page in range(1, pages + 1)]
-
-
 def add_show_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "show", help="the lab's picture: what each conv/pool layer makes of some test images",
@@ -520,9 +391,9 @@ def add_show_parser(subparsers) -> None:
                     "model.layers[N], or named as Keras names them (conv2d_1).",
     )
     parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
-    parser.add_argument("--images", type=parse_index_list, default=[0, 23, 28], metavar="I,J,...",
+    parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
                         help="test image numbers (default 0,23,28: the lab's three ankle boots)")
-    parser.add_argument("--filter", type=parse_filter_index, default=1, metavar="F",
+    parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
                         help="the filter (channel) drawn in every column (default 1, the lab's CONVOLUTION_NUMBER)")
     parser.add_argument("--layers", default=None, metavar="N,M,...",
                         help="the conv/pool layers to draw, by number or name (default: all of them)")
@@ -531,7 +402,7 @@ def add_show_parser(subparsers) -> None:
     parser.add_argument("--sort", choices=("index", "variance"), default="index",
                         help="with --all-filters: filter order, by number or most varied activation first "
                              "(default index)")
-    parser.add_argument("--per-page", type=parse_positive_int, default=32, metavar="K",
+    parser.add_argument("--per-page", type=arguments.COUNT, default=32, metavar="K",
                         help="with --all-filters: filters per picture (default 32)")
     parser.add_argument("--out", default=None, metavar="FILE.png",
                         help="where to write (default RUN/activations.png; with --all-filters "
@@ -539,42 +410,27 @@ def add_show_parser(subparsers) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from convolab.activations import (capture, check_filter_index, check_image_indices, filters_by_variance,
-                                      find_layer, layer_names, variance_by_filter)
-    from convolab.plots import all_filters_figure, column_limits, filter_pages, run_activation_grid, save_figure
+    from convolab.activations import find_layer
+    from convolab.plots import run_activation_grid, save_figure, write_all_filters
     from convolab.runs import load_run
 
     run = load_run(args.run)
     if args.all_filters and args.layer is None:
         raise ConvolabError("--all-filters needs --layer N: the conv/pool layer whose filters to draw",
                             fix=f"for example: convolab show {args.run} --all-filters --layer 0")
-    layers = None if args.layers is None else [find_layer(run.spec, part) for part in args.layers.split(",")]
-    layer = None if args.layer is None else find_layer(run.spec, args.layer)
     images, labels = run.test_data()
-    check_image_indices(args.images, len(images))
-    if not args.all_filters:
-        figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, args.images, args.filter,
-                                     layers)
-        out = save_figure(figure, args.out or run.path / "activations.png")
-        shown = ", ".join(f"#{index} {run.class_names[int(labels[index])]}" for index in args.images)
-        print(f"show: wrote {out} (filter {args.filter}; test images {shown})")
+    if args.all_filters:
+        layer, image_index = find_layer(run.spec, args.layer), args.images[0]
+        paths, count, name = write_all_filters(run, images, labels, layer, image_index, args.sort, args.per_page,
+                                               args.out)
+        print(f"show: wrote {len(paths)} picture(s) of the {count} filters of layer {layer} ({name}) on test "
+              f"image #{image_index}: {', '.join(str(path) for path in paths)}")
         return 0
-    image_index = args.images[0]
-    maps = capture(run.model, run.spec, images[[image_index]], [layer]).layer(layer)
-    name = layer_names(run.spec)[layer]
-    variances = variance_by_filter(maps.values)
-    order = filters_by_variance(maps.values) if args.sort == "variance" else list(range(maps.num_filters))
-    pages = filter_pages(order, args.per_page)
-    paths = page_paths(args.out or run.path / f"activations-{name}.png", len(pages))
-    limits = column_limits(maps.values[0])  # one colour scale for every page of the layer
-    for page, (filters, path) in enumerate(zip(pages, paths), start=1):
-        figure = all_filters_figure(maps, 0, filters, image_index, run.class_names[int(labels[image_index])], name,
-                                    page, len(pages), variances if args.sort == "variance" else None, limits)
-        save_figure(figure, path)
-    print(f"show: wrote {len(paths)} picture(s) of the {maps.num_filters} filters of layer {layer} ({name}) on test "
-          f"image #{image_index}: {', '.join(str(path) for path in paths)}")
+    layers = None if args.layers is None else [find_layer(run.spec, part) for part in args.layers.split(",")]
+    figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, args.images, args.filter, layers)
+    out = save_figure(figure, args.out or run.path / "activations.png")
+    shown = ", ".join(f"#{index} {run.class_names[int(labels[index])]}" for index in args.images)
+    print(f"show: wrote {out} (filter {args.filter}; test images {shown})")
     return 0
 
 
@@ -588,7 +444,7 @@ def add_filters_parser(subparsers) -> None:
     parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
     parser.add_argument("--layer", default=None, metavar="N[,M]",
                         help="Conv2D layers by number or name (default: every Conv2D layer)")
-    parser.add_argument("--max-inputs", type=parse_positive_int, default=8, metavar="K",
+    parser.add_argument("--max-inputs", type=arguments.COUNT, default=8, metavar="K",
                         help="input channels shown per filter (default 8)")
     parser.add_argument("--out", default=None, metavar="FILE.png", help="where to write (default RUN/filters.png)")
 
@@ -676,9 +532,9 @@ def add_report_parser(subparsers) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     parser.add_argument("--out", default=None, metavar="FILE.html",
                         help="default RUN/report.html for one run, the runs' common folder/report.html for several")
-    parser.add_argument("--images", type=parse_index_list, default=[0, 23, 28], metavar="I,J,...",
+    parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
                         help="test images of the activation grid (default 0,23,28)")
-    parser.add_argument("--filter", type=parse_filter_index, default=1, metavar="F",
+    parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
                         help="the filter of the activation grid (default 1)")
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
-from convolab.data import Dataset, split_validation
+from convolab.data import Dataset, load_dataset, split_validation
 from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, python_command, read_checkpoint,
-                           require_free_space, require_run, versions)
+from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, next_free_directory, python_command,
+                           read_checkpoint, require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, load_spec, resolve_spec
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
@@ -171,6 +171,36 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
         state = fit(network, train_data, config, validation_data=validation_data, device=device,
                     callbacks=all_callbacks, run=run, progress=progress, generator=generator)
         return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
+
+
+def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str | None = None,
+            epochs: int | None = None, out: str | Path | None = None, train_limit: int | None = None, test_limit: int | None = None,
+            stop_at: str | None = None, early_stopping: int | None = None, overwrite: bool = False,
+            progress: Progress | None = None, show_download: bool = True,
+            on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+    """What `convolab train` does for a new run: `model` (a preset, spec file or one-line spec) or a recipe's spec and
+    hyperparameters over `config` (epochs: this many instead of the recipe's or config's own), the data loaded from `data` (load_dataset's arguments),
+    trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run)."""
+    from convolab.recipes import get_recipe
+
+    if recipe is not None:
+        chosen = get_recipe(recipe)
+        if model not in (None, chosen.name):
+            raise TrainingError(f"--recipe {recipe} brings its own model (recipe={recipe!r} in Python), and the model "
+                                f"{model!r} was given too",
+                                fix=f"give the recipe alone: convolab train --recipe {recipe} (model=None in Python)")
+        config, model = chosen.train_config(config, epochs), chosen.name   # its spec is the same-named preset
+    elif epochs is not None:
+        config = replace(config, epochs=epochs)
+    if model is None:
+        raise TrainingError("train needs a MODEL (a preset, spec file or one-line spec)",
+                            fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
+    spec = load_spec(model)
+    out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
+    dataset = load_dataset(**data, progress=show_download)
+    selection = DataSelection(options=data, train_limit=train_limit, test_limit=test_limit)
+    return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
+                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,

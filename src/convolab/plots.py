@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from convolab.activations import (Activations, LayerMaps, capture, check_filter_index,  # noqa: E402
-                                  check_image_indices, conv_layer_indices, kernels, layer_names)
+                                  check_image_indices, conv_layer_indices, filters_by_variance, kernels, layer_names,
+                                  variance_by_filter)
 from convolab.errors import ConvolabError, SpecError  # noqa: E402
 from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  # noqa: E402
 
@@ -340,7 +341,7 @@ MAX_GRID_PER_CLASS = 32     # samples per class row: more no longer fit a readab
 MAX_GRID_CELLS = 1024       # rows x columns: the figure's cost grows with its axes (an image folder may have many classes)
 
 
-def check_grid_size(per_class: int, num_classes: int) -> None:
+def check_grid_size(per_class: int, num_classes: int = 1) -> None:
     """ConvolabError unless `per_class` samples of `num_classes` classes make a picture drawn in seconds."""
     if not isinstance(per_class, int) or not 1 <= per_class <= MAX_GRID_PER_CLASS:
         raise ConvolabError(f"per_class={per_class!r}; expected 1 to {MAX_GRID_PER_CLASS} samples per class",
@@ -422,6 +423,38 @@ def run_activation_grid(model, spec, test_images, test_labels, class_names: list
     labels = np.asarray(test_labels[image_indices])
     return activation_grid_figure(chosen.numpy(), labels, activations, filter_index, class_names, image_indices,
                                   layer_names=layer_names(spec))
+
+
+def page_paths(out: str | Path, pages: int) -> list[Path]:
+    """FILE.png for one page; FILE-p1.png, FILE-p2.png, ... for several."""
+    out = Path(out)
+    if pages == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-p{page}{out.suffix or '.png'}") for page in range(1, pages + 1)]
+
+
+def write_all_filters(run, test_images, test_labels, layer: int, image_index: int, sort: str = "index",
+                      per_page: int = 32, out: str | Path | None = None) -> tuple[list[Path], int, str]:
+    """Every filter of `layer` on test image `image_index`, in pages of `per_page`, ordered by index or by variance
+    (most varied first), one colour scale for all pages. `run` is a runs.Run; out defaults to RUN/activations-NAME.png.
+
+    Returns (the pictures written, the layer's filter count, the layer's Keras name).
+    """
+    if sort not in ("index", "variance"):
+        raise ConvolabError(f"sort={sort!r}; expected index or variance", fix="sort by index (--sort index)")
+    check_image_indices([image_index], len(test_images))
+    maps = capture(run.model, run.spec, test_images[[image_index]], [layer]).layer(layer)
+    name = layer_names(run.spec)[layer]
+    variances = variance_by_filter(maps.values) if sort == "variance" else None
+    order = filters_by_variance(maps.values) if sort == "variance" else list(range(maps.num_filters))
+    pages = filter_pages(order, per_page)
+    paths = page_paths(out or Path(run.path) / f"activations-{name}.png", len(pages))
+    limits = column_limits(maps.values[0])
+    true_class = run.class_names[int(test_labels[image_index])]
+    for page, (filters, path) in enumerate(zip(pages, paths), start=1):
+        save_figure(all_filters_figure(maps, 0, filters, image_index, true_class, name, page, len(pages), variances,
+                                       limits), path)
+    return paths, maps.num_filters, name
 
 
 def run_kernels_figure(model, spec, layer_indices: list[int] | None = None, max_inputs: int = 8) -> Figure:

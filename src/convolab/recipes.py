@@ -2,7 +2,7 @@
 use (a learning-rate schedule per step, augmentation on whole batches on the device).
 
     RECIPES["fast"], RECIPES["best"]     -> Recipe(spec line, epochs, batch size, optimizer, learning rate, ...)
-    recipe.train_config(seed=0, ...)     -> TrainConfig that train.fit runs (and config.json records)
+    recipe.train_config(base, epochs)    -> `base` TrainConfig with the recipe's hyperparameters (config.json records it)
     learning_rate_at(step, total, peak, schedule) -> float
     augment_batch(images, kind)          -> images flipped / shifted, the same shape, on their device
 
@@ -11,7 +11,7 @@ The figures each recipe reached (and how long it took against Keras's 5 lab epoc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,11 @@ class Recipe:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer,
                 "learning_rate": self.learning_rate, "schedule": self.schedule,
                 "label_smoothing": self.label_smoothing, "augment": self.augment, "weight_decay": self.weight_decay}
+
+    def train_config(self, base, epochs: int | None = None):
+        """`base` (a train.TrainConfig: seed, device, engine, ...) with this recipe's hyperparameters; `epochs` (when
+        given) instead of the recipe's own."""
+        return replace(base, **{**self.hyperparameters(), "epochs": epochs or self.epochs})
 
     def describe(self) -> str:
         """Lines for `convolab summary NAME`: what the recipe is for and how it trains."""

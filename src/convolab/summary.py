@@ -11,7 +11,7 @@ from typing import Any
 
 from convolab.errors import SpecError
 from convolab.shapes import LayerReport, analyze, count, output_note, readable_bytes, shape_text, totals
-from convolab.spec import ModelSpec
+from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, ModelSpec, sized_by_classes
 
 FORMATS = ("text", "markdown", "json")
 BYTES_PER_PARAM = 4  # Keras sizes the totals as float32 weights
@@ -35,6 +35,16 @@ def summarize(spec: ModelSpec, input_shape=None, num_classes: int | None = None,
     reports = analyze(spec, input_shape, num_classes)
     name = spec.name or "sequential"  # Keras's default model name
     return {"text": format_text, "markdown": format_markdown, "json": format_json}[format](name, reports)
+
+
+def summary_inputs(spec: ModelSpec, input_shape=None, num_classes: int | None = None):
+    """(input_shape, num_classes) for a summary, diagram or report of `spec` when the caller gave none: the spec's own
+    input shape, else the lab's 28x28x1; the lab's 10 classes when a last Dense leaves its units to the class count."""
+    if input_shape is None and spec.input_shape is None:
+        input_shape = DEFAULT_INPUT_SHAPE
+    if num_classes is None and any(sized_by_classes(layer) for layer in spec.layers):
+        num_classes = DEFAULT_NUM_CLASSES
+    return input_shape, num_classes
 
 
 def row_title(report: LayerReport) -> str:

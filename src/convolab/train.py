@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -43,6 +44,7 @@ OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 0}
 RESUME_ENTRIES = ("model", "optimizer", "epoch", "step", "history", "totals", "epoch_generator_state",
                   "generator_state", "torch_rng_state")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SEED_RANGE = (-(2**63), 2**64 - 1)   # what torch.manual_seed accepts
 ENGINES = ("fast", "reference")
 # On a GPU, steps between host reads of the loss: each read waits for the device, and a step of the lab's CNN takes
 # well under a millisecond there, so reading every step would leave the GPU idle half the time.
@@ -91,7 +93,10 @@ class TrainConfig:
             raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
         if self.engine not in ENGINES:
             raise TrainingError(f"engine={self.engine!r}; expected one of {', '.join(ENGINES)}", fix="use --engine fast")
-        if not (self.threads in ("all", "adaptive") or (str(self.threads).isdigit() and int(self.threads) > 0)):
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise TrainingError(f"seed={self.seed!r}; expected a whole number from 0 to {SEED_RANGE[1]}",
+                                fix="use --seed 0, say (seed=0 in Python)")
+        if not (self.threads in ("all", "adaptive") or thread_count(self.threads) is not None):
             raise TrainingError(f"threads={self.threads!r}; expected all, adaptive or a positive integer",
                                 fix="use --threads all (the default), --threads 1, or --threads adaptive")
         if self.threads == "adaptive" and self.engine != "fast":
@@ -109,6 +114,15 @@ class TrainConfig:
         if self.weight_decay < 0 or (self.weight_decay > 0 and self.optimizer != "adamw"):
             raise TrainingError(f"weight_decay={self.weight_decay!r} with optimizer={self.optimizer!r}; expected 0, "
                                 "or a positive decay with adamw", fix="use --optimizer adamw, or no weight decay")
+
+
+def thread_count(threads: Any) -> int | None:
+    """The fixed CPU thread count `threads` asks for (4 or "4"), or None (all, adaptive, or not a plain count).
+
+    Plain ASCII digits only: '²' passes str.isdigit and then fails in int().
+    """
+    text = str(threads)
+    return int(text) if re.fullmatch(r"[0-9]{1,4}", text, re.ASCII) and int(text) > 0 else None
 
 
 # --- device, seeds, optimizer, loss ---------------------------------------------------------------------------------
@@ -540,8 +554,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     device = device or choose_device(config.device)
     progress = progress or make_progress("auto")
     model.to(device)
-    if str(config.threads).isdigit():
-        torch.set_num_threads(int(config.threads))
+    if thread_count(config.threads) is not None:
+        torch.set_num_threads(thread_count(config.threads))
     if config.engine == "fast":
         # engine.py: the same function and parameters (state_dict), faster kernels
         model = accelerate(model, device, adaptive_threads=config.threads == "adaptive")
