@@ -217,15 +217,6 @@ def add_run_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(data=None)
 
 
-def run_dataset(args: argparse.Namespace, run):
-    """The dataset a run was trained on (as its config.json records), unless --data names another."""
-    from convolab.data import load_dataset
-
-    if args.data is None:
-        return run.config.dataset.load(args.data_dir, args.offline)
-    return load_dataset(**data_options(args), progress=False)
-
-
 def add_evaluate_parser(subparsers) -> None:
     from convolab.train import DEVICES
 
@@ -247,25 +238,18 @@ def add_evaluate_parser(subparsers) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
-    from convolab.evaluate import evaluate_model, render_evaluation
-    from convolab.runs import load_run
-    from convolab.train import choose_device
+    from convolab.evaluate import render_evaluation
+    from convolab.experiment import evaluate_run
 
-    device = choose_device(args.device)
-    run = load_run(args.run, device=device, weights=args.weights)
-    dataset = run_dataset(args, run)
-    if list(dataset.class_names) != run.class_names or tuple(dataset.input_shape) != run.input_shape:
-        raise ConvolabError(f"the data ({dataset.name}, {dataset.input_shape}) does not fit the run, which was trained "
-                            f"on {run.config.dataset.name} {run.input_shape}", fix="evaluate on the run's own data")
-    images, labels = dataset.test_images, dataset.test_labels
-    if args.test_limit:
-        images, labels = images[: args.test_limit], labels[: args.test_limit]
-    evaluation = evaluate_model(run.model, images, labels, run.class_names, device=device, top_k_losses=args.top)
+    evaluation, dataset = evaluate_run(args.run, None if args.data is None else data_options(args),
+                                       data_dir=args.data_dir, offline=args.offline, weights=args.weights,
+                                       test_limit=args.test_limit, device=args.device, top_k_losses=args.top)
     if args.json:
         print(json.dumps(evaluation.to_dict(), indent=2))
     else:
-        print(render_evaluation(evaluation, title=f"{run.path} on {dataset.name} test"))
+        print(render_evaluation(evaluation, title=f"{Path(args.run)} on {dataset.name} test"))
     return 0
 
 
@@ -327,12 +311,9 @@ def run_compare(args: argparse.Namespace) -> int:
     import json
 
     from convolab.compare import compare_models, render_comparison
-    from convolab.data import load_dataset
-    from convolab.experiment import DataSelection
+    from convolab.experiment import load_selection
 
-    options = data_options(args)
-    dataset = load_dataset(**options, progress=not args.quiet)
-    selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
+    dataset, selection = load_selection(data_options(args), args.train_limit, args.test_limit, not args.quiet)
     comparison = compare_models(args.entries, dataset, train_config(args), args.out, selection=selection,
                                 stop_at=args.stop_at, retrain=args.retrain, progress=progress_for(args),
                                 on_train_end=training_pictures())
@@ -496,8 +477,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from convolab.compare import render_comparison
-    from convolab.data import load_dataset
-    from convolab.experiment import DataSelection
+    from convolab.experiment import load_selection
     from convolab.report import write_report
     from convolab.sweep import exercise_specs, run_sweep, user_variants
 
@@ -508,9 +488,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise ConvolabError(f"give either presets ({' '.join(args.presets)}) or --spec/--vary, not both",
                             fix="run two sweeps")
     variants = user_variants(args.spec, args.vary) if args.spec else exercise_specs(args.presets)
-    options = data_options(args)
-    dataset = load_dataset(**options, progress=not args.quiet)
-    selection = DataSelection(options=options, train_limit=args.train_limit, test_limit=args.test_limit)
+    dataset, selection = load_selection(data_options(args), args.train_limit, args.test_limit, not args.quiet)
     result = run_sweep(variants, dataset, train_config(args), args.out, selection=selection, stop_at=args.stop_at,
                        retrain=args.retrain, progress=progress_for(args))
     print(render_comparison(result.comparison))
@@ -539,18 +517,10 @@ def add_report_parser(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
     from convolab.report import ReportOptions, write_report
 
-    out = args.out
-    if out is None and len(args.runs) > 1:
-        common = Path(os.path.commonpath([str(Path(path).resolve()) for path in args.runs]))
-        out = common / "report.html"
     options = ReportOptions(image_indices=tuple(args.images), filter_index=args.filter)
-    path = write_report(args.runs, out, options)
-    print(f"report: wrote {path}")
+    print(f"report: wrote {write_report(args.runs, args.out, options)}")
     return 0
 
 

@@ -21,8 +21,8 @@ from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (RunDirectory, hardware, load_weights, locked_run, next_free_directory, python_command,
-                           read_checkpoint, require_free_space, require_run, versions)
+from convolab.runs import (RunDirectory, hardware, load_run, load_weights, locked_run, next_free_directory,
+                           python_command, read_checkpoint, require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, load_spec, resolve_spec
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
@@ -50,6 +50,13 @@ class TrainResult:
         """Mean wall time of the epochs trained (validation included), over every session of a resumed run."""
         seconds = [row["seconds"] for row in self.state.history]
         return sum(seconds) / len(seconds) if seconds else float("nan")
+
+
+def load_selection(options: dict, train_limit: int | None = None, test_limit: int | None = None,
+                   show_download: bool = True) -> tuple[Dataset, DataSelection]:
+    """The dataset `options` (load_dataset's arguments) name, and the selection a run records to load it again."""
+    dataset = load_dataset(**options, progress=show_download)
+    return dataset, DataSelection(options=options, train_limit=train_limit, test_limit=test_limit)
 
 
 def build_callbacks(stop_at: str | None, early_stopping: int | None) -> list[Callback]:
@@ -197,8 +204,7 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
                             fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
     spec = load_spec(model)
     out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
-    dataset = load_dataset(**data, progress=show_download)
-    selection = DataSelection(options=data, train_limit=train_limit, test_limit=test_limit)
+    dataset, selection = load_selection(data, train_limit, test_limit, show_download)
     return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
                      early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end)
 
@@ -257,3 +263,24 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
                 run=run, progress=progress, resume_from=checkpoint, generator=generator)
     return _finish(saved.name or path.name, spec, network, state, dataset, test_data, run, device, progress,
                    on_train_end)
+
+
+def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | None = None, offline: bool = False,
+                 weights: str = "final", test_limit: int | None = None, device: str = "auto",
+                 top_k_losses: int = 9) -> tuple[Evaluation, Dataset]:
+    """A run's model on test data: the data the run recorded (data_dir and offline may say where it is now), or
+    `data` (load_dataset's arguments) when it fits the run. Returns the evaluation and the dataset it used."""
+    device = choose_device(device)
+    run = load_run(path, device=device, weights=weights)
+    if data is None:
+        dataset = run.config.dataset.load(data_dir, offline)
+    else:
+        dataset = load_dataset(**data, progress=False)
+    if list(dataset.class_names) != run.class_names or tuple(dataset.input_shape) != run.input_shape:
+        raise RunError(f"the data ({dataset.name}, {dataset.input_shape}) does not fit the run, which was trained "
+                       f"on {run.config.dataset.name} {run.input_shape}",
+                       fix="evaluate on the run's own data (leave out --data; data=None in Python)")
+    images, labels = dataset.test_images, dataset.test_labels
+    if test_limit:
+        images, labels = images[:test_limit], labels[:test_limit]
+    return evaluate_model(run.model, images, labels, run.class_names, device=device, top_k_losses=top_k_losses), dataset

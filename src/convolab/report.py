@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -370,10 +371,13 @@ def write_html(path: Path, html: str) -> Path:
 
 def write_report(run_paths: list[str | Path], out: str | Path | None = None,
                  options: ReportOptions | None = None) -> Path:
-    """Read the run directories, write the report (default: report.html in the first run's directory), return its path."""
+    """Read the run directories, write the report, return its path. Default `out`: report.html in the run's directory
+    for one run, in the runs' common folder for several."""
     runs = [load_run(path) for path in run_paths]
-    out = Path(out) if out is not None else runs[0].path / "report.html"
-    return write_html(out, render_report(runs, options))
+    if out is None:
+        folder = runs[0].path if len(runs) == 1 else Path(os.path.commonpath([str(run.path.resolve()) for run in runs]))
+        out = folder / "report.html"
+    return write_html(Path(out), render_report(runs, options))
 
 
 def lab_pictures(run_dirs: list[str | Path], out: str | Path, options: ReportOptions | None = None) -> list[Path]:
