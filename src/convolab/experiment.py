@@ -73,7 +73,7 @@ def select_data(dataset: Dataset, selection: DataSelection, validation_split: fl
     """(train, validation or None, test) as (images, labels) pairs, subsets and the Keras-style split applied."""
     for name, limit in (("train_limit", selection.train_limit), ("test_limit", selection.test_limit)):
         if limit is not None and limit < 1:
-            raise TrainingError(f"{name}={limit}; expected a positive number of images", fix="e.g. --train-limit 5000")
+            raise TrainingError(f"{name}={limit}; expected a positive number of images", fix=f"use {name}=5000, say (--{name.replace('_', '-')} 5000 on the command line)")
     train_images, train_labels = dataset.train_images, dataset.train_labels
     if selection.train_limit is not None:
         train_images, train_labels = train_images[: selection.train_limit], train_labels[: selection.train_limit]

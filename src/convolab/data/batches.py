@@ -17,7 +17,7 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, fraction: float
     """
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"validation_split={fraction}; expected a fraction in [0, 1)",
-                        fix="use --validation-split 0.1, say (0 for none)")
+                        fix="use validation_split=0.1, say, or 0 for none (--validation-split on the command line)")
     if len(images) != len(labels):
         raise DataError(f"{len(images)} images but {len(labels)} labels; expected equal counts")
     # Keras: split_at = int(n * (1 - validation_split)).
@@ -39,7 +39,7 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
     No per-sample Python: each batch is one index_select on the stored tensor.
     """
     if batch_size < 1:
-        raise DataError(f"batch_size={batch_size}; expected a positive integer", fix="use --batch-size 32, say")
+        raise DataError(f"batch_size={batch_size}; expected a positive integer", fix="use batch_size=32, say (--batch-size 32 on the command line)")
     count = len(images)
     order = torch.randperm(count, generator=generator) if shuffle else None
     device = torch.device(device)

@@ -14,6 +14,7 @@ from convolab.errors import DataError
 from convolab.images import IMAGE_SUFFIXES, load_image
 
 DEFAULT_FOLDER_IMAGE_SIZE = (28, 28)   # the lab's input size, so the lab's models apply as they are
+CHANNELS_FIX = "use channels=1 (gray) or channels=3 (RGB) (--channels 1 or 3 on the command line)"
 
 
 def class_name_text(folder_name: str) -> str:
@@ -111,7 +112,7 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
     if not 0.0 <= test_split < 1.0:
-        raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use --test-split 0.2, say")
+        raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use test_split=0.2, say (--test-split 0.2 on the command line)")
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     split_roots = [root / "train", root / "test"] if presplit else [root]
     class_folders = _folder_classes(root, split_roots)
@@ -121,7 +122,7 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
                         f"{', '.join(sorted(name for name in class_names if class_names.count(name) > 1))}",
                         fix="rename one of them (UTF-8 names are shown as they are)")
     if channels not in (None, 1, 3):
-        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
     height, width = image_size or DEFAULT_FOLDER_IMAGE_SIZE
     # Undecided channels: read as RGB, and keep one channel if all three are equal everywhere (exactly what reading as
     # gray gives, since Pillow's luma of R = G = B is that value).

@@ -7,10 +7,12 @@ from pathlib import Path
 import torch
 
 from convolab.data.dataset import Dataset
-from convolab.data.folders import load_image_folder
+from convolab.data.folders import CHANNELS_FIX, load_image_folder
 from convolab.data.registry import DATASETS, DEFAULT_DATASET, dataset_info
 from convolab.data.sources import load_registry_dataset
 from convolab.errors import DataError
+
+IMAGE_SIZE_FIX = "use image_size=(28, 28), say (--image-size 28,28 on the command line)"
 
 
 def _looks_like_path(source: str | Path) -> bool:
@@ -28,7 +30,7 @@ def _reshape_images(images: torch.Tensor, channels: int | None, image_size: tupl
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(dim=1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
         else:
-            raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+            raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
     if image_size is not None and tuple(image_size) != tuple(images.shape[2:]):
         height, width = image_size
         scale = min(height / images.shape[2], width / images.shape[3])
@@ -50,9 +52,9 @@ def _parse_image_size(image_size) -> tuple[int, int] | None:
     try:
         height, width = (int(value) for value in image_size)
     except (TypeError, ValueError):
-        raise DataError(f"image_size={image_size!r}; expected (height, width)", fix="use --image-size 28,28") from None
+        raise DataError(f"image_size={image_size!r}; expected (height, width)", fix=IMAGE_SIZE_FIX) from None
     if not (1 <= height <= 4096 and 1 <= width <= 4096):
-        raise DataError(f"image_size=({height}, {width}); expected sides from 1 to 4096", fix="use --image-size 28,28")
+        raise DataError(f"image_size=({height}, {width}); expected sides from 1 to 4096", fix=IMAGE_SIZE_FIX)
     return (height, width)
 
 
@@ -68,7 +70,7 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     """
     size = _parse_image_size(image_size)
     if channels is not None and channels not in (1, 3):
-        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix="use --channels 1 or --channels 3")
+        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
     if isinstance(source, str) and source in DATASETS:
         dataset = load_registry_dataset(DATASETS[source], data_dir=data_dir, offline=offline, progress=progress)
     elif _looks_like_path(source):
