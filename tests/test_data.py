@@ -296,6 +296,50 @@ def test_unknown_dataset_name_lists_the_known_ones():
         load_dataset("cifar10")
 
 
+def test_loading_is_one_loop_over_source_objects(tmp_path):
+    from convolab.data.sources import Cache, ChosenDirectory, Download, SystemCopies, sources_for
+
+    assert [type(source) for source in sources_for(None, offline=True, progress=False)] == [Cache, SystemCopies,
+                                                                                            Download]
+    assert sources_for(tmp_path, offline=False, progress=False) == [ChosenDirectory(tmp_path, "--data-dir")]
+
+
+class NpzReader:
+    """A reader for a made-up colour format (one .npz file): what a future colour dataset would add."""
+
+    def present(self, directory, info):
+        return [path for path in [directory / "data.npz"] if path.is_file()]
+
+    def read(self, directory, info):
+        from convolab.data.readers import Splits
+
+        if not self.present(directory, info):
+            raise DataError("no data.npz")
+        arrays = {key: torch.from_numpy(value) for key, value in np.load(directory / "data.npz").items()}
+        return Splits(arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
+                      checks=())
+
+    def check_download(self, path, file):
+        raise DataError("no mirror")
+
+
+def test_a_colour_dataset_is_one_registry_entry_and_one_reader(tmp_path, monkeypatch):
+    from convolab.data.readers import READERS
+
+    generator = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", train_images=generator.integers(0, 256, (6, 3, 5, 5), dtype=np.uint8),
+             train_labels=np.arange(6) % 2, test_images=generator.integers(0, 256, (2, 3, 5, 5), dtype=np.uint8),
+             test_labels=np.arange(2))
+    monkeypatch.setitem(READERS, "npz", NpzReader())
+    monkeypatch.setitem(DATASETS, "colour", data.DatasetInfo(name="colour", title="Colour test set", class_names=(
+        "a", "b"), files=(), mirrors=(), system_dirs=(), reader="npz"))
+    dataset = load_dataset("colour", data_dir=tmp_path, offline=True)
+    assert dataset.input_shape == (5, 5, 3) and dataset.num_classes == 2 and dataset.verdict == "not applicable"
+    assert dataset.source == f"{tmp_path} (--data-dir)"
+    with pytest.raises(DataError, match=r"(?s)cache .*colour: no such directory.*not tried: offline"):
+        load_dataset("colour", offline=True)
+
+
 # --- download against a local server ---------------------------------------------------------------------------------
 
 @pytest.fixture
