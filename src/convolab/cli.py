@@ -71,7 +71,7 @@ def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) ->
                         help="folder holding the four IDX files, gzipped or not (default: $CONVOLAB_DATA_DIR, then "
                              "the cache, the system copy, the download)")
     parser.add_argument("--offline", action="store_true", help="never download; use only local copies")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+    parser.add_argument("--channels", type=arguments.COUNT, choices=(1, 3), default=None,
                         help="1 (gray) or 3 (RGB) (default: the data's own)")
     parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H,W",
                         help="fit images into H,W, aspect kept and padded (default: the data's own; 28,28 for folders)")
