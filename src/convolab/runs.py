@@ -381,8 +381,8 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
 def stopped_before_first_checkpoint(path: Path) -> RunError:
     """The message for a run directory with config.json and no checkpoint.pt: killed (or a full disk) in epoch 1."""
     try:
-        spec_line = read_json(path / CONFIG).get("spec_line") or "MODEL"
-    except (ConvolabError, AttributeError):
+        spec_line = RunDirectory(path).read_config().spec.to_line()
+    except ConvolabError:
         spec_line = "MODEL"
     return RunError(f"{path}: the run there stopped before its first checkpoint (it has {CONFIG} but no "
                     f"{CHECKPOINT}: training was killed or failed during epoch 1), so there is nothing to resume or read",
