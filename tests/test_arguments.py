@@ -65,6 +65,16 @@ def test_the_python_api_refuses_them_too():
     TrainConfig(threads="2", seed=2**64 - 1).validate()
 
 
+def test_a_layer_number_in_superscript_is_a_name_that_does_not_exist():
+    from convolab.activations import find_layer
+    from convolab.errors import SpecError
+    from convolab.spec import load_spec
+
+    with pytest.raises(SpecError, match="no layer named '²'"):
+        find_layer(load_spec("cnn"), "²")
+    assert find_layer(load_spec("cnn"), "2") == 2
+
+
 def test_every_device_flag_offers_the_one_list():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

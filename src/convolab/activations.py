@@ -7,6 +7,7 @@ mode is put back, gradients are never recorded. Arrays come back in Keras's orde
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ def find_layer(spec: ModelSpec, text: str, allowed: tuple[type, ...] = VISUAL_LA
     """
     text = str(text).strip()
     names = layer_names(spec)
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text, re.ASCII):   # not str.isdigit: '²' passes it and then fails in int()
         index = int(text)
     else:
         by_name = {name: index for index, name in names.items()}
