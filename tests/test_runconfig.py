@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from convolab.cli import main
 from convolab.errors import RunError
