@@ -4,7 +4,7 @@ usage: .venv/bin/python bench/bench_engine.py [--goals 1,2,3] [--keras-python /t
                                               [--batch 128] [--rounds 7] [--json results.json]
 
 1. The lab's recipe unchanged (cnn, Adam 0.001, batch 32, 5 epochs, all of Fashion-MNIST): `convolab train cnn`
-   (engine fast) against ../shared/bench/keras_seed.py; seconds per epoch, ratio convolab/Keras (goal: <= 1/3), and
+   (engine fast) against bench/keras_lab.py; seconds per epoch, ratio convolab/Keras (goal: <= 1/3), and
    test accuracy (goal: >= 0.905).
 2. Throughput of training steps (forward, backward, Adam) at --batch on the lab's CNN against the machine's FLOP limit:
    images/s x training FLOPs per image / SGEMM FLOP/s (goal: >= 0.5). SGEMM (a 2048x2048 float32 matmul) and the

@@ -3,7 +3,7 @@
 usage: .venv/bin/python bench/bench_lab.py [--model cnn] [--epochs 1] [--train-n 60000] [--rounds 1]
        [--keras-python /tmp/keras-venv/bin/python] [--convolab-args "--engine fast"]
 
-Each round runs ../shared/bench/keras_seed.py (the course notebook's model.fit: Adam, batch 32, sparse categorical
+Each round runs bench/keras_lab.py (the course notebook's model.fit: Adam, batch 32, sparse categorical
 cross-entropy) with Keras/TensorFlow, then `convolab train MODEL` on the same epochs and the same first N training images,
 one after the other on the same machine. Seconds per epoch are each program's own training time divided by the epochs
 (Keras: model.fit's wall time; convolab: the mean of history.json's per-epoch seconds), so data loading and the test
@@ -35,16 +35,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KERAS_SEED = REPO.parent / "shared" / "bench" / "keras_seed.py"
+KERAS_LAB = REPO / "bench" / "keras_lab.py"
 CONVOLAB = REPO / ".venv" / "bin" / "convolab"
 
 
 def run_keras(python: str, model: str, epochs: int, train_n: int) -> dict:
-    """keras_seed.py's one line, parsed: s_per_epoch, train_acc, test_acc."""
-    completed = subprocess.run([python, str(KERAS_SEED), model, str(epochs), str(train_n)], capture_output=True,
+    """keras_lab.py's one line, parsed: s_per_epoch, train_acc, test_acc."""
+    completed = subprocess.run([python, str(KERAS_LAB), model, str(epochs), str(train_n)], capture_output=True,
                                text=True, check=False)
     if completed.returncode != 0:
-        raise SystemExit(f"keras_seed.py failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+        raise SystemExit(f"keras_lab.py failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
     line = completed.stdout.strip().splitlines()[-1]
     fields = dict(re.findall(r"(\w+)=([\d.]+)", line))
     return {"s_per_epoch": float(fields["s_per_epoch"]), "train_acc": float(fields["train_acc"]),
@@ -78,8 +78,8 @@ def main() -> int:
     parser.add_argument("--keras-python", default="/tmp/keras-venv/bin/python")
     parser.add_argument("--convolab-args", default="", help="extra flags for convolab train, e.g. '--engine fast'")
     args = parser.parse_args()
-    if not KERAS_SEED.is_file():
-        raise SystemExit(f"{KERAS_SEED} not found")
+    if not KERAS_LAB.is_file():
+        raise SystemExit(f"{KERAS_LAB} not found")
     print(f"bench_lab: {args.model}, {args.epochs} epoch(s), first {args.train_n} training images, batch 32, Adam 0.001; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     keras_times, convolab_times = [], []
