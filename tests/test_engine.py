@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convolab.engine import (
-    BlockStep, ConvPoolStep, CropStep, FastConvNet, ThreadGovernor, Window, autocast_dtype, crop, fast_model,
+    BlockStep, ConvPoolStep, CropStep, FastConvNet, Window, autocast_dtype, crop, fast_model,
     keep_freed_memory, output_count, prepare_for_training,
 )
 from convolab.errors import TrainingError
@@ -223,61 +223,14 @@ def test_process_and_precision_settings():
         make_optimizer_for("sgd", [nn.Parameter(torch.zeros(1))], 0.1, CPU)
 
 
-class FakeClock:
-    """perf_counter for the governor: each step costs what the current thread count costs on a busy machine."""
-
-    def __init__(self, seconds_per_step: dict[int, float]):
-        self.now, self.seconds_per_step = 0.0, seconds_per_step
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def run_step(self) -> None:
-        self.now += self.seconds_per_step[torch.get_num_threads()]
-
-
-@pytest.mark.parametrize("faster", [1, 2])
-def test_thread_governor_keeps_the_thread_count_that_steps_fastest(monkeypatch, faster):
+def test_cpu_training_cuts_batches_into_shards_unless_batch_normalization_needs_them_whole(monkeypatch):
     import convolab.engine as engine
 
-    threads = torch.get_num_threads()
-    clock = FakeClock({2: 0.010 if faster == 2 else 0.050, 1: 0.017 if faster == 2 else 0.012})
-    monkeypatch.setattr(engine, "time", clock)
-    governor = ThreadGovernor((2, 1), trial_steps=3, period=40)
-    used = []
-    try:
-        for _ in range(80):
-            governor.tick()
-            used.append(torch.get_num_threads())
-            clock.run_step()
-    finally:
-        torch.set_num_threads(threads)
-    assert governor.best == faster
-    # A trial gives each choice 4 steps (the first interval after a switch is not timed), then the winner runs until
-    # the next trial, 40 steps after the first.
-    assert used[:3] == [2] * 3 and used[3:7] == [1] * 4
-    assert set(used[7:39]) == {faster}
-    assert used[39:43] == [2] * 4 and used[43:47] == [1] * 4
-    assert set(used[47:79]) == {faster}
-
-
-def test_the_governor_ticks_only_in_training():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)                         # a governor is made only when there is more than one thread
-    try:
-        _, fast = pair("cnn", dtype=torch.float32)
-        assert prepare_for_training(pair("cnn", dtype=torch.float32)[1], CPU).governor is None   # not by default
-        fast = prepare_for_training(fast, CPU, adaptive_threads=True)
-        assert fast.governor.choices == (2, 1)
-        fast.eval()
-        with torch.no_grad():
-            fast(torch.rand(2, 1, 28, 28))
-        assert fast.governor.step == 0
-        fast.train()
-        fast(torch.rand(2, 1, 28, 28))
-        assert fast.governor.step == 1
-    finally:
-        torch.set_num_threads(threads)
+    monkeypatch.setattr(engine, "usable_cores", lambda: 2)
+    fast = prepare_for_training(pair("cnn", dtype=torch.float32)[1], CPU)
+    assert fast.shards == 2 and fast.sharded is not None
+    with_norm = prepare_for_training(pair("conv4x3,bn,pool2,flatten,dense", dtype=torch.float32)[1], CPU)
+    assert with_norm.shards == 1 and with_norm.sharded is None
 
 
 def test_mixed_precision_path_gives_float32_logits_close_to_the_reference():

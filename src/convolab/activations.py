@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from convolab.errors import RunError, SpecError
+from convolab.shards import shard_context
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
 from convolab.spec import ModelSpec
@@ -170,7 +171,9 @@ def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
                 kept[index] = output.detach()
             handles.append(model.blocks[index].register_forward_hook(keep))
         model.eval()
-        with torch.no_grad():
+        # One shard, one thread (shards.py): a few images need no second thread, and two would spin-wait for each
+        # other whenever another program holds a core. The hooks then see whole outputs, never a shard's.
+        with torch.no_grad(), shard_context():
             logits = model(to_model_input(images, model_device(model)))
     finally:
         for handle in handles:

@@ -137,10 +137,10 @@ def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None
     parser.add_argument("--engine", choices=("fast", "reference"), default="fast",
                         help="fast: the same network and weights through faster kernels (engine.py); reference: "
                              "model.py's plain layers (default fast)")
-    parser.add_argument("--threads", type=arguments.threads, default="all", metavar="all|N|adaptive",
-                        help="CPU threads: all (default, one per core), N, or adaptive: the fast engine times all "
-                             "and 1 as it trains and keeps the faster; much faster when other jobs hold the cores, "
-                             "but runs then no longer repeat bit for bit")
+    parser.add_argument("--threads", type=arguments.threads, default="all", metavar="all|N",
+                        help="CPU threads: all (default: one per usable core) or N. The fast engine cuts each batch "
+                             "into that many single-threaded shards, so a busy core slows training by a fair share, "
+                             "and the same seed gives the same weights however many threads the shards got")
     parser.add_argument("--train-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",

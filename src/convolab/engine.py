@@ -7,9 +7,11 @@ Each block says what may be done with it (layers/base.py's Block): a convolution
 (pool before an activation that commutes with max, so it touches 4x fewer values); a block that reads only the leading
 rows and columns lets the block before it compute only those (what a valid pool floors away is never computed); every
 other block runs as it is, so it is the reference by construction. Activations are channels-last (NHWC), where
-oneDNN's and PyTorch's kernels are vectorised. Freed memory stays in the process (keep_freed_memory), and on a shared
-machine ThreadGovernor may pick the thread count (--threads adaptive). The measurements behind each choice, and what
-was tried and did not pay, are in BENCHMARKS.md ("Why the fast engine is shaped this way").
+oneDNN's and PyTorch's kernels are vectorised. Freed memory stays in the process (keep_freed_memory). On the CPU each
+batch is cut into single-threaded shards run on one thread per core (shards.py): no OpenMP barrier spin-waits for a
+thread another program has descheduled (an epoch took 41x its quiet time with one busy process), and the weights do
+not depend on how many threads ran the shards. The measurements behind each choice, and what was tried and did not
+pay, are in BENCHMARKS.md ("Why the fast engine is shaped this way", "A busy machine").
 
 `convolab train` runs train.py's visible loop on FastConvNet (prepare_for_training); on a GPU that loop keeps the
 uint8 data on the card and runs bfloat16 autocast with float32 logits. The benchmark's own step (TrainStep, with its
@@ -18,9 +20,7 @@ CUDA-graph replay) lives in bench/train_step.py.
 from __future__ import annotations
 
 import ctypes
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,8 @@ from torch import nn
 from convolab.errors import TrainingError
 from convolab.layers.activation_functions import FUNCTIONS
 from convolab.model import ConvNet, build_model
+from convolab.shards import (ShardedModel, ShardPolicy, ShardPool, choose_policy, has_batch_norm, shard_generator,
+                             usable_cores)
 from convolab.spec import ModelSpec
 
 
@@ -173,10 +175,23 @@ class BlockStep:
 
 
 class DropoutStep(BlockStep):
-    """Dropout on NCHW memory: its random mask is drawn in memory order, so this keeps the reference's draws."""
+    """Dropout on NCHW memory: its random mask is drawn in memory order, so this keeps the reference's draws.
+
+    Inside a shard (shards.py) the mask comes from the shard's own generator instead: threads drawing from torch's
+    global one at the same time would take its numbers in whichever order they ran. The arithmetic is PyTorch's
+    (a Bernoulli(1 - p) mask scaled by 1 / (1 - p)); only where the random numbers come from differs.
+    """
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x.contiguous())
+        x = x.contiguous()
+        generator = shard_generator()
+        if generator is None or not self.block.training or self.block.p == 0:
+            return self.block(x)
+        keep = 1.0 - self.block.p
+        if keep == 0:
+            return x * 0.0
+        mask = torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)
+        return x * mask
 
 
 def lower(blocks: nn.ModuleList) -> list:
@@ -224,46 +239,6 @@ def _spatial_sizes(model: ConvNet, steps: list) -> list[tuple[int, int] | None]:
     return sizes
 
 
-# --- threads: the count that trains fastest on a machine shared with other jobs ---------------------------------------
-
-class ThreadGovernor:
-    """Every `period` training steps, time a few steps at each thread count and keep the fastest (CPU only).
-
-    On a quiet 2-core machine two threads win; when other jobs hold the cores, OpenMP's barriers wait for a thread the
-    kernel has descheduled, and one thread trains faster (BENCHMARKS.md). The interval
-    between successive training forwards is the whole step, data included, so that is what is compared.
-    """
-
-    def __init__(self, choices: tuple[int, ...], trial_steps: int = 6, period: int = 300):
-        self.choices, self.trial_steps, self.period = choices, trial_steps, period
-        self.best = choices[0]
-        self.timings: dict[int, list[float]] = {}
-        self.last = None
-        self.step = 0
-
-    def _trial_choice(self) -> int | None:
-        """The thread count under trial at this step, or None between trials."""
-        phase = self.step % self.period
-        slot = phase // (self.trial_steps + 1)   # one extra step per choice: the first interval straddles the switch
-        return self.choices[slot] if slot < len(self.choices) else None
-
-    def tick(self) -> None:
-        """Called at each training forward: record the last interval, switch thread count if a trial needs it."""
-        now = time.perf_counter()
-        previous = self._trial_choice()
-        if self.last is not None and previous is not None and (self.step % self.period) % (self.trial_steps + 1):
-            self.timings.setdefault(previous, []).append(now - self.last)
-        self.step += 1
-        current = self._trial_choice()
-        if previous is not None and current is None and self.timings:   # a trial just ended: keep the fastest
-            self.best = min(self.timings, key=lambda threads: statistics.median(self.timings[threads]))
-            self.timings = {}
-        wanted = current if current is not None else self.best
-        if torch.get_num_threads() != wanted:
-            torch.set_num_threads(wanted)
-        self.last = time.perf_counter()
-
-
 # --- the module ---------------------------------------------------------------------------------------------------------
 
 class FastConvNet(nn.Module):
@@ -282,13 +257,29 @@ class FastConvNet(nn.Module):
         object.__setattr__(self, "finish", reference.finish)  # probabilities as logits, when the output needs it
         self.steps = lower(self.blocks)
         plan(self.steps, _spatial_sizes(reference, self.steps))
-        self.governor = None          # prepare_for_training sets a ThreadGovernor on multi-core CPUs
         self.autocast_dtype = None    # prepare_for_training sets bfloat16 on CUDA: mixed precision, float32 logits
+        self.shards = 1               # prepare_for_training cuts CPU batches into shards (shards.py)
+        self.sharded: ShardedModel | None = None
+
+    def use_shards(self, policy: ShardPolicy) -> None:
+        """Run every forward (and its backward) in `policy.shards` single-threaded shards; 1: unsharded."""
+        if self.sharded is not None:
+            self.sharded.pool.close()
+        self.shards = policy.shards
+        self.sharded = None
+        if policy.sharded:
+            uses_dropout = any(isinstance(step, DropoutStep) for step in self.steps)
+            self.sharded = ShardedModel(self.forward_unsharded, list(self.parameters()),
+                                        ShardPool(policy.shards, limit=policy.workers), uses_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) floats, any memory layout -> (N, num_classes) logits, equal to the reference's."""
-        if self.governor is not None and self.training and torch.is_grad_enabled():
-            self.governor.tick()
+        if self.sharded is not None:
+            return self.sharded(x)
+        return self.forward_unsharded(x)
+
+    def forward_unsharded(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass itself, on the calling thread."""
         if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)   # (N, C, H, W) view of NHWC memory
         if self.autocast_dtype is None:
@@ -345,12 +336,12 @@ def keep_freed_memory() -> bool:
 
 
 def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch.device | str = "cpu",
-                         adaptive_threads: bool = False) -> FastConvNet:
+                         policy: ShardPolicy | None = None) -> FastConvNet:
     """The fast module on `device`, parameters in the layout its kernels prefer (values and state_dict unchanged).
 
-    adaptive_threads: on a multi-core CPU, let a ThreadGovernor pick the thread count as training goes. Off by
-    default: the thread count changes the order of float sums, so a governed run no longer repeats bit for bit
-    (the same seed, or a resumed run, can end with other weights in the last digits).
+    policy: on the CPU, how batches are cut into shards (shards.py); default choose_policy("all", ...): one
+    single-threaded shard per usable core, unsharded with BatchNormalization. The weights depend on the shard count,
+    never on how many threads run the shards.
     """
     device = torch.device(device)
     fast = fast_model(model)
@@ -360,16 +351,14 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
         torch.backends.cudnn.benchmark = True            # fixed shapes: let cuDNN pick its fastest algorithm once
     if device.type == "cpu":
         keep_freed_memory()
-        threads = torch.get_num_threads()
-        if adaptive_threads and threads > 1 and fast.governor is None:
-            fast.governor = ThreadGovernor((threads, 1))
+        fast.use_shards(policy or choose_policy("all", usable_cores(), has_batch_norm(fast)))
     return fast
 
 
-def accelerate(model: nn.Module, device: torch.device | str, adaptive_threads: bool = False) -> nn.Module:
+def accelerate(model: nn.Module, device: torch.device | str, policy: ShardPolicy | None = None) -> nn.Module:
     """prepare_for_training for a ConvNet (or FastConvNet); any other module is returned as it is."""
     if isinstance(model, (ConvNet, FastConvNet)):
-        return prepare_for_training(model, device, adaptive_threads)
+        return prepare_for_training(model, device, policy)
     return model
 
 

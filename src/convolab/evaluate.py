@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from convolab.data import iterate_batches
 from convolab.errors import DataError
+from convolab.shards import inference_pool, infer_in_shards, torch_threads
 
 
 # --- pure arithmetic ------------------------------------------------------------------------------------------------
@@ -98,12 +99,19 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """The model's logits (N, classes) for uint8 images (N, C, H, W), in eval mode (restored afterwards), on CPU."""
+    """The model's logits (N, classes) for uint8 images (N, C, H, W), in eval mode (restored afterwards), on CPU.
+
+    On the CPU each batch runs as single-threaded shards on one thread per usable core (shards.py): the same numbers
+    as one call, without OpenMP threads spin-waiting for one that another program has descheduled.
+    """
     was_training = model.training
     model.eval()
+    on_cpu = torch.device(device).type == "cpu"
     try:
         labels = torch.zeros(len(images), dtype=torch.int64)
-        outputs = [model(batch).float().cpu() for batch, _ in iterate_batches(images, labels, batch_size, device=device)]
+        with torch_threads(1 if on_cpu else None):
+            outputs = [(infer_in_shards(model, batch, inference_pool()) if on_cpu else model(batch)).float().cpu()
+                       for batch, _ in iterate_batches(images, labels, batch_size, device=device)]
     finally:
         model.train(was_training)
     if not outputs:

@@ -9,14 +9,14 @@ only by ConvNet.probabilities, never twice. The loop takes the model, batches an
 implementation of the same model (engine.py) can be passed in unchanged.
 
 Resume is exact on CPU: a checkpoint holds the model, the optimizer, the global torch RNG state (dropout), the shuffle
-generator's state at the start of the current epoch, and how many of that epoch's batches were done. Resuming replays
-the same permutation, skips the done batches, and continues, so the final weights equal an uninterrupted run's.
+generator's state at the start of the current epoch, how many of that epoch's batches were done, and how many shards
+each batch was cut into (shards.py). Resuming replays the same permutation, skips the done batches, cuts batches the
+same way, and continues, so the final weights equal an uninterrupted run's, however many threads either part had.
 """
 from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
 from convolab.errors import TrainingError, WriteError
-from convolab.engine import accelerate
+from convolab.engine import FastConvNet, accelerate
+from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
+from convolab.shards import ShardPolicy, choose_policy, has_batch_norm, parse_threads, torch_threads, usable_cores
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 # Values each optimizer keeps per parameter besides the weight and its gradient (Adam: two running averages).
@@ -63,9 +65,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"               # auto: cuda, then mps, then cpu
     engine: str = "fast"               # fast: engine.py computes the same function faster; reference: model.py as is
-    # all: PyTorch's default (one per core); N: exactly N; adaptive: the fast engine times N and 1 as it trains and
-    # keeps the faster (much faster when other jobs hold the cores), but the count changes the order of float sums,
-    # so the same seed no longer gives the same weights bit for bit. Fixed counts keep runs and resumes exact.
+    # all: one per usable core; N: at most N. With the fast engine on the CPU each batch is cut into that many
+    # single-threaded shards (shards.py), so another busy program costs a fair share of the time, not 41x, and the
+    # weights do not depend on how many threads ran. "adaptive" is accepted as the former spelling of "all".
     threads: str = "all"
     # The recipes' extras (recipes.py); these defaults are the lab's, which has none of them.
     schedule: str = "constant"         # constant, or onecycle: warm up to learning_rate for 20% of steps, then decay
@@ -96,12 +98,7 @@ class TrainConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise TrainingError(f"seed={self.seed!r}; expected a whole number from 0 to {SEED_RANGE[1]}",
                                 fix="use --seed 0, say (seed=0 in Python)")
-        if not (self.threads in ("all", "adaptive") or thread_count(self.threads) is not None):
-            raise TrainingError(f"threads={self.threads!r}; expected all, adaptive or a positive integer",
-                                fix="use --threads all (the default), --threads 1, or --threads adaptive")
-        if self.threads == "adaptive" and self.engine != "fast":
-            raise TrainingError("threads='adaptive' needs the fast engine, received engine='reference'",
-                                fix="use --engine fast, or a fixed --threads N")
+        parse_threads(self.threads)
         if self.schedule not in SCHEDULES:
             raise TrainingError(f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}",
                                 fix="use constant (the lab's) or onecycle")
@@ -114,15 +111,6 @@ class TrainConfig:
         if self.weight_decay < 0 or (self.weight_decay > 0 and self.optimizer != "adamw"):
             raise TrainingError(f"weight_decay={self.weight_decay!r} with optimizer={self.optimizer!r}; expected 0, "
                                 "or a positive decay with adamw", fix="use --optimizer adamw, or no weight decay")
-
-
-def thread_count(threads: Any) -> int | None:
-    """The fixed CPU thread count `threads` asks for (4 or "4"), or None (all, adaptive, or not a plain count).
-
-    Plain ASCII digits only: '²' passes str.isdigit and then fails in int().
-    """
-    text = str(threads)
-    return int(text) if re.fullmatch(r"[0-9]{1,4}", text, re.ASCII) and int(text) > 0 else None
 
 
 # --- device, seeds, optimizer, loss ---------------------------------------------------------------------------------
@@ -487,6 +475,7 @@ def checkpoint_payload(state: TrainingState, callbacks: Sequence[Callback]) -> d
         "status": state.status,
         "stop_reason": state.stop_reason,
         "train_config": asdict(state.config),
+        "shards": getattr(state.model, "shards", 1),   # how batches were cut: a resumed run cuts them the same way
         "callbacks": {key: callback.state_dict() for key, callback in callback_keys(callbacks)},
     }
     if state.device.type == "cuda":
@@ -536,6 +525,17 @@ def _recipe_batches(batches: Iterator, state: TrainingState, steps_per_epoch: in
         step += 1
 
 
+def training_policy(model: torch.nn.Module, config: TrainConfig, device: torch.device,
+                    resume_from: dict | None = None) -> ShardPolicy | None:
+    """How the fast engine uses the CPU's cores for this run (shards.py); None where it does not apply (another
+    device or engine, a model of the caller's own), which leaves PyTorch's threads as `config.threads` sets them.
+    A resumed run cuts its batches as the checkpoint records, whatever the cores now."""
+    if device.type != "cpu" or config.engine != "fast" or not isinstance(model, (ConvNet, FastConvNet)):
+        return None
+    recorded = (resume_from or {}).get("shards")
+    return choose_policy(config.threads, usable_cores(), has_batch_norm(model), recorded_shards=recorded)
+
+
 def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, *,
         validation_data: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = cross_entropy,
@@ -554,11 +554,12 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     device = device or choose_device(config.device)
     progress = progress or make_progress("auto")
     model.to(device)
-    if thread_count(config.threads) is not None:
-        torch.set_num_threads(thread_count(config.threads))
+    policy = training_policy(model, config, device, resume_from)
+    if policy is None and parse_threads(config.threads) is not None:
+        torch.set_num_threads(parse_threads(config.threads))
     if config.engine == "fast":
         # engine.py: the same function and parameters (state_dict), faster kernels
-        model = accelerate(model, device, adaptive_threads=config.threads == "adaptive")
+        model = accelerate(model, device, policy)
     optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device,
                                             config.weight_decay)
     if config.label_smoothing and loss_fn is cross_entropy:
@@ -604,7 +605,9 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     for callback in callbacks:
         callback.on_train_begin(state)
     started = time.perf_counter()
-    with InterruptFlag() as interrupt:
+    # Sharded, the shards are the parallelism: what runs between them (loss, optimizer) takes one thread too, so no
+    # OpenMP barrier waits on a descheduled thread. PyTorch's setting is restored when training ends.
+    with InterruptFlag() as interrupt, torch_threads(policy.torch_threads if policy is not None else None):
         try:
             while state.epoch < config.epochs and state.stop_reason is None:
                 epoch = state.epoch + 1

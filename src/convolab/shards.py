@@ -1,0 +1,317 @@
+"""How a batch shares the CPU cores: a fixed number of single-threaded shards, run on as many threads as can go.
+
+    policy = choose_policy("all", usable_cores(), has_batch_norm=False)   # ShardPolicy(shards=2, ...) on 2 cores
+    pool = ShardPool(policy.shards)
+    outputs = pool.map(function, items)          # items[0] on the calling thread, the rest on workers, in order
+    logits = infer_in_shards(model, images, pool)  # eval-mode forward, shard by shard, concatenated
+
+Why (measured on this project's 2-core CPU, BENCHMARKS.md "A busy machine"): PyTorch splits each operation over one
+OpenMP thread per core, and those threads spin-wait for each other at every barrier. When another program holds one
+core, the thread that shares it is descheduled for a whole time slice while its partner spins: one epoch of the lab's
+CNN went from 2.1 s to 84.8 s. Fewer threads would avoid that, but the thread count changes the order in which
+floats are summed, so a run that adapts its thread count to the load no longer repeats bit for bit.
+
+So the work is divided in a way that does not depend on the thread count: each batch is cut into `shards` equal parts
+(a number fixed for the whole run and recorded in its checkpoint), every part runs forward and backward with ONE
+OpenMP thread, and the parts' gradients are added in shard order. Whether the shards run one after the other or on
+several threads at once, every float is computed the same way: the count can follow the load step by step, and the
+weights do not change. Threads that have nothing to do wait on a lock (they sleep), so a busy core costs a fair share
+of the time, not a time slice per barrier. PyTorch releases Python's GIL inside its operations, so the shards'
+arithmetic runs in parallel.
+
+What cannot be cut: BatchNormalization in training normalises with the whole batch's mean and variance; shards
+would each use their own. A model with it trains unsharded (choose_policy), with PyTorch's threads as before.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from convolab.errors import TrainingError
+
+# More shards than this costs more in per-operation overhead at batch 32 than the extra cores return (8 images each).
+MAX_SHARDS = 4
+
+
+# --- the policy: pure decisions from a few facts about the machine and the model -------------------------------------
+
+@dataclass(frozen=True)
+class ShardPolicy:
+    """shards: parts each batch is cut into (fixed for a run). workers: how many of them may run at once now.
+
+    torch_threads: OpenMP threads for what runs outside the shards (1 when sharded: the shards are the parallelism),
+    None to leave PyTorch's setting alone. reason: one line for logs and the run's machine record.
+    """
+
+    shards: int
+    workers: int
+    torch_threads: int | None
+    reason: str
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards > 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container limit), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):          # not Linux: every core the OS reports
+        return max(os.cpu_count() or 1, 1)
+
+
+def parse_threads(threads: str) -> int | None:
+    """The `threads` setting as a number: None for "all" (and "adaptive", its former spelling), N for "N" (4 or "4").
+
+    Plain ASCII digits only: '²' passes str.isdigit and then fails in int().
+    """
+    text = str(threads)
+    if text in ("all", "adaptive"):
+        return None
+    if re.fullmatch(r"[0-9]{1,4}", text, re.ASCII) and int(text) > 0:
+        return int(text)
+    raise TrainingError(f"threads={threads!r}; expected all or a positive integer",
+                        fix="use --threads all (the default) or --threads 1")
+
+
+def choose_policy(threads: str, cores: int, has_batch_norm: bool, recorded_shards: int | None = None) -> ShardPolicy:
+    """How a training run uses the CPU: decided once per run from the setting, the usable cores and the model.
+
+    threads "all": one shard per usable core, at most MAX_SHARDS. "N": N shards, N threads at most.
+    recorded_shards: a resumed run's checkpointed count, which wins (the weights depend on it, not on the cores).
+    A model with BatchNormalization is not cut (see the module's docstring): it keeps PyTorch's threads, `threads`
+    of them when a number is given.
+    """
+    wanted = parse_threads(threads)
+    if has_batch_norm:
+        return ShardPolicy(1, 1, wanted, "BatchNormalization needs whole batches: unsharded, PyTorch's threads")
+    if recorded_shards is not None:
+        shards, why = recorded_shards, "as recorded in the checkpoint"
+    elif wanted is not None:
+        shards, why = wanted, f"threads={wanted}"
+    else:
+        shards, why = min(cores, MAX_SHARDS), f"{cores} usable core{'s' if cores != 1 else ''}"
+    workers = min(shards, wanted if wanted is not None else cores)
+    return ShardPolicy(shards, max(workers, 1), 1, f"{shards} single-threaded shard(s) per batch ({why})")
+
+
+def workers_now(shards: int, limit: int | None, cores: int) -> int:
+    """How many shards run at once for this step: never more than the usable cores, the shards, or a fixed limit.
+
+    Read every step, so a run whose affinity is narrowed (taskset, a container) follows it; the weights do not depend
+    on the answer.
+    """
+    return max(1, min(shards, cores, limit if limit is not None else shards))
+
+
+def split_sizes(batch: int, shards: int) -> list[int]:
+    """Sizes of the shards of a `batch`: as equal as possible, the larger first; never an empty shard.
+
+    A function of the batch size only (never of the threads), so every run cuts a batch the same way.
+    """
+    parts = max(1, min(shards, batch))
+    base, extra = divmod(batch, parts)
+    return [base + 1 if index < extra else base for index in range(parts)]
+
+
+# --- running shards ----------------------------------------------------------------------------------------------------
+
+_shard_state = threading.local()
+
+
+def shard_generator() -> torch.Generator | None:
+    """The random generator of the shard running on this thread (Dropout draws from it), None outside shards."""
+    return getattr(_shard_state, "generator", None)
+
+
+def in_shard() -> bool:
+    """True on a thread that is running a shard: a sharded module called there runs unsharded (no nesting)."""
+    return getattr(_shard_state, "depth", 0) > 0
+
+
+@contextmanager
+def shard_context(generator: torch.Generator | None = None) -> Iterator[None]:
+    """This thread runs a shard: one OpenMP thread, `generator` for its Dropout masks."""
+    _shard_state.depth = getattr(_shard_state, "depth", 0) + 1
+    _shard_state.generator = generator
+    try:
+        with torch_threads(1):
+            yield
+    finally:
+        _shard_state.depth -= 1
+        _shard_state.generator = None
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """PyTorch's OpenMP thread count set to `count` (None: unchanged) for this thread, restored afterwards."""
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def _single_threaded_worker() -> None:
+    torch.set_num_threads(1)
+
+
+class ShardPool:
+    """Threads that run shards: the first on the caller's thread, the others on workers started once and reused.
+
+    limit: the most shards that run at once (None: one per usable core, read at every call). cores: a function
+    returning the usable cores (tests pass a fake).
+    """
+
+    def __init__(self, shards: int, limit: int | None = None, cores: Callable[[], int] = usable_cores):
+        self.shards, self.limit, self.cores = shards, limit, cores
+        self.executor: ThreadPoolExecutor | None = None
+
+    def workers(self) -> int:
+        return workers_now(self.shards, self.limit, self.cores())
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """[function(item) for item in items], several at once when the policy allows; results in items' order."""
+        running = min(self.workers(), len(items))
+        if running <= 1:
+            return [function(item) for item in items]
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="convolab-shard",
+                                               initializer=_single_threaded_worker)
+        results: list[Any] = [None] * len(items)
+        # Items i, i + running, ... go to one thread, in order: the same work whatever the count, only the placement
+        # changes. Thread 0 is the caller's, so a step needs one wake-up less.
+        lanes = [list(range(lane, len(items), running)) for lane in range(running)]
+
+        def run_lane(indices: list[int]) -> None:
+            for index in indices:
+                results[index] = function(items[index])
+
+        futures = [self.executor.submit(run_lane, lane) for lane in lanes[1:]]
+        run_lane(lanes[0])
+        for future in futures:
+            future.result()
+        return results
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
+# --- training: forward and backward in shards, as one autograd operation ----------------------------------------------
+
+class ShardedForward(torch.autograd.Function):
+    """model(images) computed shard by shard; its backward runs each shard's backward and adds the parameter
+    gradients in shard order. To the loop around it, it is one forward and one backward, as without shards.
+    """
+
+    @staticmethod
+    def forward(ctx, runner: "ShardedModel", images: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
+        parts = images.split(split_sizes(images.shape[0], runner.shards))
+        if ctx.needs_input_grad[1]:              # the images' own gradient is asked for (tests, saliency maps)
+            parts = [part.detach().requires_grad_(True) for part in parts]
+        seeds = runner.dropout_seeds(len(parts))
+        outputs = runner.pool.map(runner.forward_shard, list(zip(parts, seeds)))
+        ctx.runner, ctx.parts, ctx.outputs = runner, parts, outputs
+        return torch.cat([output.detach() for output in outputs])
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor):
+        runner, parts, outputs = ctx.runner, ctx.parts, ctx.outputs
+        gradients = gradient.split([len(output) for output in outputs])
+        with_input = ctx.needs_input_grad[1]
+        per_shard = runner.pool.map(runner.backward_shard,
+                                    [(output, grad, part if with_input else None)
+                                     for output, grad, part in zip(outputs, gradients, parts)])
+        ctx.parts = ctx.outputs = None
+        image_gradient = torch.cat([shard[0] for shard in per_shard]) if with_input else None
+        totals = []
+        for pieces in zip(*(shard[1:] for shard in per_shard)):   # one parameter, shard 0 first: a fixed order of sums
+            total = None
+            for piece in pieces:
+                if piece is not None:
+                    total = piece.clone() if total is None else total.add_(piece)
+            totals.append(total)
+        return (None, image_gradient, *totals)
+
+
+class ShardedModel:
+    """The training forward of `forward` (a function of images, usually a module's unsharded forward) in shards."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[nn.Parameter],
+                 pool: ShardPool, uses_dropout: bool):
+        self.forward_unsharded, self.parameters, self.pool = forward, parameters, pool
+        self.shards, self.uses_dropout = pool.shards, uses_dropout
+
+    def dropout_seeds(self, count: int) -> list[int | None]:
+        """One seed per shard for its Dropout masks, drawn from torch's global generator on the calling thread (so
+        checkpoints that save that generator replay them); none when the model has no Dropout."""
+        if not self.uses_dropout:
+            return [None] * count
+        return torch.randint(0, 2 ** 62, (count,)).tolist()
+
+    def forward_shard(self, item: tuple[torch.Tensor, int | None]) -> torch.Tensor:
+        images, seed = item
+        with torch.enable_grad(), shard_context(torch.Generator().manual_seed(seed) if seed is not None else None):
+            return self.forward_unsharded(images)
+
+    def backward_shard(self, item: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+                       ) -> tuple[torch.Tensor | None, ...]:
+        """(the shard input's gradient or None, then each parameter's gradient or None)."""
+        output, gradient, images = item
+        wanted = [parameter for parameter in self.parameters if parameter.requires_grad]
+        inputs = ([images] if images is not None else []) + wanted
+        with shard_context():
+            found = torch.autograd.grad(output, inputs, gradient, allow_unused=True)
+        image_gradient = found[0] if images is not None else None
+        by_parameter = dict(zip(map(id, wanted), found[len(inputs) - len(wanted):]))
+        return (image_gradient, *(by_parameter.get(id(parameter)) for parameter in self.parameters))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if in_shard():
+            return self.forward_unsharded(images)
+        if torch.is_grad_enabled():
+            return ShardedForward.apply(self, images, *self.parameters)
+        return infer_in_shards(self.forward_unsharded, images, self.pool)
+
+
+# --- inference: evaluate, predict, the report's pictures ---------------------------------------------------------------
+
+def infer_in_shards(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, pool: ShardPool) -> torch.Tensor:
+    """model(images) without gradients, shard by shard (each image's result does not depend on the others in eval
+    mode, so this is the same computation as one call, on single-threaded shards)."""
+    def run(part: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), shard_context():
+            return model(part)
+
+    parts = images.split(split_sizes(images.shape[0], pool.shards))
+    return torch.cat(pool.map(run, list(parts)))
+
+
+_inference_pool: ShardPool | None = None
+
+
+def inference_pool() -> ShardPool:
+    """The process's pool for inference: one shard per usable core (at most MAX_SHARDS), made on first use."""
+    global _inference_pool
+    if _inference_pool is None:
+        _inference_pool = ShardPool(min(usable_cores(), MAX_SHARDS))
+    return _inference_pool

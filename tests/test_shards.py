@@ -1,0 +1,191 @@
+"""Shards: the policy's decisions (from fake core counts), the fixed cut of a batch, and the point of it all: the same
+weights whatever number of threads ran the shards, mid-epoch resume included, Dropout included."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convolab.engine import prepare_for_training
+from convolab.errors import TrainingError
+from convolab.model import build_model
+from convolab.runs import RunDirectory, read_checkpoint
+from convolab.shards import (
+    MAX_SHARDS, ShardPolicy, ShardPool, choose_policy, in_shard, infer_in_shards, parse_threads, shard_context,
+    split_sizes, workers_now,
+)
+from convolab.spec import load_spec
+from convolab.train import QuietProgress, TrainConfig, TrainingInterrupted, fit
+
+CPU = torch.device("cpu")
+SMALL_CNN = "conv8x3,pool2,flatten,dense16,dense"
+WITH_DROPOUT = "conv8x3,pool2,dropout0.3,flatten,dense16,dropout0.5,dense"
+
+
+# --- the policy ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads, cores, expected_shards, expected_workers", [
+    ("all", 2, 2, 2),            # this project's machine: one shard per core
+    ("all", 1, 1, 1),            # one core: nothing to cut
+    ("all", 16, MAX_SHARDS, MAX_SHARDS),   # a big machine: no more than the batch can use
+    ("adaptive", 2, 2, 2),       # the former name of all
+    ("3", 2, 3, 3),              # a fixed count fixes the cut, whatever the machine
+    ("1", 8, 1, 1),
+])
+def test_the_policy_cuts_one_shard_per_usable_core_or_as_asked(threads, cores, expected_shards, expected_workers):
+    policy = choose_policy(threads, cores, has_batch_norm=False)
+    assert (policy.shards, policy.workers) == (expected_shards, expected_workers)
+    assert policy.torch_threads == 1 and policy.sharded == (expected_shards > 1)
+
+
+def test_a_checkpoints_shard_count_wins_over_the_cores_and_batch_normalization_is_never_cut():
+    assert choose_policy("all", 8, has_batch_norm=False, recorded_shards=2).shards == 2
+    assert "checkpoint" in choose_policy("all", 1, has_batch_norm=False, recorded_shards=3).reason
+    unsharded = choose_policy("all", 2, has_batch_norm=True)
+    assert (unsharded.shards, unsharded.torch_threads) == (1, None)        # PyTorch's threads, as before
+    assert choose_policy("2", 8, has_batch_norm=True).torch_threads == 2
+
+
+def test_threads_must_be_all_or_a_positive_count():
+    assert parse_threads("all") is None and parse_threads("adaptive") is None and parse_threads("4") == 4
+    for bad in ("0", "-1", "many", ""):
+        with pytest.raises(TrainingError, match="threads="):
+            parse_threads(bad)
+
+
+def test_workers_follow_the_cores_available_now_never_more_than_the_shards_or_the_limit():
+    assert workers_now(shards=2, limit=None, cores=2) == 2
+    assert workers_now(shards=2, limit=None, cores=1) == 1     # affinity narrowed mid-run (taskset, a container)
+    assert workers_now(shards=4, limit=2, cores=8) == 2
+    assert workers_now(shards=1, limit=None, cores=8) == 1
+
+
+def test_a_batch_is_cut_by_its_size_alone_never_into_empty_shards():
+    assert split_sizes(32, 2) == [16, 16]
+    assert split_sizes(33, 2) == [17, 16]
+    assert split_sizes(10, 4) == [3, 3, 2, 2]
+    assert split_sizes(1, 4) == [1]                   # a last batch of one image
+    assert sum(split_sizes(12_000 % 32, 3)) == 12_000 % 32
+
+
+def test_the_pool_returns_results_in_order_and_runs_shards_on_single_threaded_worker_threads():
+    cores = [2]
+    pool = ShardPool(4, cores=lambda: cores[0])
+    seen = []
+
+    def work(item):
+        seen.append((threading.current_thread().name, torch.get_num_threads() if item else None))
+        return item * 10
+
+    try:
+        assert pool.map(work, [0, 1, 2, 3]) == [0, 10, 20, 30]
+        assert {name for name, _ in seen} == {threading.current_thread().name, *[n for n, _ in seen if "shard" in n]}
+        assert any("convolab-shard" in name for name, _ in seen)
+        assert all(threads == 1 for name, threads in seen if "shard" in name)
+        cores[0] = 1                                  # one core left: everything on the caller's thread
+        seen.clear()
+        assert pool.map(work, [3, 2, 1]) == [30, 20, 10]
+        assert {name for name, _ in seen} == {threading.current_thread().name}
+    finally:
+        pool.close()
+
+
+def test_inside_a_shard_one_thread_runs_and_sharded_modules_do_not_nest():
+    threads = torch.get_num_threads()
+    assert not in_shard()
+    with shard_context():
+        assert in_shard() and torch.get_num_threads() == 1
+    assert not in_shard() and torch.get_num_threads() == threads
+
+
+# --- thread-count independence ----------------------------------------------------------------------------------------
+
+def train_weights(line: str, limit: int | None, steps: int = 4, shards: int = 2) -> list[torch.Tensor]:
+    """A few Adam steps of the fast engine cut into `shards`, at most `limit` running at once."""
+    torch.manual_seed(0)
+    model = prepare_for_training(build_model(load_spec(line), (28, 28, 1), 10), CPU,
+                                 ShardPolicy(shards, limit or shards, 1, "test"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    generator = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(steps * 32 + 7, 1, 28, 28, generator=generator), torch.randint(0, 10, (steps * 32 + 7,))
+    for batch_images, batch_labels in zip(images.split(32), labels.split(32)):   # the last batch has 7 images
+        loss = F.cross_entropy(model(batch_images), batch_labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.sharded.pool.close()
+    return [parameter.detach().clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("line", [SMALL_CNN, WITH_DROPOUT])
+def test_the_weights_are_the_same_bit_for_bit_whether_shards_run_on_one_thread_or_several(line):
+    serial, parallel = train_weights(line, limit=1), train_weights(line, limit=2)
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+
+
+def test_sharded_gradients_are_the_whole_batchs_to_float_precision():
+    torch.manual_seed(0)
+    reference = build_model(load_spec(SMALL_CNN), (28, 28, 1), 10)
+    sharded = prepare_for_training(build_model(load_spec(SMALL_CNN), (28, 28, 1), 10), CPU,
+                                   ShardPolicy(3, 3, 1, "test"))
+    sharded.load_state_dict(reference.state_dict())
+    images, labels = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for model in (reference, sharded):
+        F.cross_entropy(model(images), labels).backward()
+    for mine, theirs in zip(sharded.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+    sharded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(sharded(images), reference.eval()(images), rtol=1e-5, atol=1e-5)
+    pool = ShardPool(2)
+    try:
+        torch.testing.assert_close(infer_in_shards(reference, images, pool), reference(images), rtol=1e-5, atol=1e-5)
+    finally:
+        pool.close()
+        sharded.sharded.pool.close()
+
+
+def test_a_resumed_run_cuts_batches_as_its_checkpoint_says_and_ends_with_the_uninterrupted_weights(tmp_path,
+                                                                                                   monkeypatch):
+    import convolab.train as train
+
+    generator = torch.Generator().manual_seed(3)
+    data = (torch.randint(0, 256, (160, 1, 28, 28), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 10, (160,), generator=generator))
+
+    def run(out, cores: int, interrupt: bool = False, resume_from=None):
+        monkeypatch.setattr(train, "usable_cores", lambda: cores)
+        torch.manual_seed(5)
+        model = build_model(load_spec(WITH_DROPOUT), (28, 28, 1), 10)
+        progress = StopAtStep(epoch=2, step=2) if interrupt else QuietProgress()
+        state = fit(model, data, TrainConfig(epochs=2, seed=5, device="cpu"), run=RunDirectory(out),
+                    progress=progress, resume_from=resume_from)
+        state.model.sharded.pool.close()
+        return state.model
+
+    straight = run(tmp_path / "straight", cores=2)
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path / "stopped", cores=2, interrupt=True)
+    checkpoint = read_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
+    assert checkpoint["shards"] == 2 and checkpoint["step"] == 2
+    resumed = run(tmp_path / "stopped", cores=1, resume_from=checkpoint)   # now one core: still 2 shards, serially
+    assert resumed.shards == 2
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+class StopAtStep(QuietProgress):
+    """Raises KeyboardInterrupt (as Ctrl-C would) after `step` batches of epoch `epoch`."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__()
+        self.epoch, self.step_at, self.current = epoch, step, 0
+
+    def start_epoch(self, epoch, epochs, steps, done):
+        self.current = epoch
+
+    def step(self, totals) -> None:
+        if self.current == self.epoch and totals.steps == self.step_at:
+            raise KeyboardInterrupt
