@@ -148,7 +148,7 @@ def goal_lab_and_recipes(keras_python: str, goals: set[int]) -> dict:
     results["keras"] = keras
     print(f"keras: {keras['line']}", flush=True)
     if 1 in goals:
-        lab = run_convolab("cnn", 5, 60000, ["--engine", "fast", "--threads", "adaptive"])
+        lab = run_convolab("cnn", 5, 60000, ["--engine", "fast"])
         results["lab"] = lab
         ratio = lab["s_per_epoch"] / keras["s_per_epoch"]
         print(f"goal 1: lab recipe: convolab {lab['s_per_epoch']:.2f} s/epoch (epochs "
@@ -158,7 +158,7 @@ def goal_lab_and_recipes(keras_python: str, goals: set[int]) -> dict:
     if 3 in goals:
         for name, target, budget in (("fast", 0.92, 0.25), ("best", 0.94, 2.0)):
             recipe = RECIPES[name]
-            run = run_convolab(name, recipe.epochs, 60000, ["--recipe", name, "--threads", "adaptive"])
+            run = run_convolab(name, recipe.epochs, 60000, ["--recipe", name])
             results[name] = run
             seconds = sum(run["epoch_seconds"])
             print(f"goal 3: recipe {name}: test accuracy {run['test_acc']:.4f} (goal >= {target}) in {seconds:.1f} s "

@@ -51,11 +51,13 @@ def run_keras(python: str, model: str, epochs: int, train_n: int) -> dict:
             "test_acc": float(fields["test_acc"]), "line": line}
 
 
-def run_convolab(model: str, epochs: int, train_n: int, extra: list[str]) -> dict:
-    """`convolab train` into a temporary run directory; seconds per epoch from its history."""
+def run_convolab(model: str, epochs: int, train_n: int, extra: list[str], program: list[str] | None = None) -> dict:
+    """`convolab train` into a temporary run directory; seconds per epoch from its history.
+
+    program: the command that stands for `convolab` (default the venv's entry point)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / model
-        command = [str(CONVOLAB), "train", model, "--epochs", str(epochs), "--train-limit", str(train_n),
+        command = [*(program or [str(CONVOLAB)]), "train", model, "--epochs", str(epochs), "--train-limit", str(train_n),
                    "--out", str(out), "--device", "cpu", "--quiet", "--offline", *extra]
         started = time.perf_counter()
         completed = subprocess.run(command, capture_output=True, text=True, check=False)

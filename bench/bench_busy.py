@@ -1,0 +1,231 @@
+"""Training speed on a quiet and on a busy machine, side by side in one run (issue 10).
+
+usage: .venv/bin/python bench/bench_busy.py [--epochs 1] [--train-n 12000] [--rounds 1]
+       [--keras-python /tmp/keras-venv/bin/python] [--keras-backend tensorflow] [--sides convolab,before,keras]
+
+"Busy" is one other program holding one core: `python3 -c "while True: pass"`, which this script starts before each
+busy measurement and ends right after it (a laptop's browser or video call, simplified). Each side trains the lab's
+CNN (Conv2D 64 3x3, pool, Conv2D 64 3x3, pool, Dense 128, Dense 10; Adam 0.001, batch 32) on the first --train-n
+Fashion-MNIST training images for --epochs epochs, quiet then busy, in this order every round:
+- convolab: `convolab train cnn` as users run it (the default policy: shards.py's single-threaded shards).
+- before: the same command with the engine as it was before shards (PyTorch's OpenMP threads, one per core, each
+  batch unsharded): the baseline for "quiet speed within 5% of today's" and for the busy slowdown.
+- keras: Keras's model.fit on the same images in a separate Python (--keras-python; TensorFlow when that Python
+  has it, as the course runs it; KERAS_BACKEND=torch otherwise).
+Seconds per epoch are each program's own training time (convolab: history.json's per-epoch seconds; Keras: model.fit's
+wall time, its graph tracing included), so loading data and testing count for neither. The report ends with the
+ratios busy/quiet, convolab/before (quiet) and convolab/Keras, and records the CPU, the usable cores, the load
+average before each measurement and the thread policy. On a machine that other jobs share, "quiet" is only as quiet
+as they leave it: the load averages say how quiet it was.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lab import run_convolab  # noqa: E402  (the lab benchmark's `convolab train` runner)
+
+BUSY_PROGRAM = ["python3", "-c", "while True: pass"]
+PR_SET_PDEATHSIG = 1
+SIDES = ("convolab", "before", "keras")
+
+# `convolab train` with the policy that puts every batch in one shard and leaves PyTorch's threads alone: the engine's
+# CPU behaviour before shards.py (bench-only; users have no switch for it).
+BEFORE_SHARDS = textwrap.dedent("""
+    import sys
+    import convolab.train
+    from convolab.cli import main
+    from convolab.shards import ShardPolicy
+    convolab.train.choose_policy = lambda *args, **kwargs: ShardPolicy(1, 1, None, "before shards: OpenMP threads")
+    sys.exit(main(sys.argv[1:]))
+""")
+
+KERAS_FIT = textwrap.dedent("""
+    import os, sys, time
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import keras
+    data, epochs = np.load(sys.argv[1]), int(sys.argv[2])
+    images, labels = (data["images"] / 255.0).astype("float32")[..., None], data["labels"]
+    L = keras.layers
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+        L.Conv2D(64, (3, 3), activation="relu"), L.MaxPooling2D(2, 2),
+        L.Conv2D(64, (3, 3), activation="relu"), L.MaxPooling2D(2, 2),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    started = time.perf_counter()
+    history = model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
+    seconds = time.perf_counter() - started
+    print(f"keras={keras.__version__} backend={keras.backend.backend()} s_per_epoch={seconds / epochs:.3f} "
+          f"train_acc={history.history['accuracy'][-1]:.4f}")
+""")
+
+
+# --- the machine ---------------------------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux), else platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def die_with_parent() -> None:
+    """In a child before it runs: ask Linux to kill it when this script ends, however it ends (prctl PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def end_on_sigterm() -> None:
+    """SIGTERM ends this script through its `with` and `finally` blocks, so the busy program is ended too."""
+    def handle(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handle)
+
+
+class BusyCore:
+    """One other program holding one core for the duration of a `with` block; it is always ended afterwards."""
+
+    def __init__(self, busy: bool):
+        self.busy, self.process = busy, None
+
+    def __enter__(self) -> "BusyCore":
+        if self.busy:
+            self.process = subprocess.Popen(BUSY_PROGRAM, preexec_fn=die_with_parent)
+            time.sleep(0.5)                  # let it start spinning before the measurement does
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- the sides ------------------------------------------------------------------------------------------------------------
+
+def keras_data(train_n: int, folder: Path) -> Path:
+    """The first train_n Fashion-MNIST training images and labels as one .npz, for the Keras side's own Python."""
+    from convolab.data import load_dataset
+
+    dataset = load_dataset("fashion-mnist", offline=True, progress=False)
+    path = folder / "train.npz"
+    np.savez(path, images=dataset.train_images[:train_n, 0].numpy(), labels=dataset.train_labels[:train_n].numpy())
+    return path
+
+
+def run_keras_fit(python: str, backend: str, data: Path, epochs: int) -> dict:
+    environment = {**os.environ, "KERAS_BACKEND": backend}
+    completed = subprocess.run([python, "-c", KERAS_FIT, str(data), str(epochs)], capture_output=True, text=True,
+                               env=environment, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"the Keras side failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+    line = completed.stdout.strip().splitlines()[-1]
+    fields = dict(part.split("=", 1) for part in line.split())
+    return {"s_per_epoch": float(fields["s_per_epoch"]), "line": line}
+
+
+def measure(side: str, args: argparse.Namespace, keras_file: Path | None) -> float:
+    """Seconds per epoch of one side, once."""
+    if side == "keras":
+        return run_keras_fit(args.keras_python, args.keras_backend, keras_file, args.epochs)["s_per_epoch"]
+    program = None if side == "convolab" else [sys.executable, "-c", BEFORE_SHARDS]
+    return run_convolab("cnn", args.epochs, args.train_n, [], program=program)["s_per_epoch"]
+
+
+def keras_backend_for(python: str) -> str:
+    """tensorflow when that Python has it (the course's Keras), else torch."""
+    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, check=False)
+    return "tensorflow" if probe.returncode == 0 else "torch"
+
+
+# --- main -------------------------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-n", type=int, default=12000)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat quiet+busy for every side; medians reported")
+    parser.add_argument("--keras-python", default="/tmp/keras-venv/bin/python",
+                        help="a Python with keras (and TensorFlow for the course's Keras); default: /tmp/keras-venv, "
+                             "else this one")
+    parser.add_argument("--keras-backend", default=None, help="tensorflow or torch (default: tensorflow if present)")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"which of {','.join(SIDES)} to run")
+    args = parser.parse_args()
+    end_on_sigterm()
+    sides = [side.strip() for side in args.sides.split(",") if side.strip()]
+    if unknown := set(sides) - set(SIDES):
+        raise SystemExit(f"--sides: unknown {sorted(unknown)}; expected some of {','.join(SIDES)}")
+    if not Path(args.keras_python).is_file():
+        args.keras_python = sys.executable
+    if "keras" in sides:
+        args.keras_backend = args.keras_backend or keras_backend_for(args.keras_python)
+
+    from convolab.shards import choose_policy, usable_cores
+    import torch
+
+    cores = usable_cores()
+    print(f"bench_busy: lab CNN, {args.epochs} epoch(s) on the first {args.train_n} Fashion-MNIST images, batch 32, "
+          f"Adam 0.001; busy = one `{' '.join(BUSY_PROGRAM)}`")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({cores} usable); torch {torch.__version__}; "
+          f"load average at start {load_average():.2f}")
+    print(f"policy (convolab): {choose_policy('all', cores, has_batch_norm=False).reason}; "
+          f"before: one shard, PyTorch's {torch.get_num_threads()} OpenMP threads"
+          + (f"; keras: {args.keras_python} with KERAS_BACKEND={args.keras_backend}" if "keras" in sides else ""),
+          flush=True)
+    times: dict[tuple[str, str], list[float]] = {}
+    loads: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        keras_file = keras_data(args.train_n, Path(folder)) if "keras" in sides else None
+        for round_index in range(args.rounds):
+            for side in sides:
+                for condition in ("quiet", "busy"):
+                    load = load_average()
+                    with BusyCore(condition == "busy"):
+                        seconds = measure(side, args, keras_file)
+                    times.setdefault((side, condition), []).append(seconds)
+                    loads.setdefault((side, condition), []).append(load)
+                    print(f"  round {round_index + 1}  {side:8s} {condition:5s} {seconds:7.2f} s/epoch   "
+                          f"(load average before: {load:.2f})", flush=True)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    print(f"\n| side | quiet s/epoch | busy s/epoch | busy/quiet | load avg before (quiet, busy) |")
+    print("|---|---|---|---|---|")
+    for side in sides:
+        quiet, busy = median[(side, "quiet")], median[(side, "busy")]
+        print(f"| {side} | {quiet:.2f} | {busy:.2f} | {busy / quiet:.2f} | "
+              f"{statistics.median(loads[(side, 'quiet')]):.2f}, {statistics.median(loads[(side, 'busy')]):.2f} |")
+    if {"convolab", "before"} <= set(sides):
+        print(f"convolab quiet / before quiet: {median[('convolab', 'quiet')] / median[('before', 'quiet')]:.3f} "
+              f"(goal <= 1.05); convolab busy / convolab quiet: "
+              f"{median[('convolab', 'busy')] / median[('convolab', 'quiet')]:.2f} (goal <= 2)")
+    if {"convolab", "keras"} <= set(sides):
+        print(f"convolab / keras: quiet {median[('convolab', 'quiet')] / median[('keras', 'quiet')]:.3f}, "
+              f"busy {median[('convolab', 'busy')] / median[('keras', 'busy')]:.3f}")
+    print(f"load average at the end {load_average():.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
