@@ -101,8 +101,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """The model's logits (N, classes) for uint8 images (N, C, H, W), in eval mode (restored afterwards), on CPU.
 
-    On the CPU each batch runs as single-threaded shards on one thread per usable core (shards.py): the same numbers
-    as one call, without OpenMP threads spin-waiting for one that another program has descheduled.
+    On the CPU each batch runs as single-threaded shards, side by side on the usable cores (shards.py): no OpenMP
+    thread spin-waits for one that another program has descheduled, and the numbers do not depend on the threads.
     """
     was_training = model.training
     model.eval()
