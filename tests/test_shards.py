@@ -18,6 +18,7 @@ from convolab.shards import (
 )
 from convolab.spec import load_spec
 from convolab.train import QuietProgress, TrainConfig, TrainingInterrupted, fit
+from train_fixtures import StopAtStep
 
 CPU = torch.device("cpu")
 SMALL_CNN = "conv8x3,pool2,flatten,dense16,dense"
@@ -174,18 +175,3 @@ def test_a_resumed_run_cuts_batches_as_its_checkpoint_says_and_ends_with_the_uni
     assert resumed.shards == 2
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
-
-
-class StopAtStep(QuietProgress):
-    """Raises KeyboardInterrupt (as Ctrl-C would) after `step` batches of epoch `epoch`."""
-
-    def __init__(self, epoch: int, step: int):
-        super().__init__()
-        self.epoch, self.step_at, self.current = epoch, step, 0
-
-    def start_epoch(self, epoch, epochs, steps, done):
-        self.current = epoch
-
-    def step(self, totals) -> None:
-        if self.current == self.epoch and totals.steps == self.step_at:
-            raise KeyboardInterrupt

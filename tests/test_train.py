@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 
 import pytest
@@ -13,10 +12,9 @@ from convolab.callbacks import LambdaCallback
 from convolab.data import iterate_batches
 from convolab.errors import TrainingError
 from convolab.runs import RunDirectory, read_checkpoint
-from convolab.train import (EpochTotals, NonFiniteLoss, Progress, QuietProgress, TrainConfig, TrainingInterrupted,
-                            choose_device, cross_entropy, evaluate, fit, format_epoch_line, make_progress,
-                            train_one_epoch)
-from train_fixtures import fashion, tiny_mlp
+from convolab.train import (NonFiniteLoss, QuietProgress, TrainConfig, TrainingInterrupted, choose_device,
+                            cross_entropy, evaluate, fit, format_epoch_line, make_progress, train_one_epoch)
+from train_fixtures import StopAtStep, fashion, tiny_mlp
 
 CPU = torch.device("cpu")
 
@@ -117,24 +115,6 @@ def test_resume_after_an_interrupted_epoch_gives_exactly_the_uninterrupted_weigh
     for key, value in _weights(reference).items():
         assert torch.equal(resumed.state_dict()[key], value), key
     assert [row["loss"] for row in state.history] == [row["loss"] for row in reference_state.history]
-
-
-class StopAtStep(Progress):
-    """Sends the process a real SIGINT (Ctrl-C) after `step` batches of epoch `epoch`."""
-
-    def __init__(self, epoch: int, step: int):
-        super().__init__()
-        self.epoch, self.step_at, self.current = epoch, step, 0
-
-    def start_epoch(self, epoch, epochs, steps, done):
-        self.current = epoch
-
-    def step(self, totals: EpochTotals) -> None:
-        if self.current == self.epoch and totals.steps == self.step_at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    def end_epoch(self, epoch, epochs, logs):
-        pass
 
 
 def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(tmp_path):

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 
 import torch
 
 from convolab.data import Dataset, load_dataset
+from convolab.train import EpochTotals, Progress
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -47,3 +50,21 @@ def train_tiny_run(out, spec: str = TINY_SPEC, epochs: int = 1, train: int = 320
                                                          if key in TrainConfig.__dataclass_fields__})
     selection = DataSelection(options={"source": "fashion-mnist", "offline": True}, train_limit=train, test_limit=test)
     return train_run(spec, fashion(), config, out, selection=selection, progress=QuietProgress(), **options)
+
+
+class StopAtStep(Progress):
+    """Sends the process a real SIGINT (Ctrl-C) after `step` batches of epoch `epoch`."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__()
+        self.epoch, self.step_at, self.current = epoch, step, 0
+
+    def start_epoch(self, epoch, epochs, steps, done):
+        self.current = epoch
+
+    def step(self, totals: EpochTotals) -> None:
+        if self.current == self.epoch and totals.steps == self.step_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def end_epoch(self, epoch, epochs, logs):
+        pass

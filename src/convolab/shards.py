@@ -245,10 +245,10 @@ class ShardedForward(torch.autograd.Function):
         image_gradient = torch.cat([shard[0] for shard in per_shard]) if with_input else None
         totals = []
         for pieces in zip(*(shard[1:] for shard in per_shard)):   # one parameter, shard 0 first: a fixed order of sums
-            total = None
-            for piece in pieces:
-                if piece is not None:
-                    total = piece.clone() if total is None else total.add_(piece)
+            present = [piece for piece in pieces if piece is not None]
+            total = present[0] + present[1] if len(present) > 1 else (present[0].clone() if present else None)
+            for piece in present[2:]:
+                total.add_(piece)
             totals.append(total)
         return (None, image_gradient, *totals)
 
