@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from convolab.engine import FastConvNet, keep_freed_memory, prepare_for_training
 from convolab.model import build_model
 from convolab.spec import load_spec
+from convolab.shards import ShardPolicy
 
 
 # --- rejected candidates, measured against the engine -----------------------------------------------------------------
@@ -101,7 +102,7 @@ def interleaved(steps: dict, rounds: int, count: int) -> dict[str, float]:
         step()                                           # warm-up: allocations, oneDNN primitive caches
     for _ in range(rounds):
         for name, step in steps.items():
-            torch.set_num_threads(threads)               # the engine's governor may have changed it
+            torch.set_num_threads(threads)               # a variant may have changed it
             started = time.perf_counter()
             for _ in range(count):
                 step()
@@ -143,9 +144,8 @@ def main() -> None:
                 torch.set_num_threads(threads)
         threads = torch.get_num_threads()
         steps["engine, 1 thread"] = one_thread
-        fixed = prepare_for_training(model())
-        fixed.governor = None
-        steps["engine, 2 threads fixed"] = make_step(fixed, lambda m, x: m(x), channels_last, labels)
+        fixed = prepare_for_training(model(), policy=ShardPolicy(1, 1, None, "unsharded: PyTorch's threads"))
+        steps["engine unsharded, PyTorch's threads"] = make_step(fixed, lambda m, x: m(x), channels_last, labels)
     if args.candidates:
         steps["candidate: fused Function"] = make_step(prepare_for_training(model()), forward_fused_function,
                                                        channels_last, labels)
