@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from convolab.engine import FastConvNet, keep_freed_memory, prepare_for_training
 from convolab.model import build_model
-from convolab.spec import load_spec
 from convolab.shards import ShardPolicy
+from convolab.spec import load_spec
 
 
 # --- rejected candidates, measured against the engine -----------------------------------------------------------------
