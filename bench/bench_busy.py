@@ -10,8 +10,8 @@ Fashion-MNIST training images for --epochs epochs, quiet then busy, in this orde
 - convolab: `convolab train cnn` as users run it (the default policy: shards.py's single-threaded shards).
 - before: the same command with the engine as it was before shards (PyTorch's OpenMP threads, one per core, each
   batch unsharded): the baseline for "quiet speed within 5% of today's" and for the busy slowdown.
-- keras: Keras's model.fit on the same images in a separate Python (--keras-python; TensorFlow when that Python
-  has it, as the course runs it; KERAS_BACKEND=torch otherwise).
+- keras: bench/keras_lab.py (the course notebook's model.fit) on the same images in a separate Python
+  (--keras-python; TensorFlow when that Python has it, as the course runs it; KERAS_BACKEND=torch otherwise).
 Seconds per epoch are each program's own training time (convolab: history.json's per-epoch seconds; Keras: model.fit's
 wall time, its graph tracing included), so loading data and testing count for neither. The report ends with the
 ratios busy/quiet, convolab/before (quiet) and convolab/Keras, and records the CPU, the usable cores, the load
@@ -28,15 +28,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lab import run_convolab  # noqa: E402  (the lab benchmark's `convolab train` runner)
+from bench_lab import run_convolab, run_keras  # noqa: E402  (the lab benchmark's runners)
 
 BUSY_PROGRAM = ["python3", "-c", "while True: pass"]
 PR_SET_PDEATHSIG = 1
@@ -52,27 +50,6 @@ BEFORE_SHARDS = textwrap.dedent("""
     convolab.train.choose_policy = lambda *args, **kwargs: ShardPolicy(1, 1, None, "before shards: OpenMP threads")
     sys.exit(main(sys.argv[1:]))
 """)
-
-KERAS_FIT = textwrap.dedent("""
-    import os, sys, time
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-    import keras
-    data, epochs = np.load(sys.argv[1]), int(sys.argv[2])
-    images, labels = (data["images"] / 255.0).astype("float32")[..., None], data["labels"]
-    L = keras.layers
-    model = keras.Sequential([keras.Input((28, 28, 1)),
-        L.Conv2D(64, (3, 3), activation="relu"), L.MaxPooling2D(2, 2),
-        L.Conv2D(64, (3, 3), activation="relu"), L.MaxPooling2D(2, 2),
-        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    started = time.perf_counter()
-    history = model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
-    seconds = time.perf_counter() - started
-    print(f"keras={keras.__version__} backend={keras.backend.backend()} s_per_epoch={seconds / epochs:.3f} "
-          f"train_acc={history.history['accuracy'][-1]:.4f}")
-""")
-
 
 # --- the machine ---------------------------------------------------------------------------------------------------------
 
@@ -126,31 +103,10 @@ class BusyCore:
 
 # --- the sides ------------------------------------------------------------------------------------------------------------
 
-def keras_data(train_n: int, folder: Path) -> Path:
-    """The first train_n Fashion-MNIST training images and labels as one .npz, for the Keras side's own Python."""
-    from convolab.data import load_dataset
-
-    dataset = load_dataset("fashion-mnist", offline=True, progress=False)
-    path = folder / "train.npz"
-    np.savez(path, images=dataset.train_images[:train_n, 0].numpy(), labels=dataset.train_labels[:train_n].numpy())
-    return path
-
-
-def run_keras_fit(python: str, backend: str, data: Path, epochs: int) -> dict:
-    environment = {**os.environ, "KERAS_BACKEND": backend}
-    completed = subprocess.run([python, "-c", KERAS_FIT, str(data), str(epochs)], capture_output=True, text=True,
-                               env=environment, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"the Keras side failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
-    line = completed.stdout.strip().splitlines()[-1]
-    fields = dict(part.split("=", 1) for part in line.split())
-    return {"s_per_epoch": float(fields["s_per_epoch"]), "line": line}
-
-
-def measure(side: str, args: argparse.Namespace, keras_file: Path | None) -> float:
+def measure(side: str, args: argparse.Namespace) -> float:
     """Seconds per epoch of one side, once."""
     if side == "keras":
-        return run_keras_fit(args.keras_python, args.keras_backend, keras_file, args.epochs)["s_per_epoch"]
+        return run_keras(args.keras_python, "cnn", args.epochs, args.train_n)["s_per_epoch"]
     program = None if side == "convolab" else [sys.executable, "-c", BEFORE_SHARDS]
     return run_convolab("cnn", args.epochs, args.train_n, [], program=program)["s_per_epoch"]
 
@@ -182,6 +138,7 @@ def main() -> int:
         args.keras_python = sys.executable
     if "keras" in sides:
         args.keras_backend = args.keras_backend or keras_backend_for(args.keras_python)
+        os.environ["KERAS_BACKEND"] = args.keras_backend          # keras_lab.py's Python inherits it
 
     from convolab.shards import choose_policy, usable_cores
     import torch
@@ -197,18 +154,16 @@ def main() -> int:
           flush=True)
     times: dict[tuple[str, str], list[float]] = {}
     loads: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        keras_file = keras_data(args.train_n, Path(folder)) if "keras" in sides else None
-        for round_index in range(args.rounds):
-            for side in sides:
-                for condition in ("quiet", "busy"):
-                    load = load_average()
-                    with BusyCore(condition == "busy"):
-                        seconds = measure(side, args, keras_file)
-                    times.setdefault((side, condition), []).append(seconds)
-                    loads.setdefault((side, condition), []).append(load)
-                    print(f"  round {round_index + 1}  {side:8s} {condition:5s} {seconds:7.2f} s/epoch   "
-                          f"(load average before: {load:.2f})", flush=True)
+    for round_index in range(args.rounds):
+        for side in sides:
+            for condition in ("quiet", "busy"):
+                load = load_average()
+                with BusyCore(condition == "busy"):
+                    seconds = measure(side, args)
+                times.setdefault((side, condition), []).append(seconds)
+                loads.setdefault((side, condition), []).append(load)
+                print(f"  round {round_index + 1}  {side:8s} {condition:5s} {seconds:7.2f} s/epoch   "
+                      f"(load average before: {load:.2f})", flush=True)
     median = {key: statistics.median(values) for key, values in times.items()}
     print(f"\n| side | quiet s/epoch | busy s/epoch | busy/quiet | load avg before (quiet, busy) |")
     print("|---|---|---|---|---|")
