@@ -78,6 +78,10 @@ def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) ->
     parser.add_argument("--test-split", type=arguments.FRACTION, default=0.2, metavar="F",
                         help="image folders without train/ and test/: fraction of each class held out for test "
                              "(default 0.2, fixed seed)")
+    parser.add_argument("--stream", action="store_const", const=True, default=None,
+                        help="image folders: keep the images on disk, decoded once by worker processes into a resized "
+                             "cache and read batch by batch (default: only when the decoded folder exceeds "
+                             "$CONVOLAB_MEMORY_BUDGET, a quarter of the memory unless set)")
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -90,6 +94,7 @@ def data_options(args: argparse.Namespace) -> dict:
         "image_size": args.image_size,
         "test_split": args.test_split,
         "seed": getattr(args, "seed", None) or 0,
+        **({"stream": True} if getattr(args, "stream", None) else {}),   # recorded only when asked: resume streams too
     }
 
 
@@ -190,22 +195,70 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--early-stopping", type=arguments.COUNT, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs and restore the best weights "
                              "(needs --validation-split)")
+    parser.add_argument("--nproc", type=parse_positive_int, default=None, metavar="N",
+                        help="train in N processes on this machine with DistributedDataParallel, started through "
+                             "torchrun (gloo on CPU, NCCL on CUDA); --batch-size is the global batch, divided among "
+                             "them. Several machines: torchrun --nnodes ... -m convolab train ... (README)")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from convolab.experiment import new_run, resume_run
+    """One process, or `--nproc N` processes through torchrun, or one rank of a job torchrun started."""
+    from convolab import distributed
+    from convolab.train import TrainingInterrupted
 
+    context = distributed.context_from_environment()
+    if args.nproc is not None:
+        if context is not None:
+            raise ConvolabError("--nproc inside a job torchrun started; expected one or the other",
+                                fix="drop --nproc (torchrun already chose the processes), or run without torchrun")
+        return distributed.launch(args.argv, args.nproc, run_dir=train_target(args))
+    if context is None:
+        return train_in_this_process(args, context)
+    distributed.start(context, args.device)
+    try:
+        return train_in_this_process(args, context)
+    except TrainingInterrupted:
+        if context.is_main:
+            raise
+        return TrainingInterrupted.exit_code   # rank 0 says where the checkpoint is; the others stopped with it
+    except RuntimeError as error:   # a collective failed: a peer died or timed out; say so instead of a traceback
+        raise distributed.DistributedJobFailed(
+            f"rank {context.rank}: another process of the job stopped, so this one stops too "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+            fix="see the first error above; the last checkpoint rank 0 wrote is kept, and --resume continues it") from None
+    finally:
+        distributed.stop()
+
+
+def train_target(args: argparse.Namespace):
+    """The run directory `train` writes or resumes, when the flags name it (for messages about its checkpoint)."""
+    from pathlib import Path
+
+    target = args.resume if isinstance(args.resume, str) else args.out
+    return Path(target) if target else None
+
+
+def train_in_this_process(args: argparse.Namespace, context) -> int:
+    """A new or resumed run in this process (in a torchrun job: this rank's part of it)."""
+    from convolab.experiment import new_run, resume_run
+    from convolab.train import make_progress
+
+    main_process = context is None or context.is_main
+    progress = progress_for(args) if main_process else make_progress("quiet")   # rank 0 speaks for the job
     if args.resume is not None:
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
-        result = resume_run(target, epochs=args.epochs, progress=progress_for(args),   # None: the run's own epochs
-                            on_train_end=training_pictures())
+        result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
+                            on_train_end=training_pictures(), distributed_context=context)
     else:
         result = new_run(args.model, train_config(args), data_options(args), recipe=args.recipe, epochs=args.epochs,
                          out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
-                         early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress_for(args),
-                         show_download=not args.quiet, on_train_end=training_pictures())
+                         early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress,
+                         show_download=not args.quiet and main_process, on_train_end=training_pictures(),
+                         distributed_context=context)
+    if not main_process:
+        return 0
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
           f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
     return 0
@@ -575,6 +628,7 @@ def first_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # `train --nproc` starts processes with the same line
     if args.command is None:
         parser.print_help()
         return 2

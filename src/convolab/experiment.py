@@ -17,6 +17,7 @@ import torch
 
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
 from convolab.data import Dataset, load_dataset, split_validation
+from convolab.distributed import DistributedContext
 from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
@@ -141,12 +142,14 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
 def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out: str | Path | None, *,
               name: str | None = None, selection: DataSelection | None = None, stop_at: str | None = None,
               early_stopping: int | None = None, callbacks: Sequence[Callback] = (), progress: Progress | None = None,
-              overwrite: bool = False, on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+              overwrite: bool = False, on_train_end: Sequence[Callable[[Path], None]] = (),
+              distributed_context: DistributedContext | None = None) -> TrainResult:
     """Build `model` (a preset, file, one-line spec or ModelSpec) for `dataset`, train it, test it, write `out`.
 
     out: the run directory (None: in memory only). overwrite: replace a run already there (otherwise RunError).
     stop_at: "accuracy>=0.998"-style target. early_stopping: patience in epochs (needs a validation split).
     callbacks: extra Callback objects. on_train_end: functions called with the run directory when all is written.
+    distributed_context: this process's place in a torchrun job; only rank 0 writes `out` (distributed.py).
     """
     config.validate()
     selection = selection or DataSelection(options={"source": dataset.name})
@@ -159,10 +162,11 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
         callback.check(metric_names(validation_data is not None))
     device = choose_device(config.device)
     check_memory(spec, dataset.input_shape, dataset.num_classes, config, device)
-    run = RunDirectory(out) if out is not None else None
+    writes = distributed_context is None or distributed_context.is_main   # in a torchrun job, rank 0 only
+    run = RunDirectory(out) if out is not None and writes else None
     # The lock is held from the "is there a run already?" check to the last picture: a second training into the same
     # directory is refused instead of mixing its files with this one's.
-    with locked_run(out):
+    with locked_run(out if writes else None):
         if run is not None:
             run.create(overwrite=overwrite)
         generator = seed_everything(config.seed)
@@ -176,7 +180,8 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
             run.write_config(run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping,
                                         sizes))
         state = fit(network, train_data, config, validation_data=validation_data, device=device,
-                    callbacks=all_callbacks, run=run, progress=progress, generator=generator)
+                    callbacks=all_callbacks, run=run, progress=progress, generator=generator,
+                    distributed_context=distributed_context)
         return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
 
 
@@ -184,7 +189,8 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
             epochs: int | None = None, out: str | Path | None = None, train_limit: int | None = None, test_limit: int | None = None,
             stop_at: str | None = None, early_stopping: int | None = None, overwrite: bool = False,
             progress: Progress | None = None, show_download: bool = True,
-            on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+            on_train_end: Sequence[Callable[[Path], None]] = (),
+            distributed_context: DistributedContext | None = None) -> TrainResult:
     """What `convolab train` does for a new run: `model` (a preset, spec file or one-line spec) or a recipe's spec and
     hyperparameters over `config` (epochs: this many instead of the recipe's or config's own), the data loaded from `data` (load_dataset's arguments),
     trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run)."""
@@ -206,27 +212,31 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
     out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
     dataset, selection = load_selection(data, train_limit, test_limit, show_download)
     return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
-                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end)
+                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end,
+                     distributed_context=distributed_context)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,
                callbacks: Sequence[Callback] = (), progress: Progress | None = None,
-               on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+               on_train_end: Sequence[Callable[[Path], None]] = (),
+               distributed_context: DistributedContext | None = None) -> TrainResult:
     """Continue a stopped run from its checkpoint.pt; on CPU the final weights equal an uninterrupted run's.
 
     dataset: the data (default: loaded again as config.json records). epochs: train to this many in all (default: the
     run's own). A corrupted checkpoint raises RunError before anything is written.
     """
     path = require_run(path)
-    with locked_run(path):   # no second trainer (or resume) of this run while it trains
+    writes = distributed_context is None or distributed_context.is_main   # in a torchrun job, rank 0 only
+    with locked_run(path if writes else None):   # no second trainer (or resume) of this run while it trains
         return _resume_locked(path, dataset=dataset, epochs=epochs, callbacks=callbacks, progress=progress,
-                              on_train_end=on_train_end)
+                              on_train_end=on_train_end, distributed_context=distributed_context)
 
 
 def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, callbacks: Sequence[Callback],
-                   progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
+                   progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]],
+                   distributed_context: DistributedContext | None) -> TrainResult:
     """resume_run's work, holding the run's lock."""
-    run = RunDirectory(path)
+    run = RunDirectory(path) if distributed_context is None or distributed_context.is_main else None
     saved = run.read_config()
     checkpoint = read_checkpoint(path / "checkpoint.pt", required=RESUME_ENTRIES)
     progress = progress or make_progress("auto")
@@ -253,14 +263,16 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     generator = seed_everything(config.seed)
     network = build_model(spec, dataset.input_shape, dataset.num_classes)
     load_weights(network, spec, checkpoint["model"], path / "checkpoint.pt")   # a clear error for another spec
-    require_free_space(path, checkpoint_bytes(network, config.optimizer), "the next checkpoint")
-    if epochs is not None or finished:
+    if run is not None:
+        require_free_space(path, checkpoint_bytes(network, config.optimizer), "the next checkpoint")
+    if run is not None and (epochs is not None or finished):
         run.write_config(replace(saved, train=config))
     where = (f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step'] + 1}" if checkpoint["step"]
              else f"epoch {checkpoint['epoch'] + 1}")
     progress.message(f"resuming {path} at {where} of {config.epochs}")
     state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
-                run=run, progress=progress, resume_from=checkpoint, generator=generator)
+                run=run, progress=progress, resume_from=checkpoint, generator=generator,
+                distributed_context=distributed_context)
     return _finish(saved.name or path.name, spec, network, state, dataset, test_data, run, device, progress,
                    on_train_end)
 

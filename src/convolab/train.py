@@ -30,8 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from convolab import distributed
 from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
+from convolab.distributed import DistributedContext
 from convolab.errors import TrainingError, WriteError
 from convolab.engine import FastConvNet, accelerate
 from convolab.model import ConvNet
@@ -391,25 +393,30 @@ def make_progress(mode: str = "auto") -> Progress:
 
 class InterruptFlag:
     """Turns the first Ctrl-C into a flag the loop checks after each step (so the saved state is consistent);
-    a second Ctrl-C interrupts at once. Only in the main thread, where Python delivers signals."""
+    a second Ctrl-C interrupts at once. Only in the main thread, where Python delivers signals.
 
-    def __init__(self):
+    In a distributed job (in_job=True) SIGTERM counts too (torchrun sends it when a sibling fails or the job is
+    stopped), and a repeated signal never interrupts at once: the ranks must agree on the step they stop after."""
+
+    def __init__(self, in_job: bool = False):
         self.raised = False
-        self.previous = None
+        self.signals = distributed.STOP_SIGNALS if in_job else (signal.SIGINT,)
+        self.immediate_second = not in_job
+        self.previous: dict = {}
 
     def __enter__(self) -> "InterruptFlag":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {number: signal.signal(number, self._handle) for number in self.signals}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.raised:
+        if self.raised and self.immediate_second:
             raise KeyboardInterrupt
         self.raised = True
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
 
 
 class TrainingInterrupted(TrainingError):
@@ -502,14 +509,21 @@ def restore_state(state: TrainingState, checkpoint: dict, callbacks: Sequence[Ca
             callback.load_state_dict(saved[key])
 
 
-def _epoch_batches(state: TrainingState, images: torch.Tensor, labels: torch.Tensor) -> Iterator:
-    """This epoch's batches: the permutation drawn from the shuffle generator at the epoch's start, minus those done."""
+def _epoch_batches(state: TrainingState, images: torch.Tensor, labels: torch.Tensor,
+                   shards: tuple[DistributedContext, distributed.BatchShare] | None = None) -> Iterator:
+    """This epoch's batches: the permutation drawn from the shuffle generator at the epoch's start, minus those done.
+
+    shards: in a distributed job, this rank's part of each global batch (distributed.shard_batches)."""
     if state.totals.steps == 0:
         state.epoch_generator_state = state.generator.get_state()
     else:
         state.generator.set_state(state.epoch_generator_state)   # replay the interrupted epoch's permutation
-    batches = iterate_batches(images, labels, state.config.batch_size, shuffle=True, generator=state.generator,
-                              device=state.device)
+    if shards is not None:
+        batches = distributed.shard_batches(images, labels, state.config.batch_size, state.generator, state.device,
+                                            *shards)
+    else:
+        batches = iterate_batches(images, labels, state.config.batch_size, shuffle=True, generator=state.generator,
+                                  device=state.device)
     return islice(batches, state.totals.steps, None)
 
 
@@ -540,7 +554,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
         validation_data: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = cross_entropy,
         callbacks: Sequence[Callback] = (), run: RunDirectory | None = None, progress: Progress | None = None,
-        resume_from: dict | None = None, generator: torch.Generator | None = None) -> TrainingState:
+        resume_from: dict | None = None, generator: torch.Generator | None = None,
+        distributed_context: DistributedContext | None = None) -> TrainingState:
     """Train `model` for `config.epochs` epochs on uint8 images and int64 labels; returns the final TrainingState.
 
     device: chosen once by the caller (default: choose_device(config.device)); the model is moved there.
@@ -549,6 +564,9 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     resume_from: a checkpoint dict (runs.read_checkpoint) to continue from. generator: the shuffle generator
     (default: seed_everything(config.seed), which also seeds the global RNG; seed before building the model yourself).
     Raises NonFiniteLoss (the last good checkpoint is kept) and TrainingInterrupted (Ctrl-C; a resumable one is saved).
+    distributed_context: this process's place in a torchrun job (process group started): the model trains inside
+    DistributedDataParallel on this rank's part of every global batch, metrics are summed over ranks, and the ranks
+    stop after the same step. Pass run and progress on rank 0 only (distributed.py explains the arithmetic).
     """
     config.validate()
     device = device or choose_device(config.device)
@@ -580,9 +598,37 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     if len(images) == 0:
         raise TrainingError("no training images (0 left after the limits and the validation split)",
                             fix="train on more images: a larger --train-limit or a smaller --validation-split")
-    if device.type == "cuda":   # the whole uint8 dataset on the card once: batches are then indexed there
-        images, labels = images.to(device), labels.to(device)
+    if device.type == "cuda" and isinstance(images, torch.Tensor):   # the whole uint8 dataset on the card once
+        images, labels = images.to(device), labels.to(device)        # (not a streamed folder: it stays on disk)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    trainer, shards, context = model, None, distributed_context
+    if context is not None:
+        distributed.check_batch_size(len(images), config.batch_size, context.world_size)
+        trainer, share = distributed.wrap(model, device)
+        shards = (context, share)
+        if resume_from is not None and not context.is_main:   # rank 0 restored the epoch's sums over all ranks
+            state.totals = EpochTotals(steps=state.totals.steps, seconds=state.totals.seconds)
+    agreed_stop, steps_taken = False, 0
+
+    def should_stop() -> bool:
+        """After each step: Ctrl-C? In a job, every rank's answer, agreed (on a GPU every GPU_READ_EVERY steps: the
+        agreement waits for the device, as a loss read does)."""
+        nonlocal agreed_stop, steps_taken
+        steps_taken += 1
+        if context is None:
+            agreed_stop = interrupt.raised
+        elif device.type == "cpu" or steps_taken % GPU_READ_EVERY == 0:
+            agreed_stop = distributed.agree(interrupt.raised, device)
+        return agreed_stop
+
+    def global_totals() -> EpochTotals:
+        """This epoch's sums over every rank (in one process: this one's)."""
+        if context is None:
+            return state.totals
+        loss_sum, correct, count = distributed.reduce_sums(
+            [state.totals.loss_sum, state.totals.correct, state.totals.count], device)
+        return EpochTotals(steps=state.totals.steps, count=int(count), loss_sum=loss_sum, correct=int(correct),
+                           seconds=state.totals.seconds)
 
     def save(status: str) -> None:
         nonlocal saved_epoch
@@ -607,17 +653,17 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     started = time.perf_counter()
     # Sharded, the shards are the parallelism: what runs between them (loss, optimizer) takes one thread too, so no
     # OpenMP barrier waits on a descheduled thread. PyTorch's setting is restored when training ends.
-    with InterruptFlag() as interrupt, torch_threads(policy.torch_threads if policy is not None else None):
+    with InterruptFlag(in_job=context is not None) as interrupt, \
+            torch_threads(policy.torch_threads if policy is not None else None):
         try:
             while state.epoch < config.epochs and state.stop_reason is None:
                 epoch = state.epoch + 1
                 started = time.perf_counter() - state.totals.seconds   # a resumed epoch counts its first part
                 progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
                 try:
-                    batches = _recipe_batches(_epoch_batches(state, images, labels), state, steps_per_epoch)
-                    metrics = train_one_epoch(model, batches, optimizer, loss_fn,
-                                              totals=state.totals, on_step=progress.step,
-                                              should_stop=lambda: interrupt.raised,
+                    batches = _recipe_batches(_epoch_batches(state, images, labels, shards), state, steps_per_epoch)
+                    metrics = train_one_epoch(trainer, batches, optimizer, loss_fn,
+                                              totals=state.totals, on_step=progress.step, should_stop=should_stop,
                                               read_every=1 if device.type == "cpu" else GPU_READ_EVERY)
                 except NonFiniteLoss as error:
                     progress.close()
@@ -627,12 +673,18 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                     failure = NonFiniteLoss(error.step, error.value, where=f"epoch {epoch}, ")
                     failure.message += f" of {steps_per_epoch}{kept}"
                     raise failure from None
-                if interrupt.raised:
+                if agreed_stop or (context is None and interrupt.raised):
                     raise KeyboardInterrupt
+                if context is not None:
+                    metrics = global_totals().metrics()
                 row = {"epoch": epoch, "loss": metrics["loss"], "accuracy": metrics["accuracy"]}
                 if validation_data is not None:
-                    validation = evaluate(model, iterate_batches(*validation_data, batch_size=max(config.batch_size, 256),
+                    part = slice(None) if context is None else distributed.part_of(len(validation_data[1]), context)
+                    validation = evaluate(model, iterate_batches(validation_data[0][part], validation_data[1][part],
+                                                                 batch_size=max(config.batch_size, 256),
                                                                  device=device), loss_fn)
+                    if context is not None:
+                        validation = distributed.reduce_evaluation(validation, device)
                     row.update(val_loss=validation["loss"], val_accuracy=validation["accuracy"])
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 state.epoch, state.totals, state.logs = epoch, EpochTotals(), row
@@ -656,6 +708,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             progress.close()
             if state.totals.steps:
                 state.totals.seconds = time.perf_counter() - started
+                state.totals = global_totals()   # every rank stopped after the same step (should_stop agreed)
             where = (f"at epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
                      else f"after epoch {state.epoch}")
             if run is not None:

@@ -7,6 +7,7 @@
     download.py   mirrors -> the cache
     sources.py    where copies are looked for (--data-dir, cache, system copies, download): one loop, one error
     folders.py    image folders as datasets
+    streaming.py  image folders larger than memory: decoded once into a cache, read batch by batch
     dataset.py    Dataset, and the report `convolab data` prints
     load.py       load_dataset: the one entry point
     batches.py    the validation split and batches

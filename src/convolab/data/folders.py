@@ -5,6 +5,7 @@ whose suffix is not an image type, are left out and listed with the reason, neve
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,26 +39,34 @@ def _other_files(folder: Path) -> list[Path]:
                   and path.suffix.lower() not in IMAGE_SUFFIXES)
 
 
-def _read_folder_split(root: Path, class_folders: tuple[str, ...], input_shape: tuple[int, int, int],
-                       skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every readable image under root/<class folder>/ as (N, C, H, W) uint8 and (N,) labels; the files left out, with the
-    reason, go to `skipped`: unreadable images, and files whose suffix is not an image type."""
-    height, width, channels = input_shape
-    tensors: list[torch.Tensor] = []
-    labels: list[int] = []
+def _list_folder_split(root: Path, class_folders: tuple[str, ...], skipped: list[str]) -> list[tuple[Path, int]]:
+    """Every image file under root/<class folder>/ with its label; files whose suffix is not an image type go to
+    `skipped`."""
+    files: list[tuple[Path, int]] = []
     for label, folder_name in enumerate(class_folders):
         folder = root / folder_name
         if not folder.is_dir():
             continue
         skipped.extend(f"{path}: not an image type (expected {', '.join(IMAGE_SUFFIXES)})"
                        for path in _other_files(folder))
-        for path in _image_files(folder):
-            try:
-                tensors.append(load_image(path, input_shape, invert=False))
-            except DataError as error:
-                skipped.append(error.message)
-                continue
-            labels.append(label)
+        files += [(path, label) for path in _image_files(folder)]
+    return files
+
+
+def _read_folder_split(files: list[tuple[Path, int]], input_shape: tuple[int, int, int],
+                       skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every readable image of `files` (path, label) as (N, C, H, W) uint8 and (N,) labels; the unreadable ones, with
+    the reason, go to `skipped`."""
+    height, width, channels = input_shape
+    tensors: list[torch.Tensor] = []
+    labels: list[int] = []
+    for path, label in files:
+        try:
+            tensors.append(load_image(path, input_shape, invert=False))
+        except DataError as error:
+            skipped.append(error.message)
+            continue
+        labels.append(label)
     images = torch.stack(tensors) if tensors else torch.zeros((0, channels, height, width), dtype=torch.uint8)
     return images, torch.tensor(labels, dtype=torch.int64)
 
@@ -98,8 +107,23 @@ def _stratified_split(labels: torch.Tensor, test_split: float, seed: int) -> tup
     return torch.cat(train_parts).sort().values, torch.cat(test_parts).sort().values
 
 
+def check_every_class_readable(root: Path, class_names: tuple[str, ...], train_labels: torch.Tensor,
+                               skipped: list[str]) -> list[int]:
+    """Training images per class; DataError naming the classes left with none (all their files unreadable)."""
+    counts = torch.bincount(train_labels, minlength=len(class_names)).tolist()
+    unreadable_classes = [name for name, count in zip(class_names, counts) if count == 0]
+    if unreadable_classes:
+        raise DataError(
+            f"{root}: no readable training images for class(es) {', '.join(unreadable_classes)} "
+            f"({len(skipped)} file(s) left out: {'; '.join(skipped[:5])})",
+            fix="replace the unreadable files, or add readable images to those classes",
+        )
+    return counts
+
+
 def load_image_folder(root: str | Path, channels: int | None = None, image_size: tuple[int, int] | None = None,
-                      test_split: float = 0.2, seed: int = 0) -> Dataset:
+                      test_split: float = 0.2, seed: int = 0, stream: bool | None = None,
+                      memory_budget: str | int | None = None, report: Callable[[str], None] | None = None) -> Dataset:
     """A folder with one subfolder of images per class (or train/ and test/ folders of those) as a Dataset.
 
     channels: 1 (gray) or 3 (RGB); None picks 1 when every image is gray (R = G = B everywhere, whatever the file's
@@ -107,6 +131,9 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     image_size: (height, width) every image is fitted into, aspect kept and padded; default 28x28 as the lab.
     test_split: the fraction of each class held out for test when there are no train/ and test/ folders; the
     choice is a seeded shuffle, so the same folder and seed always give the same split.
+    stream: True keeps the images on disk (streaming.py: decoded once into a cache, read batch by batch); None does
+    so when the decoded folder would exceed `memory_budget` (default $CONVOLAB_MEMORY_BUDGET, else a quarter of RAM).
+    report: called with lines about the cache (building, reusing, class balance) when streaming.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -128,26 +155,27 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     # gray gives, since Pillow's luma of R = G = B is that value).
     input_shape = (height, width, channels or 3)
     skipped: list[str] = []
+    from convolab.data.streaming import FolderFile, load_streamed_folder, needs_streaming
+
+    listed = {split_root: _list_folder_split(split_root, class_folders, skipped) for split_root in split_roots}
+    how = ("train/ and test/ folders" if presplit
+           else f"split {1 - test_split:.0%}/{test_split:.0%} per class with seed {seed}")
+    if needs_streaming(sum(map(len, listed.values())), input_shape, stream, memory_budget):
+        files = [FolderFile(path, label, split_root.name if presplit else "all")
+                 for split_root, entries in listed.items() for path, label in entries]
+        return load_streamed_folder(root, class_names, files, skipped, (height, width), channels, how, test_split, seed,
+                                    report=report)
     if presplit:
-        train_images, train_labels = _read_folder_split(root / "train", class_folders, input_shape, skipped)
-        test_images, test_labels = _read_folder_split(root / "test", class_folders, input_shape, skipped)
-        how = "train/ and test/ folders"
+        train_images, train_labels = _read_folder_split(listed[root / "train"], input_shape, skipped)
+        test_images, test_labels = _read_folder_split(listed[root / "test"], input_shape, skipped)
     else:
-        images, labels = _read_folder_split(root, class_folders, input_shape, skipped)
+        images, labels = _read_folder_split(listed[root], input_shape, skipped)
         train_index, test_index = _stratified_split(labels, test_split, seed)
         train_images, train_labels = images[train_index], labels[train_index]
         test_images, test_labels = images[test_index], labels[test_index]
-        how = f"split {1 - test_split:.0%}/{test_split:.0%} per class with seed {seed}"
     if channels is None and _all_gray(train_images) and _all_gray(test_images):
         train_images, test_images = train_images[:, :1].clone(), test_images[:, :1].clone()
-    counts = torch.bincount(train_labels, minlength=len(class_names))
-    unreadable_classes = [name for name, count in zip(class_names, counts.tolist()) if count == 0]
-    if unreadable_classes:
-        raise DataError(
-            f"{root}: no readable training images for class(es) {', '.join(unreadable_classes)} "
-            f"({len(skipped)} file(s) left out: {'; '.join(skipped[:5])})",
-            fix="replace the unreadable files, or add readable images to those classes",
-        )
+    check_every_class_readable(root, class_names, train_labels, skipped)
     return Dataset(
         name=root.name, class_names=class_names,
         train_images=train_images, train_labels=train_labels, test_images=test_images, test_labels=test_labels,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -58,15 +59,20 @@ def _parse_image_size(image_size) -> tuple[int, int] | None:
     return (height, width)
 
 
+def _print_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | None = None, offline: bool = False,
                  channels: int | None = None, image_size: tuple[int, int] | None = None, test_split: float = 0.2,
-                 seed: int = 0, progress: bool = True) -> Dataset:
+                 seed: int = 0, progress: bool = True, stream: bool | None = None) -> Dataset:
     """A dataset by name (fashion-mnist, mnist) or a path to an image folder, as verified uint8 tensors.
 
     data_dir: a folder holding the four IDX files (gzipped or raw); default CONVOLAB_DATA_DIR, then the usual places.
     offline: never touch the network.  channels: 1 or 3 (default: the data's own).  image_size: (height, width) to fit,
     aspect kept and padded (default: the data's own; 28x28 for image folders).  test_split, seed: image folders only,
-    when they have no train/ and test/ subfolders.  progress: show a progress bar while downloading.
+    when they have no train/ and test/ subfolders.  progress: show a progress bar while downloading, and what the
+    image cache does.  stream: image folders only; True keeps the images on disk, None when larger than the budget.
     """
     size = _parse_image_size(image_size)
     if channels is not None and channels not in (1, 3):
@@ -74,7 +80,8 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     if isinstance(source, str) and source in DATASETS:
         dataset = load_registry_dataset(DATASETS[source], data_dir=data_dir, offline=offline, progress=progress)
     elif _looks_like_path(source):
-        return load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed)
+        return load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed,
+                                 stream=stream, report=_print_to_stderr if progress else None)
     else:
         dataset_info(str(source))   # raises the "unknown dataset" error
         raise AssertionError("unreachable")
