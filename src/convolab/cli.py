@@ -195,7 +195,7 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--early-stopping", type=arguments.COUNT, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs and restore the best weights "
                              "(needs --validation-split)")
-    parser.add_argument("--nproc", type=parse_positive_int, default=None, metavar="N",
+    parser.add_argument("--nproc", type=arguments.COUNT, default=None, metavar="N",
                         help="train in N processes on this machine with DistributedDataParallel, started through "
                              "torchrun (gloo on CPU, NCCL on CUDA); --batch-size is the global batch, divided among "
                              "them. Several machines: torchrun --nnodes ... -m convolab train ... (README)")
