@@ -236,8 +236,9 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
                    progress: Progress | None, on_train_end: Sequence[Callable[[Path], None]],
                    distributed_context: DistributedContext | None) -> TrainResult:
     """resume_run's work, holding the run's lock."""
-    run = RunDirectory(path) if distributed_context is None or distributed_context.is_main else None
-    saved = run.read_config()
+    directory = RunDirectory(path)
+    saved = directory.read_config()
+    run = directory if distributed_context is None or distributed_context.is_main else None   # rank 0 writes
     checkpoint = read_checkpoint(path / "checkpoint.pt", required=RESUME_ENTRIES)
     progress = progress or make_progress("auto")
     config = replace(saved.train) if epochs is None else replace(saved.train, epochs=epochs)
