@@ -129,23 +129,24 @@ class MapWatcher(Callback):
         self.job = job
         self.state = None
         self.reference = None
-        self.images = None
+        self.images, self.labels, self.indices = None, None, []
 
     def on_train_begin(self, state: Any) -> None:
-        from convolab.activations import run_test_data
         from convolab.model import build_model
         from convolab.runs import read_json
         from convolab.spec import spec_from_dict
 
         self.state = state
         config = read_json(Path(self.job.out) / "config.json")
-        spec = self.spec = spec_from_dict(config["spec"])
-        self.reference = build_model(spec, tuple(config["dataset"]["input_shape"]),
+        self.spec = spec_from_dict(config["spec"])
+        self.reference = build_model(self.spec, tuple(config["dataset"]["input_shape"]),
                                      len(config["dataset"]["class_names"]))
-        images, labels = run_test_data(config)
+        self.class_names = list(config["dataset"]["class_names"])
+
+    def watch(self, images, labels) -> None:
+        """The test set the watched image numbers index (the worker's dataset, not loaded twice)."""
         chosen = [index for index in self.job.images if 0 <= index < len(images)]
         self.images, self.labels, self.indices = images[chosen], labels[chosen], chosen
-        self.class_names = list(config["dataset"]["class_names"])
 
     def write(self, step: int) -> None:
         from convolab.activations import capture, visual_layer_indices
@@ -185,6 +186,7 @@ def train_worker(job: TrainingJob, folder: str) -> None:
     write_status(folder, "running", "loading the data", job.out)
     try:
         dataset = load_dataset(**job.data_options, progress=False)
+        watcher.watch(dataset.test_images, dataset.test_labels)
         write_status(folder, "running", "training", job.out)
         if job.resume:
             result = resume_run(job.out, dataset=dataset, epochs=job.epochs, callbacks=[watcher], progress=progress)

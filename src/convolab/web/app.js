@@ -104,7 +104,7 @@ const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b
 // series: [{name, colour, points: [[x, y]], dashed, dots}]
 function lineChart(canvas, series, yLabel, xLabel) {
   const context = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height, left = 52, right = 12, top = 12, bottom = 34;
+  const W = canvas.width, H = canvas.height, left = 64, right = 12, top = 12, bottom = 34;
   context.clearRect(0, 0, W, H);
   context.fillStyle = "#fff"; context.fillRect(0, 0, W, H);
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
@@ -119,14 +119,17 @@ function lineChart(canvas, series, yLabel, xLabel) {
   const Y = (y) => top + (1 - (y - y0) / (y1 - y0)) * (H - top - bottom);
   context.strokeStyle = "#999"; context.lineWidth = 1;
   context.beginPath(); context.moveTo(left, top); context.lineTo(left, H - bottom); context.lineTo(W - right, H - bottom); context.stroke();
+  context.textAlign = "right";
   for (let i = 0; i <= 4; i++) {
     const y = y0 + (y1 - y0) * i / 4;
-    context.fillText(y.toPrecision(3), 4, Y(y) + 4);
-    const x = x0 + (x1 - x0) * i / 4;
-    context.fillText(Number.isInteger(x) ? String(x) : x.toFixed(1), X(x) - 8, H - bottom + 14);
+    context.fillText(y.toPrecision(3), left - 5, Y(y) + 4);
   }
-  context.fillText(xLabel, W / 2 - 20, H - 4);
-  context.save(); context.translate(12, H / 2 + 20); context.rotate(-Math.PI / 2); context.fillText(yLabel, 0, 0); context.restore();
+  context.textAlign = "center";
+  const stepX = Math.max(1, Math.ceil((x1 - x0) / 6));   // whole epochs and steps
+  for (let x = Math.ceil(x0); x <= x1; x += stepX) context.fillText(String(x), X(x), H - bottom + 14);
+  context.fillText(xLabel, (left + W - right) / 2, H - 4);
+  context.save(); context.translate(11, (top + H - bottom) / 2); context.rotate(-Math.PI / 2); context.fillText(yLabel, 0, 0); context.restore();
+  context.textAlign = "left";
   series.forEach((s, n) => {
     context.strokeStyle = s.colour; context.fillStyle = s.colour; context.lineWidth = s.width || 1.6;
     context.setLineDash(s.dashed ? [6, 4] : []);
@@ -139,7 +142,10 @@ function lineChart(canvas, series, yLabel, xLabel) {
       context.stroke();
     }
     context.setLineDash([]);
-    if (s.name) { context.fillStyle = s.colour; context.fillText(s.name, W - right - 150, top + 12 + 13 * n); }
+    if (s.name) {
+      context.fillStyle = s.colour;
+      context.fillText(s.name.length > 26 ? s.name.slice(0, 25) + "…" : s.name, W - right - 160, top + 12 + 13 * n);
+    }
   });
 }
 
@@ -285,8 +291,9 @@ renderers.explorer = async () => {
   }
   const model = await api(`/api/model?run=${requireRun()}`);
   const layers = $("filters-layer");
-  layers.replaceChildren(...model.summary.layers.filter((l) => ["Conv2D", "MaxPooling2D", "AveragePooling2D"].includes(l.type))
-    .map((l) => el("option", {value: l.index, textContent: `${l.index}: ${l.name} (${l.type})`})));
+  layers.replaceChildren(...model.summary.layers.map((l, position) => ({...l, position}))
+    .filter((l) => ["Conv2D", "MaxPooling2D", "AveragePooling2D"].includes(l.type))
+    .map((l) => el("option", {value: l.position, textContent: `layer ${l.position}: ${l.name} (${l.type})`})));
   await refreshMaps();
 };
 
@@ -321,7 +328,8 @@ async function showOrigin(event, canvas) {
   const o = await api(`/api/origin?run=${requireRun()}&image=${canvas.dataset.image}&layer=${canvas.dataset.layer}` +
     `&filter=${canvas.dataset.filter}&row=${row}&column=${column}`);
   const box = $("origin");
-  const where = `rows ${o.top}…${o.top + o.size[0] - 1}, columns ${o.left}…${o.left + o.size[1] - 1} of the layer below`;
+  const below = o.layer === 0 ? "the input image" : `layer ${o.layer - 1}'s output`;
+  const where = `rows ${o.top}…${o.top + o.size[0] - 1}, columns ${o.left}…${o.left + o.size[1] - 1} of ${below}`;
   const title = el("h3", {textContent: `layer ${o.layer} (${o.kind}), filter ${o.filter}, row ${o.row}, column ${o.column} of image #${canvas.dataset.image}: ${fmt(o.value)}`});
   if (o.kind === "Conv2D") {
     const channels = o.channel_sums.length;
@@ -480,15 +488,15 @@ renderers.model = async () => {
   $("diagram").replaceChildren(document.importNode(svg, true));
   const canvas = $("receptive");
   drawPixels(canvas, data.image);
-  const layers = data.summary.layers;
+  const layers = data.summary.layers.map((layer, position) => ({...layer, position}));   // position: as model.layers[i]
   const head = el("tr", {}, ...["Layer (type)", "Output shape", "Param #", "Mult-adds", "Receptive field"].map((t) => el("th", {textContent: t})));
   const rows = layers.flatMap((layer) => {
     const rf = layer.receptive_field;
-    const row = el("tr", {className: "layer-row", dataset: {index: layer.index}},
+    const row = el("tr", {className: "layer-row", dataset: {index: layer.position}},
       el("td", {textContent: `${layer.name} (${layer.type})`}), el("td", {textContent: `(${layer.output_shape.join(", ")})`}),
       el("td", {className: "number", textContent: layer.params.toLocaleString("en")}), el("td", {className: "number", textContent: layer.macs.toLocaleString("en")}),
       el("td", {textContent: rf.whole_input ? "whole input" : `${rf.size[0]}×${rf.size[1]}, jump ${rf.jump[0]}`}));
-    const explained = el("tr", {className: "layer-row", dataset: {index: layer.index}}, el("td", {colSpan: 5, className: "explained", textContent: layer.explained.join("\n")}));
+    const explained = el("tr", {className: "layer-row", dataset: {index: layer.position}}, el("td", {colSpan: 5, className: "explained", textContent: layer.explained.join("\n")}));
     for (const r of [row, explained]) {
       r.addEventListener("mouseenter", () => highlightLayer(layer, data));
     }
@@ -501,8 +509,8 @@ renderers.model = async () => {
 function highlightLayer(layer, data) {
   for (const g of document.querySelectorAll("#diagram g.layer")) g.classList.remove("hl");
   const groups = document.querySelectorAll("#diagram g.layer");
-  if (groups[layer.index + 1]) groups[layer.index + 1].classList.add("hl");   // group 0 is the input
-  for (const r of document.querySelectorAll("#summary tr.layer-row")) r.classList.toggle("hl", Number(r.dataset.index) === layer.index);
+  if (groups[layer.position + 1]) groups[layer.position + 1].classList.add("hl");   // group 0 is the input
+  for (const r of document.querySelectorAll("#summary tr.layer-row")) r.classList.toggle("hl", Number(r.dataset.index) === layer.position);
   const canvas = $("receptive");
   drawPixels(canvas, data.image);
   const context = canvas.getContext("2d");
@@ -567,9 +575,13 @@ async function pollTraining() {
     const maps = (await api("/api/train/maps")).maps;
     if (maps) renderLiveMaps(maps);
   }
-  if (status.running || status.state === "starting") live.timer = setTimeout(() => guard(pollTraining()), 700);
-  else if (["finished", "stopped", "interrupted", "failed"].includes(status.state) && live.lastState !== status.state) await loadRuns();
-  live.lastState = status.state;
+  if (status.running || status.state === "starting") {
+    live.wasRunning = true;
+    live.timer = setTimeout(() => guard(pollTraining()), 700);
+  } else if (live.wasRunning) {   // it just ended: its run is now listed (and resumable when it was stopped)
+    live.wasRunning = false;
+    await loadRuns();
+  }
 }
 
 function drawTrainingCharts() {
