@@ -174,6 +174,7 @@ def test_evaluation_cells_open_their_images_and_model_rows_highlight_layers(page
     page.wait_for_selector("#diagram svg")
     page.hover("#summary tr.layer-row >> nth=4")                        # conv2d_1's explanation row
     assert page.locator("#diagram g.layer.hl").count() == 1
+    assert "conv2d_1" in page.text_content("#diagram g.layer.hl")   # the same layer as the row, not its neighbour
     assert "8×8" in page.text_content("#receptive-text")
     screenshot(page, "model", tmp_path)
 
