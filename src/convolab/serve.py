@@ -204,6 +204,10 @@ class LoadedRun:
         return self._logits
 
     @property
+    def has_logits(self) -> bool:
+        return self._logits is not None
+
+    @property
     def predictions(self) -> torch.Tensor:
         return self.logits.argmax(dim=1)
 
@@ -270,11 +274,16 @@ def maps_payload(loaded: LoadedRun, indices: list[int], filter_index: int) -> di
 
 
 def image_rows(loaded: LoadedRun, indices: list[int]) -> list[dict]:
+    """Number, true and predicted class of some test images (predicting only these unless the whole set is done)."""
+    from convolab.evaluate import predict_logits
+
     names = loaded.run.class_names
-    predicted = loaded.predictions
-    return [{"index": index, "label": names[int(loaded.labels[index])],
-             "predicted": names[int(predicted[index])], "correct": bool(predicted[index] == loaded.labels[index])}
-            for index in indices]
+    if loaded.has_logits or not indices:
+        predicted = loaded.predictions[indices] if indices else torch.zeros(0, dtype=torch.int64)
+    else:
+        predicted = predict_logits(loaded.run.model, loaded.images[indices]).argmax(dim=1)
+    return [{"index": index, "label": names[int(loaded.labels[index])], "predicted": names[int(guess)],
+             "correct": bool(guess == loaded.labels[index])} for index, guess in zip(indices, predicted)]
 
 
 def choose_images(loaded: LoadedRun, by: str, class_index: int | None, start: int, limit: int) -> list[int]:
@@ -301,6 +310,7 @@ def model_payload(loaded: LoadedRun) -> dict:
         row["explained"] = row_explanations(report)
     return {"run": loaded.run.name, "summary": summary, "totals_text": total_lines(loaded.reports),
             "svg": architecture_svg(loaded.reports, loaded.run.name), "image": image_lists(loaded.images[0]),
+            "class_names": loaded.run.class_names,
             "spec": loaded.run.spec.to_line()}
 
 

@@ -282,14 +282,12 @@ function clickedCell(event, canvas) {
 let mapsInFlight = false, mapsAgain = false;
 
 renderers.explorer = async () => {
-  requireRun();
-  const classes = await api(`/api/images?run=${requireRun()}&limit=1`);
+  const model = await api(`/api/model?run=${requireRun()}`);
   const choice = $("explorer-class");
   if (choice.dataset.run !== state.run) {
-    choice.replaceChildren(el("option", {value: "", textContent: "any"}), ...classes.class_names.map((name, i) => el("option", {value: i, textContent: `${i} ${name}`})));
+    choice.replaceChildren(el("option", {value: "", textContent: "any"}), ...model.class_names.map((name, i) => el("option", {value: i, textContent: `${i} ${name}`})));
     choice.dataset.run = state.run;
   }
-  const model = await api(`/api/model?run=${requireRun()}`);
   const layers = $("filters-layer");
   layers.replaceChildren(...model.summary.layers.map((l, position) => ({...l, position}))
     .filter((l) => ["Conv2D", "MaxPooling2D", "AveragePooling2D"].includes(l.type))
@@ -381,8 +379,10 @@ function setFilter(k) {
 
 async function chooseImages(by) {
   const cls = $("explorer-class").value;
+  say("finding the images (the first time, the model predicts the whole test set)…", true);
   const data = await api(`/api/images?run=${requireRun()}&by=${by}&limit=6` + (cls !== "" ? `&class=${cls}` : ""));
   if (!data.images.length) { say("no such images in this run's test set"); return; }
+  say("");
   $("explorer-images").value = data.images.map((i) => i.index).join(",");
   await refreshMaps();
 }
@@ -447,7 +447,9 @@ async function predict(blob) {
 // --- Evaluation ----------------------------------------------------------------------------------------------------
 
 renderers.evaluation = async () => {
+  say("evaluating (the first time, the model predicts the whole test set)…", true);
   const data = await api(`/api/evaluation?run=${requireRun()}`);
+  say("");
   $("evaluation-summary").textContent = `· ${data.run}: ${data.test_count} test images, accuracy ${fmt(data.test_accuracy)}, loss ${fmt(data.test_loss)}`;
   const names = data.class_names, matrix = data.confusion_matrix;
   const largest = Math.max(1, ...matrix.flatMap((row, t) => row.filter((v, p) => p !== t)));
