@@ -524,7 +524,6 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_serve_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve", help="the lab as a live local web page: runs, training, explorer, drawing, evaluation, model",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -236,6 +237,7 @@ class LiveTraining:
 
     def start(self, job: TrainingJob) -> None:
         self.require_idle()
+        self._remove_folder()     # the last training's messages; its run directory stays, of course
         self.folder = Path(tempfile.mkdtemp(prefix="convolab-live-"))
         self.job, self.points, self.epochs, self.messages, self.plan, self.offset = job, [], [], [], {}, 0
         write_status(self.folder, "starting", "starting a training process", job.out)
@@ -294,10 +296,15 @@ class LiveTraining:
             return None
         return json.loads((self.folder / "maps.json").read_text(encoding="utf-8"))
 
+    def _remove_folder(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
     def close(self) -> None:
-        """On server exit: ask the training to stop (it saves a checkpoint), then wait a little for it."""
+        """On server exit: ask the training to stop (it saves a checkpoint), wait for it, remove the folder."""
         if self.running:
             (self.folder / "stop").touch()
-            self.process.join(timeout=10)
+            self.process.join(timeout=60)
             if self.process.is_alive():
                 self.process.terminate()
+        self._remove_folder()

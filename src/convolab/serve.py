@@ -483,6 +483,9 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
                 return JSONResponse({"error": error.message, "fix": error.fix}, status_code=error.status)
             except ConvolabError as error:
                 return JSONResponse({"error": error.message, "fix": error.fix}, status_code=400)
+            except Exception as error:  # noqa: BLE001 - a bug: the page still gets a message it can show
+                return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}",
+                                     "fix": "this is a bug in convolab; please report it"}, status_code=500)
         return endpoint
 
     async def read_body(request: Request) -> bytes:

@@ -142,7 +142,9 @@ function lineChart(canvas, series, yLabel, xLabel) {
       context.stroke();
     }
     context.setLineDash([]);
-    if (s.name) {
+    if (s.name) {   // the legend on a white patch, readable over the curves
+      context.fillStyle = "rgba(255, 255, 255, 0.85)";
+      context.fillRect(W - right - 163, top + 2 + 13 * n, 160, 13);
       context.fillStyle = s.colour;
       context.fillText(s.name.length > 26 ? s.name.slice(0, 25) + "…" : s.name, W - right - 160, top + 12 + 13 * n);
     }
@@ -477,7 +479,8 @@ async function showPair(t, p, names) {
   if (!pair.images.length) { $("pair-grid").replaceChildren(el("p", {textContent: `no test image of ${names[t]} was predicted ${names[p]}`})); return; }
   const indices = pair.images.map((i) => i.index).join(",");
   const data = await api(`/api/maps?run=${requireRun()}&images=${indices}&filter=${state.filter}`);
-  $("pair-grid").replaceChildren(el("h3", {textContent: `${pair.count} images of ${names[t]} predicted ${names[p]} (first ${pair.images.length}), filter ${state.filter}`}),
+  $("pair-grid").replaceChildren(el("h3", {textContent: `${pair.count} ${pair.count === 1 ? "image" : "images"} of ${names[t]} predicted ${names[p]}` +
+    (pair.count > pair.images.length ? ` (the first ${pair.images.length})` : "") + `, filter ${state.filter}`}),
     mapsGrid(data, null));
 }
 
@@ -582,6 +585,7 @@ async function pollTraining() {
     live.timer = setTimeout(() => guard(pollTraining()), 700);
   } else if (live.wasRunning) {   // it just ended: its run is now listed (and resumable when it was stopped)
     live.wasRunning = false;
+    say("");
     await loadRuns();
   }
 }
