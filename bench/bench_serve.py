@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def page_filter_change(server: Server, run_id: str, filters: int) -> list[float]
             "--no-first-run"])
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{server.base}/?token={TOKEN}#explorer")
-        page.wait_for_selector("#run option")
+        page.wait_for_selector("#run option", state="attached")
         page.select_option("#run", run_id)
         page.wait_for_selector("#explorer-grid canvas")
         times = []
@@ -148,8 +149,8 @@ def main() -> int:
         run = runs / "lab" / "cnn"
         train_cli(run, 2000)
     else:
-        (runs / "lab").mkdir(parents=True)
-        (runs / "lab" / "cnn").symlink_to(run.resolve(), target_is_directory=True)
+        # a copy: the server rightly refuses a link that leads out of its runs folder
+        shutil.copytree(run, runs / "lab" / "cnn", ignore=shutil.ignore_patterns("*.png", "*.html"))
     server = Server(runs)
     results: dict = {"load_before": load()}
     try:

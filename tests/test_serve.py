@@ -257,7 +257,8 @@ def test_a_drawn_image_gets_its_input_top_three_and_maps(api, runs):
                         headers={"Content-Type": "image/png"})
     data = response.json()
     assert np.array_equal(np.array(data["input"]), images[23, 0].numpy())
-    expected = torch.softmax(run.model(images[23:24].float() / 255), dim=1)[0]
+    with torch.no_grad():
+        expected = torch.softmax(run.model(images[23:24].float() / 255), dim=1)[0]
     assert data["top"][0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
     assert len(data["top"]) == 3 and [len(layer["maps"]) for layer in data["layers"]] == [1, 1, 1]
 
@@ -355,7 +356,7 @@ def test_a_training_started_from_the_page_streams_stops_resumes_and_finishes(run
         started = api.post("/api/train/start", json=form)
         assert started.status_code == 200, started.text
         assert "already running" in error_of(api.post("/api/train/start", json={**form, "name": "second"}), 400)
-        first = wait_for(api, lambda status: status["total_points"] >= 30)
+        first = wait_for(api, lambda status: status["total_points"] >= 30 and status["maps_step"] is not None)
         assert all(len(point) == 3 and np.isfinite(point[1]) for point in first["points"])
         assert [point[0] for point in first["points"]] == list(range(1, len(first["points"]) + 1))
         assert api.post("/api/train/stop").status_code == 200
