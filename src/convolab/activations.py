@@ -17,7 +17,7 @@ from convolab.errors import RunError, SpecError
 from convolab.shards import shard_context
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
-from convolab.spec import ModelSpec
+from convolab.spec import AveragePooling2D, Conv2D, MaxPooling2D, ModelSpec
 
 # The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling" (windowed kinds).
 VISUAL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.windowed)
@@ -219,10 +219,13 @@ def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, l
         raise SpecError(f"position ({row}, {column}) is outside layer {layer_index}'s {height}×{width} map",
                         fix=f"pick a row in 0..{height - 1} and a column in 0..{width - 1}")
     layer, block = spec.layers[layer_index], model.blocks[layer_index]
+    if not isinstance(layer, (Conv2D, MaxPooling2D, AveragePooling2D)):
+        raise SpecError(f"layer {layer_index} is a {type(layer).__name__}; where a value comes from is shown for "
+                        "Conv2D, MaxPooling2D and AveragePooling2D layers", fix="click a map of one of those layers")
     left, _right, top, _bottom = block.padding
     kind = type(layer).__name__
     if isinstance(layer, Conv2D):
-        conv = find_conv(block)
+        conv = block.conv                                                     # the nn.Conv2d inside Conv2DBlock
         padded = torch.nn.functional.pad(below, block.padding) if any(block.padding) else below
         (stride_y, stride_x), (kernel_h, kernel_w) = conv.stride, conv.kernel_size
         y, x = row * stride_y, column * stride_x
