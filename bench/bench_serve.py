@@ -56,7 +56,7 @@ class Server:
         self.sock = bind("127.0.0.1", 0)
         self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         app = create_app(runs, TOKEN, "127.0.0.1", {"source": "fashion-mnist", "offline": True})
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         while not self.server.started:

@@ -36,7 +36,7 @@ def server(tmp_path_factory):
     runs = make_runs(tmp_path_factory.mktemp("runs"))
     sock = bind("127.0.0.1", 0)
     app = create_app(runs, TOKEN, "127.0.0.1", {"source": "fashion-mnist", "offline": True})
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:

@@ -712,5 +712,7 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, open_
           "    Ctrl-C stops the server", flush=True)
     if open_browser:
         webbrowser.open(url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # log_config=None: uvicorn keeps to the logging already set up, rather than binding handlers to the sys.stderr of
+    # the moment (a test's captured stream, closed later)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
     server.run(sockets=[sock])
