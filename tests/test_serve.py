@@ -139,9 +139,7 @@ def test_a_symbolic_link_out_of_the_runs_folder_is_refused(api, runs, tmp_path):
 def test_maps_are_the_library_capture_for_the_chosen_filter(api, runs):
     data = api.get("/api/maps", params={"run": "lab/cnn", "images": "0,23,28", "filter": 2}).json()
     run = load_run(runs / "lab" / "cnn")
-    from convolab.activations import run_test_data
-
-    images, labels = run_test_data(run.config)
+    images, labels = run.test_data()
     expected = capture(run.model, run.spec, images[[0, 23, 28]])
     assert [layer["index"] for layer in data["layers"]] == [0, 1, 2]
     for layer, maps in zip(data["layers"], expected.layers):
@@ -249,10 +247,8 @@ def test_evaluation_matches_the_runs_metrics_and_pairs_open_their_images(api, ru
 # --- Draw or upload -------------------------------------------------------------------------------------------------------
 
 def test_a_drawn_image_gets_its_input_top_three_and_maps(api, runs):
-    from convolab.activations import run_test_data
-
     run = load_run(runs / "lab" / "cnn")
-    images, _ = run_test_data(run.config)
+    images, _ = run.test_data()
     response = api.post("/api/predict", params={"run": "lab/cnn", "filter": 1}, content=png_bytes(images[23, 0].numpy()),
                         headers={"Content-Type": "image/png"})
     data = response.json()

@@ -134,15 +134,13 @@ class MapWatcher(Callback):
 
     def on_train_begin(self, state: Any) -> None:
         from convolab.model import build_model
-        from convolab.runs import read_json
-        from convolab.spec import spec_from_dict
+        from convolab.runs import RunDirectory
 
         self.state = state
-        config = read_json(Path(self.job.out) / "config.json")
-        self.spec = spec_from_dict(config["spec"])
-        self.reference = build_model(self.spec, tuple(config["dataset"]["input_shape"]),
-                                     len(config["dataset"]["class_names"]))
-        self.class_names = list(config["dataset"]["class_names"])
+        config = RunDirectory(self.job.out).read_config()
+        self.spec = config.spec
+        self.reference = build_model(self.spec, tuple(config.dataset.input_shape), len(config.dataset.class_names))
+        self.class_names = list(config.dataset.class_names)
 
     def watch(self, images, labels) -> None:
         """The test set the watched image numbers index (the worker's dataset, not loaded twice)."""

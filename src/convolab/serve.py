@@ -153,11 +153,11 @@ def find_runs(runs_dir: Path, depth: int = 3) -> list[Path]:
 
 def run_listing(runs_dir: Path, path: Path) -> dict:
     """One row of the Runs page, from the run's small files only (config, history, metrics; no weights)."""
-    from convolab.runs import read_json
+    from convolab.runs import RunDirectory, read_json
 
     row: dict[str, Any] = {"id": path.relative_to(runs_dir).as_posix() or ".", "folder": path.name}
     try:
-        config = read_json(path / "config.json")
+        config = RunDirectory(path).read_config()
         history = read_json(path / "history.json") if (path / "history.json").is_file() else []
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     except ConvolabError as error:
@@ -170,25 +170,24 @@ def run_listing(runs_dir: Path, path: Path) -> dict:
         except ConvolabError as error:
             metrics = {"status": f"unreadable checkpoint: {error.message}"}
     seconds = [entry.get("seconds") for entry in history if isinstance(entry.get("seconds"), (int, float))]
-    return {**row, "name": str(config.get("name") or path.name), "spec": str(config.get("spec_line", "")),
-            "dataset": str(config.get("dataset", {}).get("name", "")), "epochs": len(history),
-            "planned_epochs": config.get("train", {}).get("epochs"),
+    return {**row, "name": str(config.name or path.name), "spec": config.spec.to_line(),
+            "dataset": config.dataset.name, "epochs": len(history), "planned_epochs": config.train.epochs,
             "status": metrics.get("status") or "finished",
             "test_accuracy": metrics.get("test_accuracy"), "test_loss": metrics.get("test_loss"),
             "seconds_per_epoch": (sum(seconds) / len(seconds)) if seconds else None,
-            "train": config.get("train", {}), "history": history, "created": config.get("created")}
+            "train": asdict(config.train), "history": history, "created": config.created}
 
 
 class LoadedRun:
     """A run with what the pages need of it, computed once: the model, its test set, the test logits."""
 
     def __init__(self, path: Path):
-        from convolab.activations import run_test_data, visual_layer_indices
+        from convolab.activations import visual_layer_indices
         from convolab.runs import load_run
         from convolab.shapes import analyze
 
         self.run = load_run(path)
-        self.images, self.labels = run_test_data(self.run.config)
+        self.images, self.labels = self.run.test_data()
         self.reports = analyze(self.run.spec, self.run.input_shape, len(self.run.class_names))
         self.visual = visual_layer_indices(self.run.spec)
         self.stamp = (path / "checkpoint.pt").stat().st_mtime_ns    # a newer checkpoint means: load again
@@ -418,19 +417,20 @@ def training_job(lab: Lab, body: Any) -> Any:
 
 def resume_job(lab: Lab, body: Any) -> Any:
     from convolab.live import TrainingJob
-    from convolab.runs import read_checkpoint, read_json
+    from convolab.runs import RunDirectory, read_checkpoint
 
     if not isinstance(body, dict):
         raise RequestError("expected a JSON object with run (and epochs)", fix="send the form again")
     path = resolve_run(lab.runs_dir, str(body.get("run") or ""))
     checkpoint = read_checkpoint(path / "checkpoint.pt")
-    planned = read_json(path / "config.json").get("train", {}).get("epochs", 0)
+    config = RunDirectory(path).read_config()
+    planned = config.train.epochs
     epochs = int_argument(body.get("epochs"), "epochs", 1, 1000, planned)
     if checkpoint.get("status") == "stopped" or checkpoint.get("epoch", 0) >= epochs:
         raise RequestError(f"run {path.name!r}: nothing to resume: it {checkpoint.get('status', 'ended')} after epoch "
                            f"{checkpoint.get('epoch')} of {epochs}", fix="ask for more epochs, or start a new run",
                            status=409)
-    options = read_json(path / "config.json")["dataset"].get("options") or lab.data_options
+    options = dict(config.dataset.selection.options) or lab.data_options
     return TrainingJob(out=str(path), resume=True, epochs=epochs, data_options=options,
                        images=int_list_argument(body.get("images"), "images", 10 ** 9, [0, 23, 28]),
                        filter_index=int_argument(body.get("filter"), "filter", 0, 4096, 1))
