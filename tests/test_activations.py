@@ -170,3 +170,43 @@ def test_bad_image_and_filter_indices(network):
     with pytest.raises(SpecError, match=r"filter 5 does not exist in layer 4 \(Conv2D\), which has 5 filters"):
         check_filter_index(5, maps)
     check_filter_index(4, maps)
+
+
+# --- value_origin: where one value of a map comes from -------------------------------------------------------------
+
+def test_value_origin_explains_strided_same_padded_convolutions_and_pooling():
+    """Checked against capture (the forward pass) and against the arithmetic done here by hand."""
+    from convolab.activations import value_origin
+
+    spec = load_spec("conv3x3x3s2same-tanh,maxpool2same,avgpool2same,flatten,dense")
+    torch.manual_seed(0)
+    model = build_model(spec, (9, 9, 2), 4)
+    image = torch.randint(0, 256, (2, 9, 9), dtype=torch.uint8)
+    maps = capture(model, model.spec, image.unsqueeze(0))
+    for row, column in ((0, 0), (2, 3), (4, 4)):
+        origin = value_origin(model, model.spec, image, 0, 1, row, column)
+        window, weights = np.array(origin["window"]), np.array(origin["weights"])
+        assert window.shape == weights.shape == (3, 3, 2)
+        assert origin["sum"] == pytest.approx(float((window * weights).sum()), abs=1e-5)
+        assert origin["channel_sums"] == pytest.approx((window * weights).sum(axis=(0, 1)).tolist(), abs=1e-5)
+        assert origin["value"] == pytest.approx(np.tanh(origin["sum"] + origin["bias"]), abs=1e-5)
+        assert origin["value"] == pytest.approx(float(maps.layer(0).values[0, row, column, 1]), abs=1e-5)
+        assert (origin["top"], origin["left"]) == (2 * row - 1, 2 * column - 1)   # 'same' pads 1 before, 1 after
+    corner = value_origin(model, model.spec, image, 0, 1, 0, 0)
+    assert np.array(corner["window"])[0].tolist() == [[0.0, 0.0]] * 3   # the padding row is zeros
+    pool = value_origin(model, model.spec, image, 1, 1, 2, 2)            # 5×5 -> 3×3: the last window is half padding
+    assert pool["window"][1] == [None, None] and pool["max"] == pool["value"]
+    assert pool["value"] == pytest.approx(float(maps.layer(1).values[0, 2, 2, 1]), abs=1e-6)
+    average = value_origin(model, model.spec, image, 2, 0, 1, 1)
+    assert average["mean"] == pytest.approx(float(maps.layer(2).values[0, 1, 1, 0]), abs=1e-6)
+
+
+@pytest.mark.parametrize("arguments, word", [((3, 0, 0, 0), "Flatten"), ((0, 5, 0, 0), "filter 5"),
+                                             ((0, 0, 5, 0), "outside"), ((0, 0, 0, -1), "outside")])
+def test_value_origin_bad_positions_name_the_choices(arguments, word):
+    from convolab.activations import value_origin
+
+    spec = load_spec("conv3x3x3s2same,maxpool2same,avgpool2same,flatten,dense")
+    model = build_model(spec, (9, 9, 2), 4)
+    with pytest.raises(SpecError, match=word):
+        value_origin(model, model.spec, torch.zeros(2, 9, 9), *arguments)

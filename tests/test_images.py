@@ -139,3 +139,26 @@ def test_bad_arguments_are_refused(tmp_path):
         load_image(path, (28, 28, 4))
     with pytest.raises(DataError, match="invert='sometimes'"):
         load_image(path, (28, 28, 1), invert="sometimes")
+
+
+# --- uploads: bytes, sizes, bombs -------------------------------------------------------------------------------------
+
+def test_an_image_given_as_bytes_reads_like_its_file(tmp_path):
+    import io
+
+    pixels = (np.arange(40 * 30).reshape(40, 30) % 251).astype(np.uint8)
+    path = tmp_path / "a.png"
+    Image.fromarray(pixels).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    assert torch.equal(load_image(buffer.getvalue(), (28, 28, 1)), load_image(path, (28, 28, 1)))
+    with pytest.raises(DataError, match="the upload: cannot read as an image"):
+        load_image(b"not an image", (28, 28, 1))
+
+
+def test_too_many_pixels_are_refused_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(path)
+    with pytest.raises(DataError, match="300x200 pixels is too large to decode .* limit is 0.05 megapixels"):
+        load_image(path, (28, 28, 1), max_pixels=50_000)
+    assert load_image(path, (28, 28, 1), max_pixels=60_000).shape == (1, 28, 28)

@@ -17,7 +17,7 @@ from convolab.errors import RunError, SpecError
 from convolab.shards import shard_context
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
-from convolab.spec import ModelSpec
+from convolab.spec import AveragePooling2D, Conv2D, MaxPooling2D, ModelSpec
 
 # The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling" (windowed kinds).
 VISUAL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.windowed)
@@ -151,24 +151,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
-            layer_indices: list[int] | None = None) -> Activations:
-    """Run `images` through `model` once and keep the outputs of the blocks at `layer_indices` (default: conv/pool).
+def forward_keeping(model: torch.nn.Module, images: torch.Tensor, indices: list[int]
+                    ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One eval-mode pass of `images` keeping, for each block in `indices`, its (input, output) NCHW; and the logits.
 
-    model: a ConvNet whose `.blocks[i]` computes spec layer i. images: uint8 or float (N, C, H, W).
-    The model is put in eval mode for the pass (Dropout off, BatchNormalization on its running statistics, as Keras
-    predicts) and every module's mode is restored afterwards; the hooks are removed even if the pass fails.
+    Dropout is off and BatchNormalization uses its running statistics (as Keras predicts); every module's mode is
+    restored afterwards and the hooks are removed even if the pass fails.
     """
-    indices = visual_layer_indices(spec) if layer_indices is None else list(layer_indices)
-    for index in indices:
-        check_layer(spec, index)
-    kept: dict[int, torch.Tensor] = {}
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
     modes = {module: module.training for module in model.modules()}
     try:
         for index in indices:
-            def keep(_module, _inputs, output, index=index):
-                kept[index] = output.detach()
+            def keep(_module, inputs, output, index=index):
+                kept[index] = (inputs[0].detach(), output.detach())
             handles.append(model.blocks[index].register_forward_hook(keep))
         model.eval()
         # One shard, one thread (shards.py): a few images need no second thread, and two would spin-wait for each
@@ -180,9 +176,86 @@ def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
             handle.remove()
         for module, training in modes.items():
             module.train(training)
-    layers = tuple(LayerMaps(index=index, kind=type(spec.layers[index]).__name__, values=nchw_to_nhwc(kept[index]))
+    return kept, logits.detach().to("cpu", torch.float32)
+
+
+def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
+            layer_indices: list[int] | None = None) -> Activations:
+    """Run `images` through `model` once and keep the outputs of the blocks at `layer_indices` (default: conv/pool).
+
+    model: a ConvNet whose `.blocks[i]` computes spec layer i. images: uint8 or float (N, C, H, W).
+    The model is put in eval mode for the pass and every module's mode is restored afterwards (forward_keeping).
+    """
+    indices = visual_layer_indices(spec) if layer_indices is None else list(layer_indices)
+    for index in indices:
+        check_layer(spec, index)
+    kept, logits = forward_keeping(model, images, indices)
+    layers = tuple(LayerMaps(index=index, kind=type(spec.layers[index]).__name__, values=nchw_to_nhwc(kept[index][1]))
                    for index in indices)
-    return Activations(layers=layers, logits=logits.detach().to("cpu", torch.float32).numpy())
+    return Activations(layers=layers, logits=logits.numpy())
+
+
+def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, layer_index: int, filter_index: int,
+                 row: int, column: int) -> dict:
+    """Where one value of a conv or pool map comes from, with every number (CNN Explainer's formula view).
+
+    image: one uint8 or float (C, H, W) image. The value is output[row, column, filter_index] of spec layer
+    `layer_index`. Returned (plain lists, Keras's (kernel_h, kernel_w, channels) order for windows):
+      Conv2D:  window (the layer below's values under the kernel, after any 'same' zero padding), weights, products,
+               channel_sums (the products summed per input channel), sum, bias, pre_activation = sum + bias,
+               activation (its name) and value (what the map shows).
+      MaxPooling2D / AveragePooling2D: window (one channel), the max (with its position in the window) or the mean,
+               and value.
+    Both: top and left, where the window starts in the layer below (negative inside 'same' padding), and its size.
+    """
+    check_layer(spec, layer_index)
+    kept, _ = forward_keeping(model, image.unsqueeze(0), [layer_index])
+    below, output = kept[layer_index][0][0].float().cpu(), kept[layer_index][1][0].float().cpu()   # (C, H, W) each
+    channels, height, width = output.shape
+    if not 0 <= filter_index < channels:
+        raise SpecError(f"filter {filter_index} does not exist in layer {layer_index}, which has {channels} filters "
+                        f"(0 to {channels - 1})", fix=f"pick a filter between 0 and {channels - 1}")
+    if not (0 <= row < height and 0 <= column < width):
+        raise SpecError(f"position ({row}, {column}) is outside layer {layer_index}'s {height}×{width} map",
+                        fix=f"pick a row in 0..{height - 1} and a column in 0..{width - 1}")
+    layer, block = spec.layers[layer_index], model.blocks[layer_index]
+    if not isinstance(layer, (Conv2D, MaxPooling2D, AveragePooling2D)):
+        raise SpecError(f"layer {layer_index} is a {type(layer).__name__}; where a value comes from is shown for "
+                        "Conv2D, MaxPooling2D and AveragePooling2D layers", fix="click a map of one of those layers")
+    left, _right, top, _bottom = block.padding
+    kind = type(layer).__name__
+    if isinstance(layer, Conv2D):
+        conv = block.conv                                                     # the nn.Conv2d inside Conv2DBlock
+        padded = torch.nn.functional.pad(below, block.padding) if any(block.padding) else below
+        (stride_y, stride_x), (kernel_h, kernel_w) = conv.stride, conv.kernel_size
+        y, x = row * stride_y, column * stride_x
+        window = padded[:, y:y + kernel_h, x:x + kernel_w]                     # (C_in, kh, kw)
+        weights = conv.weight[filter_index].detach().float().cpu()             # (C_in, kh, kw)
+        products = window * weights
+        bias = float(conv.bias[filter_index].detach()) if conv.bias is not None else 0.0
+        total = float(products.double().sum())
+        keras = lambda values: values.permute(1, 2, 0).tolist()                # (C, kh, kw) -> (kh, kw, C)
+        return {"kind": kind, "layer": layer_index, "filter": filter_index, "row": row, "column": column,
+                "top": y - top, "left": x - left, "size": [kernel_h, kernel_w], "window": keras(window),
+                "weights": keras(weights), "products": keras(products),
+                "channel_sums": products.sum(dim=(1, 2)).tolist(), "sum": total, "bias": bias,
+                "pre_activation": total + bias, "activation": layer.activation,
+                "value": float(output[filter_index, row, column])}
+    (pool_h, pool_w), (stride_y, stride_x) = layer.pool_size, layer.strides
+    fill = -float("inf") if isinstance(layer, MaxPooling2D) else 0.0
+    padded = torch.nn.functional.pad(below, block.padding, value=fill) if any(block.padding) else below
+    y, x = row * stride_y, column * stride_x
+    window = padded[filter_index, y:y + pool_h, x:x + pool_w]                  # (ph, pw), one channel
+    origin = {"kind": kind, "layer": layer_index, "filter": filter_index, "row": row, "column": column,
+              "top": y - top, "left": x - left, "size": [pool_h, pool_w],
+              "window": [[value if value != fill or fill == 0.0 else None for value in line] for line in window.tolist()],
+              "value": float(output[filter_index, row, column])}
+    if isinstance(layer, MaxPooling2D):
+        position = int(window.flatten().argmax())
+        origin.update(max=float(window.max()), argmax=[position // pool_w, position % pool_w])
+    else:   # with 'same' padding TensorFlow averages only the real values, which the value shows
+        origin.update(mean=float(output[filter_index, row, column]))
+    return origin
 
 
 def kernels(model: torch.nn.Module, spec: ModelSpec, layer_index: int) -> np.ndarray:

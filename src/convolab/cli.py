@@ -577,6 +577,33 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="the lab as a live local web page: runs, training, explorer, drawing, evaluation, model",
+        description="Serve the lab as a web page on this computer: every run under RUNS_DIR with its curves, a live "
+                    "training (started, stopped and resumed from the page), the explorer of feature maps with the "
+                    "arithmetic behind every value, drawing or uploading an image, the confusion matrix, the explained "
+                    "summary. Prints the URL with its access token, as Jupyter does. Needs the 'serve' extra "
+                    "(pip install 'convolab[serve]'). The data flags choose what trainings started from the page use.",
+        epilog="example: convolab serve runs/ --open",
+    )
+    parser.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
+                        help="the folder of runs to show, where trainings from the page are written (default: runs)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this computer only; any other warns)")
+    parser.add_argument("--open", action="store_true", help="open the page in the default browser")
+    add_data_flags(parser)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from convolab.serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise ConvolabError(f"--port {args.port}; expected 0 to 65535", fix="e.g. --port 8000")
+    serve(args.runs_dir, host=args.host, port=args.port, open_browser=args.open, data_options=data_options(args))
+    return 0
+
 
 # --- entry point -----------------------------------------------------------------------------------------------------
 
@@ -593,6 +620,7 @@ COMMANDS: list[tuple[str, object, object]] = [
     ("filters", add_filters_parser, run_filters),
     ("sweep", add_sweep_parser, run_sweep_command),
     ("report", add_report_parser, run_report),
+    ("serve", add_serve_parser, run_serve),
 ]
 
 

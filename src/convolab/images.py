@@ -7,6 +7,7 @@ the median ignores the few border pixels it touches). Light means a median above
 """
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -23,19 +24,25 @@ LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light b
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-def open_image(path: str | Path):
-    """Open and decode an image with Pillow, upright per its EXIF orientation; DataError naming the file otherwise."""
+def open_image(path: str | Path | bytes, max_pixels: int | None = None):
+    """Open and decode an image with Pillow, upright per its EXIF orientation; DataError naming the file otherwise.
+
+    path: a file, or the bytes of one (an upload; named "the upload" in messages). max_pixels: a lower limit than
+    MAX_IMAGE_PIXELS (a server's), checked from the header before decoding like it.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    path = "the upload" if isinstance(path, bytes) else source
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below, with a clearer message
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise too_large(path, f"{width}x{height} pixels")
+            if width * height > limit:
+                raise too_large(path, f"{width}x{height} pixels", limit)
             image.seek(0)            # the first frame of an animated GIF or WebP
             image.load()
             upright = ImageOps.exif_transpose(image)
@@ -52,10 +59,10 @@ def open_image(path: str | Path):
         ) from None
 
 
-def too_large(path: Path, size: str) -> DataError:
-    """The message for an image over MAX_IMAGE_PIXELS: a decompression bomb, or a photo far larger than needed."""
+def too_large(path: Path | str, size: str, limit: int = MAX_IMAGE_PIXELS) -> DataError:
+    """The message for an image over the limit: a decompression bomb, or a photo far larger than needed."""
     return DataError(f"{path}: {size} is too large to decode (a decompression bomb guard: the limit is "
-                     f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels)",
+                     f"{limit / 1_000_000:g} megapixels)",
                      fix="shrink the image first (any image viewer, or `convert -resize 1000x1000`); the model sees it "
                          "at a few dozen pixels anyway")
 
@@ -99,10 +106,12 @@ def fit_image(image, height: int, width: int, fill: tuple[int, ...] | int):
     return canvas
 
 
-def load_image(path: str | Path, input_shape: tuple[int, int, int], invert: bool | str = "auto") -> torch.Tensor:
+def load_image(path: str | Path | bytes, input_shape: tuple[int, int, int], invert: bool | str = "auto",
+               max_pixels: int | None = None) -> torch.Tensor:
     """One image file as a uint8 tensor (C, H, W) for a model whose input shape is `input_shape` (H, W, C, Keras's order).
 
-    invert: "auto" inverts when the border's median is light (see the module docstring); True or False forces it.
+    path: a file or its bytes (open_image). invert: "auto" inverts when the border's median is light (see the module
+    docstring); True or False forces it. max_pixels: refuse larger images before decoding them.
     Padding, when the aspect differs, takes the border's median colour, so it matches the background either way.
     """
     height, width, channels = input_shape
@@ -111,7 +120,7 @@ def load_image(path: str | Path, input_shape: tuple[int, int, int], invert: bool
                         fix="use a model whose input has 1 or 3 channels")
     if invert not in ("auto", True, False):
         raise DataError(f"invert={invert!r}; expected 'auto', True or False")
-    image = _to_channels(open_image(path), channels)
+    image = _to_channels(open_image(path, max_pixels=max_pixels), channels)
     pixels = np.asarray(image)
     if invert == "auto":
         invert = border_median(pixels) > LIGHT_BACKGROUND
@@ -131,3 +140,10 @@ def _border_mask(shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
+
+
+def image_lists(image: torch.Tensor) -> list:
+    """A uint8 (C, H, W) image as nested lists for a web page to draw: (H, W) for gray, (H, W, 3) for RGB."""
+    if image.shape[0] == 1:
+        return image[0].tolist()
+    return image.permute(1, 2, 0).tolist()
