@@ -37,25 +37,13 @@ from bench_lab import run_convolab, run_keras  # noqa: E402  (the training engin
 from train_step import TrainStep, make_optimizer_for  # noqa: E402  (the benchmark's own step, beside it)
 
 from convolab.engine import prepare_for_training  # noqa: E402
+from convolab.machine import float32_limit, training_flops_per_image  # noqa: E402
 from convolab.model import build_model  # noqa: E402
 from convolab.recipes import RECIPES  # noqa: E402
-from convolab.shapes import analyze  # noqa: E402
 from convolab.spec import load_spec  # noqa: E402
 
 
 # --- FLOPs --------------------------------------------------------------------------------------------------------------
-
-def training_flops_per_image(line: str, input_shape=(28, 28, 1), classes: int = 10) -> int:
-    """Forward 2·MACs per layer; backward 2·MACs for the weight gradient and 2·MACs for the input gradient, except
-    the first layer with weights, whose input (the image) needs no gradient."""
-    total, first = 0, True
-    for report in analyze(load_spec(line), input_shape, classes):
-        if report.macs == 0:
-            continue
-        total += 2 * report.macs * (2 if first else 3)
-        first = False
-    return total
-
 
 def engine_flops_per_image(line: str, input_shape=(28, 28, 1), classes: int = 10) -> int:
     """The same count for what the engine computes: convs before a valid pool only on the rows the pool reads."""
@@ -79,19 +67,6 @@ def engine_flops_per_image(line: str, input_shape=(28, 28, 1), classes: int = 10
 
 # --- goal 2: throughput against SGEMM -----------------------------------------------------------------------------------
 
-def sgemm_seconds(size: int = 2048, repeats: int = 6) -> float:
-    """Seconds for one size x size float32 matmul (median of `repeats`)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def goal_throughput(batch: int, rounds: int, steps: int, micro_batch: int = 32) -> dict:
     """Images/s of whole training steps at `batch` (one optimizer step per batch), as one piece and in micro-batches."""
     torch.manual_seed(0)
@@ -109,12 +84,7 @@ def goal_throughput(batch: int, rounds: int, steps: int, micro_batch: int = 32) 
             step(images, labels)
     rates, sgemm = {name: [] for name in variants}, []
     for _ in range(rounds):
-        rates_now = []
-        for count in sorted({threads, 1}):           # the limit: the faster of all cores and one (a busy machine)
-            torch.set_num_threads(count)
-            rates_now.append(2 * 2048 ** 3 / sgemm_seconds())
-        torch.set_num_threads(threads)
-        sgemm.append(max(rates_now))
+        sgemm.append(float32_limit())                # the faster of all cores and one (a busy machine)
         for name, step in variants.items():
             started = time.perf_counter()
             for _ in range(steps):

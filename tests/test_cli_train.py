@@ -79,3 +79,12 @@ def test_lab_prints_both_summaries_and_the_table(tmp_path, capsys):
     table = output[output.index("model   "):].splitlines()
     assert [line.split()[0] for line in table[2:4]] == ["dnn", "cnn"]
     assert (tmp_path / "dnn" / "metrics.json").is_file() and (tmp_path / "cnn" / "metrics.json").is_file()
+
+
+def test_train_suggests_bf16_in_one_line_on_bfloat16_hardware_but_never_turns_it_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("convolab.machine.cpu_flags", lambda: {"avx512f", "amx_bf16"})   # a Sapphire Rapids
+    out = tmp_path / "tiny"
+    assert main(["train", TINY_SPEC, "--epochs", "1", "--device", "cpu", "--out", str(out), *QUICK]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "--precision bf16" in line]
+    assert len(notes) == 1 and "AMX" in notes[0]
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"   # float32 on CPU

@@ -219,3 +219,54 @@ def test_the_python_api_fits_evaluates_and_predicts_through_the_same_code(tmp_pa
     assert evaluation.accuracy == result.evaluation.accuracy and evaluation.count == 100
     probabilities = model.predict(fashion().test_images[:4])
     assert probabilities.shape == (4, 10) and torch.allclose(probabilities.sum(dim=1), torch.ones(4))
+
+
+# --- --precision bf16: autocast with float32 weights and logits ------------------------------------------------------
+
+BF16_SPEC = "conv8x3,pool2,bn,flatten,dense32,dense"   # conv, pooling, BatchNormalization and dense under autocast
+
+
+def test_bf16_trains_with_float32_weights_and_logits_and_resumes_from_its_config(tmp_path):
+    import json
+
+    from convolab.experiment import resume_run
+    from convolab.model import build_model
+    from convolab.spec import load_spec
+    from train_fixtures import train_tiny_run
+
+    straight = train_tiny_run(tmp_path / "straight", spec=BF16_SPEC, epochs=2, train=960, test=300, precision="bf16")
+    assert straight.evaluation.accuracy > 0.6                 # guessing scores 0.10; float32 reaches about 0.7 here
+    saved = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert saved["train"]["precision"] == "bf16"               # recorded, so that --resume keeps it
+
+    def stop_after_first(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(TrainingInterrupted):
+        train_tiny_run(tmp_path / "stopped", spec=BF16_SPEC, epochs=2, train=960, test=300, precision="bf16",
+                       callbacks=[LambdaCallback(on_epoch_end=stop_after_first)])
+    resumed = resume_run(tmp_path / "stopped", progress=QuietProgress())
+    assert json.loads((tmp_path / "stopped" / "config.json").read_text())["train"]["precision"] == "bf16"
+    # the same autocast after the resume: the weights end where the uninterrupted run's did
+    for key, value in straight.model.state_dict().items():
+        assert value.dtype == (torch.float32 if value.is_floating_point() else value.dtype), key   # master weights
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+    fast_logits = fit(build_model(load_spec(BF16_SPEC), (28, 28, 1), 10), data(64, 32)[0],
+                      TrainConfig(epochs=1, device="cpu", precision="bf16"), progress=QuietProgress()).model
+    fast_logits.eval()
+    with torch.no_grad():
+        assert fast_logits(torch.rand(4, 1, 28, 28)).dtype == torch.float32
+
+
+def test_precision_is_checked_and_never_bf16_on_cpu_by_itself():
+    from convolab.engine import autocast_dtype
+
+    with pytest.raises(TrainingError, match="precision='half'"):
+        TrainConfig(precision="half").validate()
+    with pytest.raises(TrainingError, match="needs the fast engine"):
+        TrainConfig(engine="reference", precision="bf16").validate()
+    assert TrainConfig().precision == "auto" and autocast_dtype(CPU, "auto") is None
+    assert autocast_dtype(CPU, "fp32") is None and autocast_dtype(CPU, "bf16") == torch.bfloat16
+    with pytest.raises(TrainingError, match="bfloat16 autocast runs on cpu or cuda"):
+        autocast_dtype(torch.device("mps"), "bf16")

@@ -146,6 +146,10 @@ def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None
                         help="CPU threads: all (default: one per usable core) or N. The fast engine cuts each batch "
                              "into that many single-threaded shards, so a busy core slows training by a fair share, "
                              "and the same seed gives the same weights however many threads the shards got")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="bf16: bfloat16 autocast (fast engine; float32 weights and logits), faster on CPUs with "
+                             "AMX or AVX512-BF16 and on GPUs; fp32: float32 throughout; auto (default): bf16 on a GPU "
+                             "that has it, fp32 on CPU (runs repeat bit for bit)")
     parser.add_argument("--train-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",
@@ -159,7 +163,7 @@ def train_config(args: argparse.Namespace):
     return TrainConfig(epochs=args.epochs or 5, batch_size=args.batch_size, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, validation_split=args.validation_split, seed=args.seed,
                        device=args.device, engine=getattr(args, "engine", "fast"),
-                       threads=getattr(args, "threads", "all"))
+                       threads=getattr(args, "threads", "all"), precision=getattr(args, "precision", "auto"))
 
 
 def progress_for(args: argparse.Namespace):
@@ -199,6 +203,16 @@ def add_train_parser(subparsers) -> None:
                         help="train in N processes on this machine with DistributedDataParallel, started through "
                              "torchrun (gloo on CPU, NCCL on CUDA); --batch-size is the global batch, divided among "
                              "them. Several machines: torchrun --nnodes ... -m convolab train ... (README)")
+
+
+def suggest_precision(config, quiet: bool) -> None:
+    """One line on stderr when a float32 CPU run could use the CPU's bfloat16 hardware (never switched on by itself)."""
+    from convolab.machine import cpu_flags, precision_hint
+    from convolab.train import choose_device
+
+    hint = None if quiet else precision_hint(choose_device(config.device), config.precision, cpu_flags())
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -252,7 +266,9 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
         result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
                             on_train_end=training_pictures(), distributed_context=context)
     else:
-        result = new_run(args.model, train_config(args), data_options(args), recipe=args.recipe, epochs=args.epochs,
+        config = train_config(args)
+        suggest_precision(config, quiet=args.quiet)
+        result = new_run(args.model, config, data_options(args), recipe=args.recipe, epochs=args.epochs,
                          out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
                          early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress,
                          show_download=not args.quiet and main_process, on_train_end=training_pictures(),
@@ -605,6 +621,37 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure this machine in about a minute: the float32 limit and the lab's training step",
+        description="Measure this CPU: its float32 matrix-multiply rate (the limit a training step is judged by), the "
+                    "lab's CNN training step at batch 32 and 128 as images/s and as a fraction of that limit, the "
+                    "bfloat16 step when the CPU has AMX or AVX512-BF16, and Keras's step when TensorFlow is "
+                    "installed. Interleaved rounds, medians; one table at the end.",
+    )
+    parser.add_argument("--seconds", type=arguments.POSITIVE, default=60.0,
+                        help="about how long to measure (default 60; a few seconds gives rough figures)")
+    parser.add_argument("--no-keras", action="store_true", help="skip Keras even when TensorFlow is installed")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from convolab.benchmark import format_table, measurement_count, run_bench
+
+    with Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), transient=True,
+                  console=Console(stderr=True), disable=args.json) as bar:
+        task = bar.add_task("measuring", total=measurement_count(args.seconds, with_keras=not args.no_keras))
+        result = run_bench(args.seconds, with_keras=not args.no_keras,
+                           advance=lambda what: bar.update(task, advance=1, description=what))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result), end="\n" if args.json else "")
+    return 0
+
+
 # --- entry point -----------------------------------------------------------------------------------------------------
 
 # (name, add_parser, run) for every subcommand, in the order --help lists them.
@@ -621,6 +668,7 @@ COMMANDS: list[tuple[str, object, object]] = [
     ("sweep", add_sweep_parser, run_sweep_command),
     ("report", add_report_parser, run_report),
     ("serve", add_serve_parser, run_serve),
+    ("bench", add_bench_parser, run_bench_command),
 ]
 
 

@@ -14,7 +14,8 @@ not depend on how many threads ran the shards. The measurements behind each choi
 pay, are in BENCHMARKS.md ("Why the fast engine is shaped this way", "A busy machine").
 
 `convolab train` runs train.py's visible loop on FastConvNet (prepare_for_training); on a GPU that loop keeps the
-uint8 data on the card and runs bfloat16 autocast with float32 logits. The benchmark's own step (TrainStep, with its
+uint8 data on the card and runs bfloat16 autocast with float32 logits; `--precision bf16` runs that autocast on the
+CPU too (never by itself there; each shard enters it on its own thread). The benchmark's own step (TrainStep, with its
 CUDA-graph replay) lives in bench/train_step.py.
 """
 from __future__ import annotations
@@ -257,7 +258,7 @@ class FastConvNet(nn.Module):
         object.__setattr__(self, "finish", reference.finish)  # probabilities as logits, when the output needs it
         self.steps = lower(self.blocks)
         plan(self.steps, _spatial_sizes(reference, self.steps))
-        self.autocast_dtype = None    # prepare_for_training sets bfloat16 on CUDA: mixed precision, float32 logits
+        self.autocast_dtype = None    # prepare_for_training: bfloat16 on CUDA, or asked for; float32 logits
         self.shards = 1               # prepare_for_training cuts CPU batches into shards (shards.py)
         self.sharded: ShardedModel | None = None
 
@@ -336,8 +337,11 @@ def keep_freed_memory() -> bool:
 
 
 def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch.device | str = "cpu",
-                         policy: ShardPolicy | None = None) -> FastConvNet:
+                         policy: ShardPolicy | None = None, precision: str = "auto") -> FastConvNet:
     """The fast module on `device`, parameters in the layout its kernels prefer (values and state_dict unchanged).
+
+    precision: "auto" (bfloat16 autocast on CUDA cards that have it, float32 elsewhere), "fp32", or "bf16" (autocast
+    on CPU or CUDA; the parameters, optimizer and logits stay float32: see autocast_dtype).
 
     policy: on the CPU, how batches are cut into shards (shards.py); default choose_policy("all", ...): one
     single-threaded shard per usable core, unsharded with BatchNormalization. The weights depend on the shard count,
@@ -346,7 +350,7 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
     device = torch.device(device)
     fast = fast_model(model)
     fast.to(device=device, memory_format=torch.channels_last)   # 4-D conv weights NHWC; others unchanged
-    fast.autocast_dtype = autocast_dtype(device)
+    fast.autocast_dtype = autocast_dtype(device, precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True            # fixed shapes: let cuDNN pick its fastest algorithm once
     if device.type == "cpu":
@@ -355,15 +359,38 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
     return fast
 
 
-def accelerate(model: nn.Module, device: torch.device | str, policy: ShardPolicy | None = None) -> nn.Module:
+def accelerate(model: nn.Module, device: torch.device | str, policy: ShardPolicy | None = None,
+               precision: str = "auto") -> nn.Module:
     """prepare_for_training for a ConvNet (or FastConvNet); any other module is returned as it is."""
     if isinstance(model, (ConvNet, FastConvNet)):
-        return prepare_for_training(model, device, policy)
+        return prepare_for_training(model, device, policy, precision)
     return model
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision where it pays: bfloat16 on CUDA cards that have it (no loss scaling needed), none on CPU."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast type for `precision` on `device`, None for plain float32.
+
+    auto: bfloat16 on CUDA cards that have it (no loss scaling needed), float32 on CPU, where the engine must equal
+    the reference bit for bit. bf16: asked for explicitly; on CPUs with AMX or AVX512-BF16 oneDNN runs the convolutions
+    and matmuls in bfloat16 (machine.py detects them; BENCHMARKS.md has what it gave). Weights, their gradients and
+    the optimizer's state stay float32 (autocast casts a copy per op), and FastConvNet returns float32 logits.
+    """
+    if precision not in PRECISIONS:
+        raise TrainingError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}",
+                            fix="use --precision fp32 (exact) or --precision bf16")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise TrainingError("precision='bf16' requested, but this CUDA card has no bfloat16",
+                                fix="use --precision fp32")
+        if device.type not in ("cpu", "cuda"):
+            raise TrainingError(f"precision='bf16' on device {device.type!r}; bfloat16 autocast runs on cpu or cuda",
+                                fix="use --precision fp32, or --device cpu")
+        return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None

@@ -35,7 +35,7 @@ from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
 from convolab.distributed import DistributedContext
 from convolab.errors import TrainingError, WriteError
-from convolab.engine import FastConvNet, accelerate
+from convolab.engine import PRECISIONS, FastConvNet, accelerate
 from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
@@ -71,6 +71,9 @@ class TrainConfig:
     # single-threaded shards (shards.py), so another busy program costs a fair share of the time, not 41x, and the
     # weights do not depend on how many threads ran. "adaptive" is accepted as the former spelling of "all".
     threads: str = "all"
+    # auto: bfloat16 autocast on CUDA cards that have it, float32 on CPU (exact); fp32: float32 everywhere; bf16:
+    # bfloat16 autocast on CPU too (fast engine; float32 weights, optimizer and logits). Never chosen by itself on CPU.
+    precision: str = "auto"
     # The recipes' extras (recipes.py); these defaults are the lab's, which has none of them.
     schedule: str = "constant"         # constant, or onecycle: warm up to learning_rate for 20% of steps, then decay
     label_smoothing: float = 0.0       # mass moved from the true class to all classes (Keras's label_smoothing)
@@ -101,6 +104,12 @@ class TrainConfig:
             raise TrainingError(f"seed={self.seed!r}; expected a whole number from 0 to {SEED_RANGE[1]}",
                                 fix="use --seed 0, say (seed=0 in Python)")
         parse_threads(self.threads)
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"precision={self.precision!r}; expected one of {', '.join(PRECISIONS)}",
+                                fix="use --precision fp32 (exact) or --precision bf16")
+        if self.precision == "bf16" and self.engine != "fast":
+            raise TrainingError("precision='bf16' needs the fast engine, received engine='reference'",
+                                fix="use --engine fast, or --precision fp32")
         if self.schedule not in SCHEDULES:
             raise TrainingError(f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}",
                                 fix="use constant (the lab's) or onecycle")
@@ -577,7 +586,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
         torch.set_num_threads(parse_threads(config.threads))
     if config.engine == "fast":
         # engine.py: the same function and parameters (state_dict), faster kernels
-        model = accelerate(model, device, policy)
+        model = accelerate(model, device, policy, precision=config.precision)
     optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device,
                                             config.weight_decay)
     if config.label_smoothing and loss_fn is cross_entropy:
