@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from convolab.benchmark import (BenchResult, StepFigure, format_table, measurement_count, plan_rounds, planned_steps,
-                                run_bench)
+from convolab.benchmark import (KERAS_STEP, BenchResult, StepFigure, format_table, keras_rates, measurement_count,
+                                plan_rounds, planned_steps, run_bench)
 from convolab.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "bench_table.txt"
@@ -25,6 +25,13 @@ def test_a_short_bench_measures_the_limit_and_each_step_with_bf16_on_bfloat16_ha
     assert len(ticks) == measurement_count(1, flags={"avx512_bf16"})
     assert any("TensorFlow is not installed" in note for note in result.notes)
     assert any("a short bench" in note for note in result.notes)
+
+
+def test_keras_is_skipped_with_a_note_without_tensorflow_and_its_child_script_compiles(monkeypatch):
+    monkeypatch.setattr("convolab.benchmark.find_spec", lambda name: None)
+    rates, note = keras_rates(1.0, (32,))
+    assert rates == {} and "TensorFlow is not installed" in note
+    compile(KERAS_STEP, "keras_step", "exec")   # TensorFlow is not installed here: at least the child's code parses
 
 
 def test_without_bfloat16_hardware_only_float32_steps_are_planned():

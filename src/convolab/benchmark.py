@@ -73,14 +73,14 @@ class BenchResult:
 
 # --- one measurement each ------------------------------------------------------------------------------------------------
 
-class LabStep:
-    """The lab's CNN on the fast engine, stepping on one fixed random batch (what train.py's loop does per batch)."""
+class StepTimer:
+    """A network (the lab's CNN by default) on the fast engine, stepping on one fixed random batch, as train.py's
+    loop steps on each batch: forward, cross-entropy, backward, Adam, the loss read back."""
 
-    def __init__(self, batch: int, precision: str):
+    def __init__(self, batch: int, precision: str, spec: str = LAB_SPEC):
         torch.manual_seed(0)
         self.batch, self.precision = batch, precision
-        self.model = prepare_for_training(build_model(load_spec(LAB_SPEC), (28, 28, 1), 10), "cpu",
-                                          precision=precision)
+        self.model = prepare_for_training(build_model(load_spec(spec), (28, 28, 1), 10), "cpu", precision=precision)
         self.optimizer = make_optimizer("adam", self.model.parameters(), 1e-3, torch.device("cpu"))
         self.images = torch.rand(batch, 1, 28, 28)   # (N, 1, 28, 28) floats in [0, 1], as iterate_batches gives
         self.labels = torch.randint(0, 10, (batch,))
@@ -173,7 +173,7 @@ def run_bench(seconds: float = 60.0, with_keras: bool = True, advance: Callable[
     result = BenchResult(cpu=cpu_name(), bf16_units=bf16_units(flags), threads=torch.get_num_threads(),
                          load_average=os.getloadavg()[0], sgemm_flops=0.0,
                          flops_per_image=training_flops_per_image(LAB_SPEC), notes=notes)
-    steps = {(batch, precision): LabStep(batch, precision) for batch, precision in planned}
+    steps = {(batch, precision): StepTimer(batch, precision) for batch, precision in planned}
     keras_share = 1 if with_keras and find_spec("tensorflow") is not None else 0
     # Each round: the limit, then every step; Keras's share of the time is one round's worth of steps.
     slice_seconds = seconds / ((rounds + keras_share) * (len(steps) + 1))
