@@ -268,5 +268,7 @@ def test_precision_is_checked_and_never_bf16_on_cpu_by_itself():
         TrainConfig(engine="reference", precision="bf16").validate()
     assert TrainConfig().precision == "auto" and autocast_dtype(CPU, "auto") is None
     assert autocast_dtype(CPU, "fp32") is None and autocast_dtype(CPU, "bf16") == torch.bfloat16
+    with pytest.raises(TrainingError, match="needs a convolab ConvNet"):   # not silently float32
+        fit(tiny_mlp(), data(64, 32)[0], TrainConfig(epochs=1, device="cpu", precision="bf16"), progress=QuietProgress())
     with pytest.raises(TrainingError, match="bfloat16 autocast runs on cpu or cuda"):
         autocast_dtype(torch.device("mps"), "bf16")

@@ -587,6 +587,9 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     if config.engine == "fast":
         # engine.py: the same function and parameters (state_dict), faster kernels
         model = accelerate(model, device, policy, precision=config.precision)
+    if config.precision == "bf16" and getattr(model, "autocast_dtype", None) is None:
+        raise TrainingError(f"precision='bf16' needs a convolab ConvNet on the fast engine, received a "
+                            f"{type(model).__name__}", fix="build the model from a spec, or use precision='fp32'")
     optimizer = optimizer or make_optimizer(config.optimizer, model.parameters(), config.learning_rate, device,
                                             config.weight_decay)
     if config.label_smoothing and loss_fn is cross_entropy:
