@@ -68,7 +68,13 @@ class Sequential:
         stop_at: e.g. "accuracy>=0.998". early_stopping: patience (needs validation_split). callbacks: Callback objects.
         """
         from convolab.data import Dataset, load_dataset
+        from convolab.errors import ArgumentError
         from convolab.experiment import DataSelection, train_run
+
+        if hasattr(data, "shape") and hasattr(data, "dtype"):   # the course's model.fit(images, labels, epochs=5)
+            raise ArgumentError("Sequential.fit takes a dataset name, folder or Dataset; received an array",
+                                fix="for Keras's fit(x, y, ...) on arrays use `from convolab import keras` and "
+                                    "keras.models.Sequential([...]) with model.compile(...)")
         from convolab.plots import write_run_pictures
         from convolab.train import TrainConfig, make_progress
 
