@@ -58,7 +58,7 @@ class Sequential:
 
     # --- training, evaluation, prediction: the same code as `convolab train`, `evaluate` and `predict` -----------
 
-    def fit(self, data="fashion-mnist", epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
+    def fit(self, data="fashion-mnist", *labels, epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
             learning_rate: float = 0.001, validation_split: float = 0.0, seed: int = 0, device: str = "auto",
             out=None, stop_at: str | None = None, early_stopping: int | None = None, callbacks=(),
             train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True):
@@ -71,7 +71,7 @@ class Sequential:
         from convolab.errors import ArgumentError
         from convolab.experiment import DataSelection, train_run
 
-        if hasattr(data, "shape") and hasattr(data, "dtype"):   # the course's model.fit(images, labels, epochs=5)
+        if labels or (hasattr(data, "shape") and hasattr(data, "dtype")):   # the course's fit(images, labels, epochs=5)
             raise ArgumentError("Sequential.fit takes a dataset name, folder or Dataset; received an array",
                                 fix="for Keras's fit(x, y, ...) on arrays use `from convolab import keras` and "
                                     "keras.models.Sequential([...]) with model.compile(...)")
