@@ -42,19 +42,23 @@ class Sequential:
         """The ModelSpec of these layers (the input shape taken from the first layer)."""
         return ModelSpec(tuple(self._layers), None, self.name)
 
-    def summary(self, print_fn: Callable[[str], object] = print, input_shape=None, num_classes: int | None = None,
-                format: str = "text") -> None:
-        """Print the explained summary, one line per `print_fn` call (Keras's print_fn, to capture it).
+    def summary(self, print_fn: Callable[[str], object] | None = None, input_shape=None,
+                num_classes: int | None = None, format: str = "text") -> None:
+        """Print the explained summary, one line per `print_fn` call (Keras's print_fn, to capture it); in a notebook
+        (no print_fn) it is displayed once, as an HTML table with each row's arithmetic.
 
         input_shape: (height, width, channels) when the first layer has none; default the lab's (28, 28, 1).
         num_classes: for a last Dense without units; default 10, the lab's.
         """
-        from convolab.summary import summarize, summary_inputs
+        from convolab.notebook import show
+        from convolab.summary import Summary, summarize, summary_inputs
 
         input_shape, num_classes = summary_inputs(self.spec, input_shape, num_classes)
+        if print_fn is None and format == "text":
+            return show(Summary(self.spec, input_shape, num_classes))
         text = summarize(self.spec, input_shape, num_classes, format=format)
         for line in text.rstrip("\n").split("\n"):
-            print_fn(line)
+            (print_fn or print)(line)
 
     # --- training, evaluation, prediction: the same code as `convolab train`, `evaluate` and `predict` -----------
 

@@ -29,9 +29,13 @@ from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConf
                             choose_device, fit, make_progress, metric_names, seed_everything)
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
-    """A finished training: where it was written, the model, its history, the test evaluation."""
+    """A finished training: where it was written, the model, its history, the test evaluation.
+
+    In a notebook it displays as a compact table; its pictures are objects that display inline and `.save(path)`:
+    run.show(images=[0, 23, 28], filter=1), run.filters(), run.curves(), run.confusion(), run.report().
+    """
 
     name: str
     spec: ModelSpec
@@ -50,6 +54,75 @@ class TrainResult:
         """Mean wall time of the epochs trained (validation included), over every session of a resumed run."""
         seconds = [row["seconds"] for row in self.state.history]
         return sum(seconds) / len(seconds) if seconds else float("nan")
+
+    # --- pictures, each a notebook.Picture (inline in a notebook, .save(path) anywhere) -------------------------
+
+    def show(self, images=(0, 23, 28), filter: int = 1, layers: list[int] | None = None):
+        """The lab's grid: test `images` (rows) through every conv/pool layer (columns), channel `filter`."""
+        from convolab.notebook import Picture
+        from convolab.plots import run_activation_grid
+
+        figure = run_activation_grid(self.model, self.spec, self.dataset.test_images, self.dataset.test_labels,
+                                     list(self.dataset.class_names), list(images), filter, layers)
+        return Picture(figure, f"{self.name}: test images {list(images)}, filter {filter}")
+
+    def filters(self, layers: list[int] | None = None):
+        """The learned kernels of the Conv2D layers (red excites, blue inhibits)."""
+        from convolab.notebook import Picture
+        from convolab.plots import run_kernels_figure
+
+        return Picture(run_kernels_figure(self.model, self.spec, layers), f"{self.name}: learned kernels")
+
+    def curves(self):
+        """Loss and accuracy per epoch (validation too, when held out)."""
+        from convolab.notebook import Picture
+        from convolab.plots import curves_figure
+
+        return Picture(curves_figure(self.history, title=f"{self.name}: training"), f"{self.name}: curves")
+
+    def confusion(self):
+        """The test confusion matrix."""
+        from convolab.notebook import Picture
+        from convolab.plots import confusion_figure
+
+        figure = confusion_figure(self.evaluation.confusion.numpy(), list(self.evaluation.class_names),
+                                  title=f"{self.name}: test confusion matrix")
+        return Picture(figure, f"{self.name}: confusion matrix")
+
+    def report(self):
+        """The run's HTML report (the same as `convolab report`), shown inline; needs the run written (out=...)."""
+        from convolab.notebook import Page
+        from convolab.report import render_report
+        from convolab.runs import load_run
+
+        if self.run_dir is None:
+            raise RunError("this run was trained in memory (no out=), so there is no run directory to report on",
+                           fix='train with out="runs/NAME", e.g. model.fit("fashion-mnist", out="runs/cnn")')
+        return Page(render_report([load_run(self.run_dir)]), f"convolab report: {self.name}")
+
+    # --- display ----------------------------------------------------------------------------------------------
+
+    def _facts(self) -> list[tuple[str, str]]:
+        last = self.history[-1] if self.history else {}
+        facts = [("model", self.spec.to_line()), ("data", f"{self.dataset.name} ({len(self.dataset.test_images)} test)"),
+                 ("epochs", f"{self.state.epoch} ({self.state.status})")]
+        if self.state.stop_reason:
+            facts.append(("stopped", self.state.stop_reason))
+        if last:
+            facts.append(("last epoch", "  ".join(f"{key} {last[key]:.4f}" for key in
+                                                  ("loss", "accuracy", "val_loss", "val_accuracy") if key in last)))
+        facts.append(("test", f"loss {self.evaluation.loss:.4f}  accuracy {self.evaluation.accuracy:.4f}"))
+        facts.append(("s/epoch", f"{self.seconds_per_epoch:.1f}"))
+        facts.append(("run directory", str(self.run_dir) if self.run_dir else "none (in memory)"))
+        return facts
+
+    def _repr_html_(self) -> str:
+        from convolab.notebook import history_html, key_values_html
+
+        return key_values_html(f"run {self.name}", self._facts()) + history_html(self.history)
+
+    def __repr__(self) -> str:
+        return f"<TrainResult {self.name}: " + "; ".join(f"{key} {value}" for key, value in self._facts()) + ">"
 
 
 def load_selection(options: dict, train_limit: int | None = None, test_limit: int | None = None,

@@ -379,9 +379,15 @@ class RichProgress(Progress):
 
 
 def make_progress(mode: str = "auto") -> Progress:
-    """"auto": a live bar on a terminal, plain lines otherwise; "plain"; "quiet"; "bar"."""
+    """"auto": a live bar on a terminal, a bar and a metrics table in a notebook, plain lines otherwise; "plain";
+    "quiet"; "bar"."""
     if mode == "quiet":
         return QuietProgress()
+    if mode == "auto" and "IPython" in sys.modules:
+        from convolab.notebook import NotebookProgress, in_notebook
+
+        if in_notebook():
+            return NotebookProgress()
     if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
         return RichProgress()
     return Progress()

@@ -112,9 +112,18 @@ class History(Callback):
             if key not in native.METRIC_ALIASES:   # Keras's history has `accuracy`, not the `acc` alias
                 self.history.setdefault(key, []).append(value)
 
+    def rows(self) -> list[dict]:
+        """One dict per epoch (1-based), as convolab's history is kept."""
+        return [{"epoch": epoch + 1, **{key: values[position] for key, values in self.history.items()}}
+                for position, epoch in enumerate(self.epoch)]
+
     def __repr__(self) -> str:
         last = {key: round(values[-1], 4) for key, values in self.history.items() if values}
         return f"<History: {len(self.epoch)} epochs, last {last}>"
+
+    def _repr_html_(self) -> str:
+        from convolab.notebook import history_html
+        return history_html(self.rows(), caption=f"History: {len(self.epoch)} epochs")
 
 
 class EarlyStopping(native.EarlyStopping):

@@ -182,7 +182,7 @@ class Sequential(api.Sequential):
         """The explained summary: Keras's table with each row's arithmetic (an HTML table in a notebook)."""
         check_arguments("summary", keras_arguments, ["print_fn"],
                         ("line_length", "positions", "expand_nested", "show_trainable", "layer_range"))
-        return super().summary(print_fn=print_fn or print, input_shape=self.input_image_shape(),
+        return super().summary(print_fn=print_fn, input_shape=self.input_image_shape(),
                                num_classes=self._num_classes())
 
     # --- compile -----------------------------------------------------------------------------------------------
