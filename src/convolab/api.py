@@ -64,11 +64,12 @@ class Sequential:
 
     def fit(self, data="fashion-mnist", *labels, epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
             learning_rate: float = 0.001, validation_split: float = 0.0, seed: int = 0, device: str = "auto",
-            out=None, stop_at: str | None = None, early_stopping: int | None = None, callbacks=(),
+            out=None, overwrite: bool = False, stop_at: str | None = None, early_stopping: int | None = None, callbacks=(),
             train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True):
         """Train on `data` (a dataset name, an image folder or a loaded Dataset), test, and return the TrainResult.
 
-        The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none).
+        The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none);
+        overwrite: replace a run already there (otherwise it is an error).
         stop_at: e.g. "accuracy>=0.998". early_stopping: patience (needs validation_split). callbacks: Callback objects.
         """
         from convolab.data import Dataset, load_dataset
@@ -86,7 +87,7 @@ class Sequential:
         options = {"source": dataset.name} if isinstance(data, Dataset) else {"source": data}
         config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
                              validation_split=validation_split, seed=seed, device=device)
-        self.result = train_run(self.spec, dataset, config, out, name=self.name,
+        self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
                                 progress=make_progress("auto" if verbose else "quiet"),

@@ -119,8 +119,8 @@ class NotebookProgress(Progress):
         from IPython.display import HTML, display
 
         self.HTML = HTML
-        self.table = display(HTML(""), display_id=True)
         self.bar = display(HTML(""), display_id=True)
+        self.table = display(HTML(""), display_id=True)
         self.rows: list[dict] = []
         self.epochs = 0
         self.steps = 0
