@@ -1,8 +1,9 @@
 """Callbacks: small objects that watch each finished epoch and may stop training or save it.
 
-Every callback has the same four methods, all optional to override:
+Every callback has the same methods, all optional to override:
   check(metric_names)      before training: raise TrainingError if it names a metric the run will not have
   on_train_begin(state)    once, after a resume too
+  on_step(state, totals)   after every training step (TensorBoard's step scalars; Keras's on_batch_end)
   on_epoch_end(state)      after each epoch's history row is written; return a reason (str) to stop, or None
   on_train_end(state)      once, when training ends normally (not on an error or Ctrl-C)
 and `state_dict()` / `load_state_dict(d)` so that `--resume` continues them exactly where they stopped.
@@ -61,6 +62,9 @@ class Callback:
 
     def on_train_begin(self, state: Any) -> None:
         """Called once before the first epoch (of this session: a resumed run calls it again)."""
+
+    def on_step(self, state: Any, totals: Any) -> None:
+        """Called after every training step with the epoch's running totals (only when a callback overrides it)."""
 
     def on_epoch_end(self, state: Any) -> str | None:
         """Called after every epoch; return a reason to stop training, or None to go on."""

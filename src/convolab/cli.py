@@ -190,22 +190,33 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--early-stopping", type=arguments.COUNT, default=None, metavar="PATIENCE",
                         help="stop when val_loss has not improved for PATIENCE epochs and restore the best weights "
                              "(needs --validation-split)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files into the run: scalars per epoch and every 100 steps, "
+                             "weight histograms, the activation grid and confusion matrix, the hyperparameters with "
+                             "the final metrics (needs: pip install \"convolab[tensorboard]\"); then "
+                             "tensorboard --logdir runs")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from convolab.experiment import new_run, resume_run
 
+    if args.tensorboard:
+        from convolab.tensorboard import require_tensorboard
+
+        require_tensorboard()   # before any data is loaded or anything is written
     if args.resume is not None:
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
+        writer = tensorboard_writer(args, target)
         result = resume_run(target, epochs=args.epochs, progress=progress_for(args),   # None: the run's own epochs
-                            on_train_end=training_pictures())
+                            callbacks=[writer] if writer else [],
+                            on_train_end=training_pictures() + ([writer.finish_run] if writer else []))
     else:
         result = new_run(args.model, train_config(args), data_options(args), recipe=args.recipe, epochs=args.epochs,
                          out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
                          early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress_for(args),
-                         show_download=not args.quiet, on_train_end=training_pictures())
+                         show_download=not args.quiet, on_train_end=training_pictures(), tensorboard=args.tensorboard)
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
           f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
     return 0
@@ -354,6 +365,15 @@ def run_lab_command(args: argparse.Namespace) -> int:
 
 
 # --- show, filters, sweep, report ------------------------------------------------------------------------------------
+
+def tensorboard_writer(args: argparse.Namespace, run_dir):
+    """The TensorBoard callback for --tensorboard (event files in the run directory), or None."""
+    if not getattr(args, "tensorboard", False):
+        return None
+    from convolab.tensorboard import TensorBoardWriter
+
+    return TensorBoardWriter(run_dir)
+
 
 def training_pictures() -> list:
     """The hooks train/compare pass to training: curves.png and confusion.png drawn into each finished run."""

@@ -257,10 +257,11 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
             epochs: int | None = None, out: str | Path | None = None, train_limit: int | None = None, test_limit: int | None = None,
             stop_at: str | None = None, early_stopping: int | None = None, overwrite: bool = False,
             progress: Progress | None = None, show_download: bool = True,
-            on_train_end: Sequence[Callable[[Path], None]] = ()) -> TrainResult:
+            on_train_end: Sequence[Callable[[Path], None]] = (), tensorboard: bool = False) -> TrainResult:
     """What `convolab train` does for a new run: `model` (a preset, spec file or one-line spec) or a recipe's spec and
     hyperparameters over `config` (epochs: this many instead of the recipe's or config's own), the data loaded from `data` (load_dataset's arguments),
-    trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run)."""
+    trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run).
+    tensorboard: also write TensorBoard event files into the run (tensorboard.py)."""
     from convolab.recipes import get_recipe
 
     if recipe is not None:
@@ -277,9 +278,16 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
                             fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
     spec = load_spec(model)
     out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
+    callbacks, hooks = [], list(on_train_end)
+    if tensorboard:
+        from convolab.tensorboard import TensorBoardWriter
+
+        writer = TensorBoardWriter(out)
+        callbacks, hooks = [writer], hooks + [writer.finish_run]   # the pictures and hparams once the test is done
     dataset, selection = load_selection(data, train_limit, test_limit, show_download)
     return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
-                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end)
+                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, callbacks=callbacks,
+                     on_train_end=hooks)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,

@@ -610,6 +610,13 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
 
     for callback in callbacks:
         callback.on_train_begin(state)
+    stepping = [callback for callback in callbacks if type(callback).on_step is not Callback.on_step]
+
+    def on_step(totals: EpochTotals) -> None:
+        progress.step(totals)
+        for callback in stepping:
+            callback.on_step(state, totals)
+
     started = time.perf_counter()
     # Sharded, the shards are the parallelism: what runs between them (loss, optimizer) takes one thread too, so no
     # OpenMP barrier waits on a descheduled thread. PyTorch's setting is restored when training ends.
@@ -622,7 +629,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 try:
                     batches = _recipe_batches(_epoch_batches(state, images, labels), state, steps_per_epoch)
                     metrics = train_one_epoch(model, batches, optimizer, loss_fn,
-                                              totals=state.totals, on_step=progress.step,
+                                              totals=state.totals, on_step=on_step if stepping else progress.step,
                                               should_stop=lambda: interrupt.raised,
                                               read_every=1 if device.type == "cpu" else GPU_READ_EVERY)
                 except NonFiniteLoss as error:
