@@ -73,6 +73,10 @@ class Callback:
     def on_train_end(self, state: Any) -> None:
         """Called once when training ends without an error."""
 
+    def closing_note(self, state: Any) -> str | None:
+        """A line to print when training ends (a target never reached, say), or None."""
+        return None
+
     def state_dict(self) -> dict:
         """What `--resume` needs to continue this callback (tensors, numbers, strings, lists, dicts only)."""
         return {}
@@ -112,7 +116,12 @@ class StopAtTarget(Callback):
             ) from None
         if not math.isfinite(target):
             raise TrainingError(f"--stop-at expects a finite target, received {value_text!r}", fix='e.g. "accuracy>=0.9"')
-        return cls(canonical_metric(name), comparison, target)
+        metric = canonical_metric(name)
+        if higher_is_better(metric) and target > 1:
+            raise TrainingError(f"--stop-at {text.strip()!r}: {metric} is a fraction from 0 to 1, and {value_text} "
+                                "looks like a percentage", fix=f'write it as a fraction: "{metric}{comparison}'
+                                f'{target / 100:g}"')
+        return cls(metric, comparison, target)
 
     def __str__(self) -> str:
         return f"{self.metric}{self.comparison}{self.target:g}"
@@ -129,6 +138,14 @@ class StopAtTarget(Callback):
         if self.reached(state.logs):
             return f"reached {self.metric} {state.logs[self.metric]:.4f} {self.comparison} {self.target:g}"
         return None
+
+    def closing_note(self, state: Any) -> str | None:
+        """'--stop-at accuracy>=0.998: not reached after 20 epochs (best 0.9975)' when no epoch met the target."""
+        values = [row[self.metric] for row in state.history if row.get(self.metric) is not None]
+        if not values or any(self.reached(row) for row in state.history):
+            return None
+        best = max(values) if self.comparison.startswith(">") else min(values)
+        return f"--stop-at {self}: not reached after {state.epoch} epochs (best {best:.4f})"
 
 
 # --- early stopping ---------------------------------------------------------------------------------------------------

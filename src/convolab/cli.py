@@ -26,14 +26,15 @@ def add_summary_parser(subparsers) -> None:
                     + GRAMMAR,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, ...), a .yaml/.yml/.json file, or a "
-                                                       "one-line model such as conv64x3,pool2,flatten,dense128,dense10")
+    parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, the sweep's no-conv2, ...), a .yaml/.yml/"
+                                                       ".json file, a run directory (runs/cnn), or a one-line model "
+                                                       "such as conv64x3,pool2,flatten,dense128,dense10")
     parser.add_argument("--input-shape", type=arguments.input_shape, default=None, metavar="H,W,C",
                         help="input image shape (default: the model's own, else 28,28,1 as Fashion-MNIST)")
     parser.add_argument("--classes", type=arguments.CLASS_COUNT, default=None, metavar="N",
                         help="class count: sizes a last `dense` without units and must match the model's output "
                              "(default: 10, as Fashion-MNIST, for a `dense` without units; otherwise unchecked)")
-    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+    parser.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
                         help="output format (default text)")
     parser.add_argument("--diagram", default=None, metavar="FILE.svg",
                         help="also write the architecture as an SVG picture (no Graphviz needed)")
@@ -44,7 +45,17 @@ def run_summary(args: argparse.Namespace) -> int:
     from convolab.spec import load_spec
     from convolab.summary import summarize, summary_inputs
 
-    spec = load_spec(args.model)
+    from pathlib import Path
+
+    from convolab.runs import CONFIG, load_run
+
+    if (Path(args.model) / CONFIG).is_file():   # a run directory: its model, on the data it was trained on
+        run = load_run(args.model)
+        spec = run.spec
+        args.input_shape = args.input_shape or run.input_shape
+        args.classes = args.classes or len(run.class_names)
+    else:
+        spec = load_spec(args.model)
     input_shape, num_classes = summary_inputs(spec, args.input_shape, args.classes)
     sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
     if args.model in RECIPES and args.format != "json":   # a recipe is its spec plus how it trains
@@ -472,7 +483,8 @@ def add_sweep_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep", help="the lab's exercises (16/32/64 filters, fewer or more convolutions, dnn) as one experiment",
         description="Train the lab's exercise variants (or --spec MODEL --vary KEY=V1,V2,...) on the same data and "
-                    "seed through `convolab compare`, print the table, and draw validation accuracy per epoch "
+                    "seed through `convolab compare`, print the table, and draw accuracy per epoch (validation accuracy "
+                    "with --validation-split, the same default of none as train and lab) "
                     "(sweep-overlay.png) and test accuracy against seconds (sweep-accuracy-time.png) in --out. "
                     "Finished runs with the same settings are reused.\n\nPresets:\n" + describe_presets(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -484,8 +496,6 @@ def add_sweep_parser(subparsers) -> None:
                              "rate=0.2,0.5, activation=relu,tanh")
     add_data_flags(parser)
     add_training_flags(parser)
-    # A validation split by default: the overlay compares validation accuracy, as the exercises ask.
-    parser.set_defaults(validation_split=0.1)
     parser.add_argument("--out", default="runs/sweep", metavar="DIR", help="where the runs go (default runs/sweep)")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='the same target for every run, e.g. "val_accuracy>=0.9"')

@@ -25,6 +25,7 @@ from convolab.runs import (RunDirectory, hardware, load_run, load_weights, locke
                            python_command, read_checkpoint, require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.timing import epoch_timing
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
                             choose_device, fit, make_progress, metric_names, seed_everything)
 
@@ -51,9 +52,9 @@ class TrainResult:
 
     @property
     def seconds_per_epoch(self) -> float:
-        """Mean wall time of the epochs trained (validation included), over every session of a resumed run."""
-        seconds = [row["seconds"] for row in self.state.history]
-        return sum(seconds) / len(seconds) if seconds else float("nan")
+        """The median epoch's wall time (validation included), over every session of a resumed run: one epoch
+        stretched by a busy machine does not move it (timing.py)."""
+        return epoch_timing(self.state.history).median_seconds
 
     # --- pictures, each a notebook.Picture (inline in a notebook, .save(path) anywhere) -------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from convolab.runs import atomic_write_bytes, atomic_write_text
 from convolab.train import EpochTotals, Progress
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "cpu_seconds")
 
 
 def in_notebook() -> bool:

@@ -179,6 +179,10 @@ PRESETS: dict[str, str] = {
     "cnn32": "conv32x3,pool2,conv32x3,pool2,flatten,dense128,dense",
     "cnn1conv": "conv64x3,pool2,flatten,dense128,dense",
     "cnn3conv": "conv64x3,pool2,conv64x3,pool2,conv64x3,flatten,dense128,dense",
+    # The sweep's exercise names, so that every command takes them: the lab's CNN, and it without its second Conv2D
+    # (deleting that line leaves its MaxPooling2D: two poolings in a row).
+    "cnn64": "conv64x3,pool2,conv64x3,pool2,flatten,dense128,dense",
+    "no-conv2": "conv64x3,pool2,pool2,flatten,dense128,dense",
     # The specs of the time-to-accuracy recipes (recipes.py holds their hyperparameters; `convolab train --recipe`).
     "fast": "conv16x3,pool2,bn,conv64x3,pool2,bn,flatten,dense256,dense",
     "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.3,dense256,dense",

@@ -86,7 +86,7 @@ class TensorBoardWriter(Callback):
     def on_train_end(self, state: Any) -> None:
         if self.close_at_train_end:
             final = {f"final/{key}": value for key, value in state.logs.items()
-                     if key not in ("epoch", "seconds") and isinstance(value, (int, float))}
+                     if key not in ("epoch", "seconds", "cpu_seconds") and isinstance(value, (int, float))}
             self.write_hparams({**self.config, "epochs_trained": state.epoch}, final)
             self.close()
 
@@ -127,7 +127,7 @@ class TensorBoardWriter(Callback):
         final = {f"final/{key}": float(metrics[key]) for key in ("test_loss", "test_accuracy") if key in metrics}
         if run.history:
             final.update({f"final/{key}": float(value) for key, value in run.history[-1].items()
-                          if key not in ("epoch", "seconds") and isinstance(value, (int, float))})
+                          if key not in ("epoch", "seconds", "cpu_seconds") and isinstance(value, (int, float))})
         hparams = {**plain_hparams(run.config.get("train", {})), "model": run.spec.to_line(), "epochs_trained": step}
         self.write_hparams(hparams, final)
         self.close()

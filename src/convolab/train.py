@@ -38,6 +38,7 @@ from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
 from convolab.shards import ShardPolicy, choose_policy, has_batch_norm, parse_threads, torch_threads, usable_cores
+from convolab.timing import describe_timing, epoch_timing
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 # Values each optimizer keeps per parameter besides the weight and its gradient (Adam: two running averages).
@@ -446,7 +447,7 @@ class TrainingState:
 
     @property
     def metric_names(self) -> set[str]:
-        return set(self.history[-1]) - {"epoch", "seconds"} if self.history else set()
+        return set(self.history[-1]) - {"epoch", "seconds", "cpu_seconds"} if self.history else set()
 
 
 def metric_names(has_validation: bool) -> set[str]:
@@ -625,6 +626,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             while state.epoch < config.epochs and state.stop_reason is None:
                 epoch = state.epoch + 1
                 started = time.perf_counter() - state.totals.seconds   # a resumed epoch counts its first part
+                cpu_started = time.process_time()
                 progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
                 try:
                     batches = _recipe_batches(_epoch_batches(state, images, labels), state, steps_per_epoch)
@@ -648,6 +650,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                                                                  device=device), loss_fn)
                     row.update(val_loss=validation["loss"], val_accuracy=validation["accuracy"])
                 row["seconds"] = round(time.perf_counter() - started, 3)
+                row["cpu_seconds"] = round(time.process_time() - cpu_started, 3)   # all threads: the work, not the wait
                 state.epoch, state.totals, state.logs = epoch, EpochTotals(), row
                 state.history.append(row)
                 progress.end_epoch(epoch, config.epochs, row)
@@ -683,6 +686,12 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             progress.close()   # never leave a live bar behind an error
     if state.stop_reason:
         progress.message(f"stopped after epoch {state.epoch}: {state.stop_reason}")
+    for callback in callbacks:
+        note = callback.closing_note(state)
+        if note:
+            progress.message(note)
+    if len(state.history) > 1:
+        progress.message(describe_timing(epoch_timing(state.history)))
     for callback in callbacks:
         callback.on_train_end(state)
     return state
