@@ -28,14 +28,15 @@ from convolab.errors import ArgumentError, RunError, SpecError, TrainingError
 from convolab.evaluate import evaluate_model, predict_logits
 from convolab.keras import losses as keras_losses, optimizers as keras_optimizers
 from convolab.keras.arrays import class_indices, images_nhwc, model_floats, stored_images
-from convolab.keras.callbacks import Callback, History, KerasCallbacks, keras_logs
+from convolab.keras.callbacks import Callback, History, KerasCallbacks, wants_batches
 from convolab.keras.layers import Input
 from convolab.keras.surface import check_arguments, unsupported
 from convolab.model import build_model
 from convolab.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint
 from convolab.shapes import analyze, keras_names
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, LAYER_TYPES, Dense, ModelSpec, spec_from_dict
-from convolab.train import Progress, TrainConfig, choose_device, fit as train_fit, make_progress, seed_everything
+from convolab.train import (Progress, TrainConfig, choose_device, fit as train_fit, make_optimizer, make_progress,
+                            seed_everything)
 
 METRICS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 MODEL_KIND = "keras-model"   # a checkpoint file holding a whole model: spec and weights
@@ -289,7 +290,6 @@ class Sequential(api.Sequential):
         device = choose_device(config.device)
         self.network.to(device)
         if self._optimizer is None:
-            from convolab.train import make_optimizer
             self._optimizer = make_optimizer(config.optimizer, self.network.parameters(), config.learning_rate,
                                              device, config.weight_decay)
         keras_callbacks, native_callbacks = [], []
@@ -312,10 +312,10 @@ class Sequential(api.Sequential):
         train_fit(self.network, train_data, config, validation_data=validation, device=device,
                   optimizer=self._optimizer, callbacks=native_callbacks + [bridge], progress=progress,
                   generator=self._generator)
-        history.params = bridge.callbacks[0].params if bridge.callbacks else {}
         return history
 
-    def _trained_network(self, what: str):
+    def _trained_network(self):
+        """The network (built untrained on first use, as a Keras model predicts before fit)."""
         if self.network is None:
             self._build(self.input_image_shape(), self._num_classes())
         return self.network
@@ -328,7 +328,7 @@ class Sequential(api.Sequential):
         compiled = self._require_compiled("evaluate")
         images = self._images(x, "evaluate x")
         labels = self._labels(y, len(images), "evaluate y")
-        network = self._trained_network("evaluate")
+        network = self._trained_network()
         evaluation = evaluate_model(network, stored_images(images), labels,
                                     [str(index) for index in range(network.num_classes)], device=self._device(),
                                     batch_size=int(batch_size or 256))
@@ -344,7 +344,7 @@ class Sequential(api.Sequential):
         """Keras's predict: the last layer's outputs, (N, classes) probabilities for a softmax model."""
         check_arguments("predict", keras_arguments, ["x", "batch_size", "verbose"], ("steps", "callbacks"))
         images = self._images(x, "predict x")
-        network = self._trained_network("predict")
+        network = self._trained_network()
         logits = predict_logits(network, stored_images(images), batch_size=int(batch_size or 256),
                                 device=self._device())
         outputs = logits.softmax(dim=1) if network.output_activation == "softmax" else logits
@@ -355,7 +355,7 @@ class Sequential(api.Sequential):
         check_arguments("save", keras_arguments, ["filepath", "overwrite"], ("zipped", "save_format", "include_optimizer"))
         if not overwrite and Path(filepath).exists():
             raise RunError(f"{filepath} exists and overwrite=False", fix="choose another path")
-        network = self._trained_network("save")
+        network = self._trained_network()
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": MODEL_KIND,
                            "spec": network.spec.to_dict(),
                            "name": self.name, "weights": {key: value.detach().cpu().contiguous()
@@ -382,7 +382,6 @@ class _CallbackProgress(Progress):
     def __init__(self, inner: Progress, bridge: KerasCallbacks):
         super().__init__()
         self.inner, self.bridge = inner, bridge
-        from convolab.keras.callbacks import wants_batches
         self.per_batch = any(wants_batches(callback) for callback in bridge.callbacks)
 
     def start_epoch(self, epoch, epochs, steps, done):
@@ -436,7 +435,7 @@ class Model:
 
     def predict(self, x, batch_size: int | None = None, verbose="auto", **keras_arguments):
         check_arguments("Model.predict", keras_arguments, ["x", "batch_size", "verbose"], ("steps", "callbacks"))
-        network = self.source._trained_network("predict")
+        network = self.source._trained_network()
         images = self.source._images(x, "predict x")
         wanted = [index for index in dict.fromkeys(self.indices) if index >= 0]
         activations = capture(network, network.spec, model_floats(images), wanted, allowed=tuple(LAYER_TYPES.values()))
