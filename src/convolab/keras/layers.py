@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from convolab.errors import ArgumentError
 from convolab.keras.surface import check_arguments, unsupported
-from convolab.spec import LAYER_TYPES, _input_shape
+from convolab.layers.arguments import input_shape as checked_input_shape
+from convolab.spec import LAYER_TYPES
 
 
 class Input:
@@ -21,7 +22,7 @@ class Input:
         if shape is None:
             raise ArgumentError("keras.Input: expected shape=(height, width, channels), received none",
                                 fix="keras.Input(shape=(28, 28, 1))")
-        self.image_shape = _input_shape("Input", shape)   # (h, w) becomes (h, w, 1), as convolab's layers do
+        self.image_shape = checked_input_shape("Input", shape)   # (h, w) becomes (h, w, 1), as convolab's layers do
         self.name = name or "input_layer"
 
     @property

@@ -358,7 +358,7 @@ class Sequential(api.Sequential):
         network = self._trained_network()
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": MODEL_KIND,
                            "spec": network.spec.to_dict(),
-                           "name": self.name, "weights": {key: value.detach().cpu().contiguous()
+                           "name": self.name, "model": {key: value.detach().cpu().contiguous()
                                                           for key, value in network.state_dict().items()}},
                           filepath)
 
@@ -463,7 +463,7 @@ def load_model(filepath, **keras_arguments) -> Sequential:
     model = Sequential(list(spec.layers), name=saved.get("name"))
     model._input = Input(shape=spec.input_shape)
     model._build(spec.input_shape, None)
-    model.network.load_state_dict(saved["weights"])
+    model.network.load_state_dict(saved["model"])
     return model
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from convolab.errors import ArgumentError, UnsupportedError
-from convolab.spec import _suggestion
+from convolab.layers.arguments import suggestion
 
 
 def unsupported(name: str, supported: Iterable[str], why: str = "") -> UnsupportedError:
     """The error for a Keras name convolab does not provide: `name`, what is supported, and the nearest choice."""
     choices = sorted(set(supported))
     base = name.rsplit(".", 1)[-1]
-    nearest = _suggestion(base, choices)
+    nearest = suggestion(base, choices)
     message = f"{name} is not part of convolab's Keras API{': ' + why if why else ''}"
     return UnsupportedError(message, fix=(f"{nearest} " if nearest else "") + f"convolab supports: {', '.join(choices)}")
 
@@ -31,6 +31,6 @@ def check_arguments(where: str, given: dict, supported: Iterable[str], keras_onl
         if key in keras_only:
             raise ArgumentError(f"{where}: the Keras argument {key}= is not supported by convolab",
                                 fix=f"leave it out; {where} takes: {', '.join(supported)}")
-        nearest = _suggestion(key, supported + sorted(keras_only))
+        nearest = suggestion(key, supported + sorted(keras_only))
         raise ArgumentError(f"{where}: unknown argument {key!r}; expected one of {', '.join(supported)}",
                             fix=nearest or f"use one of {', '.join(supported)}")
