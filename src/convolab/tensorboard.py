@@ -108,7 +108,7 @@ class TensorBoardWriter(Callback):
         images, then the hyperparameters with the test metrics; closes the files."""
         import numpy as np
 
-        from convolab.activations import conv_layer_indices, run_test_data
+        from convolab.activations import conv_layer_indices
         from convolab.plots import confusion_figure
         from convolab.report import ReportOptions, lab_grid
         from convolab.runs import load_run
@@ -122,13 +122,13 @@ class TensorBoardWriter(Callback):
                 np.array(metrics["confusion_matrix"]), run.class_names, title=f"{run.name}: test confusion matrix"),
                 step)
         if conv_layer_indices(run.spec):
-            figure, _images, _filter = lab_grid(run, run_test_data(run.config), ReportOptions())
+            figure, _images, _filter = lab_grid(run, run.test_data(), ReportOptions())
             writer.add_figure("pictures/activations", figure, step)
         final = {f"final/{key}": float(metrics[key]) for key in ("test_loss", "test_accuracy") if key in metrics}
         if run.history:
             final.update({f"final/{key}": float(value) for key, value in run.history[-1].items()
                           if key not in ("epoch", "seconds", "cpu_seconds") and isinstance(value, (int, float))})
-        hparams = {**plain_hparams(run.config.get("train", {})), "model": run.spec.to_line(), "epochs_trained": step}
+        hparams = {**plain_hparams(vars(run.config.train)), "model": run.spec.to_line(), "epochs_trained": step}
         self.write_hparams(hparams, final)
         self.close()
 
