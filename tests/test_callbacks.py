@@ -110,3 +110,20 @@ def test_checkpoint_writes_best_only_when_the_monitored_metric_improves(tmp_path
 def test_metric_aliases():
     assert canonical_metric("acc") == "accuracy" and canonical_metric("val_acc") == "val_accuracy"
     assert canonical_metric("loss") == "loss"
+
+
+def test_stop_at_a_percentage_is_caught_with_the_fraction_to_write():
+    with pytest.raises(TrainingError, match="looks like a percentage") as raised:
+        StopAtTarget.parse("accuracy>=99.8")
+    assert '"accuracy>=0.998"' in raised.value.fix
+    assert StopAtTarget.parse("val_loss<2.5").target == 2.5          # losses may exceed 1
+
+
+def test_a_target_never_reached_says_so_with_the_best_value():
+
+    target = StopAtTarget.parse("accuracy>=0.998")
+    history = [{"epoch": 1, "accuracy": 0.9931}, {"epoch": 2, "accuracy": 0.9975}, {"epoch": 3, "accuracy": 0.9970}]
+    state = SimpleNamespace(history=history, epoch=3)
+    assert target.closing_note(state) == "--stop-at accuracy>=0.998: not reached after 3 epochs (best 0.9975)"
+    history.append({"epoch": 4, "accuracy": 0.999})
+    assert target.closing_note(state) is None

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_bad_input_exits_2_with_the_message(capsys, argv, message):
 
 
 @pytest.mark.parametrize("argv", [["cnn", "--input-shape", "28,0,1"], ["cnn", "--classes", "zero"],
-                                  ["cnn", "--format", "html"], []])
+                                  ["cnn", "--format", "yaml"], []])
 def test_bad_flags_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as caught:
         main(["summary", *argv])
@@ -104,3 +105,20 @@ def test_the_installed_command_prints_plain_text_and_exits_2_without_traceback()
     bad = subprocess.run([sys.executable, "-m", "convolab", "summary", "conv64x3,dense"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "Dense #2" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_sweeps_names_and_a_run_directory_are_models_too(capsys, tmp_path):
+    code, out, _ = run(capsys, "no-conv2")                           # a sweep exercise's name, as in `sweep`
+    assert code == 0 and 'Model: "no-conv2"' in out and "max_pooling2d_1 (MaxPooling2D)" in out
+    code, out, _ = run(capsys, "cnn", "--format", "html")
+    assert code == 0 and out.startswith("<div>") and "<table>" in out
+
+
+def test_summary_takes_a_run_directory(capsys, tmp_path):
+    from train_fixtures import train_tiny_run
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():   # the tiny run trains on Debian's copy
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    train_tiny_run(tmp_path / "tiny", epochs=1, train=64, test=32)
+    code, out, _ = run(capsys, str(tmp_path / "tiny"))
+    assert code == 0 and "Total params: 12,730" in out and "on input (28, 28, 1)" in out

@@ -16,7 +16,8 @@ def test_train_writes_a_run_and_prints_epochs_and_the_test_result(tmp_path, caps
     assert main(["train", TINY_SPEC, "--epochs", "2", "--out", str(out), *QUICK]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("epoch 1/2  loss ") and lines[1].startswith("epoch 2/2  loss ")
-    assert lines[2].startswith("test: loss ") and "(100 images)" in lines[2]
+    assert lines[2].startswith("median epoch ") and " s CPU)" in lines[2]       # timing.py: median, CPU beside wall
+    assert lines[3].startswith("test: loss ") and "(100 images)" in lines[3]
     assert (out / "metrics.json").is_file()
     # the same --out again is refused (nothing lost), --resume with more epochs continues it
     assert main(["train", TINY_SPEC, "--out", str(out), *QUICK]) == 2
@@ -69,7 +70,8 @@ def test_compare_prints_one_table(tmp_path, capsys):
     assert main(["compare", TINY_SPEC, "flatten,dense8,dense", "--epochs", "1", "--out", str(tmp_path), "--quiet",
                  *QUICK]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["model", "params", "MACs/image"] and len(lines) == 4
+    assert lines[0].split()[:3] == ["model", "params", "MACs/image"] and len(lines) == 5
+    assert lines[4].startswith("s/epoch: the median epoch")   # what the time columns mean
 
 
 def test_lab_prints_both_summaries_and_the_table(tmp_path, capsys):

@@ -52,7 +52,8 @@ def test_epochs_to_target_is_the_first_epoch_that_meets_it():
 
 def test_the_table_matches_the_golden_file():
     rows = [ComparisonRow("dnn", "flatten,dense128,dense10-softmax", 101770, 101632, 9.71, 0.8912, None, 0.8687, 5, 5,
-                          "runs/lab/dnn"),
-            ComparisonRow("cnn", "conv64x3,...", 243786, 6_562_176, 38.2, 0.9265, None, 0.9103, 5, None, "runs/lab/cnn")]
+                          "runs/lab/dnn", cpu_seconds_per_epoch=18.9),
+            ComparisonRow("cnn", "conv64x3,...", 243786, 6_562_176, 38.2, 0.9265, None, 0.9103, 5, None, "runs/lab/cnn",
+                          busy_epochs=[3])]
     text = render_comparison(Comparison(rows=rows, stop_at="accuracy>=0.9")) + "\n"
     assert text == (GOLDEN / "compare_table.txt").read_text()

@@ -30,7 +30,7 @@ def test_a_run_directory_holds_the_documented_files(finished):
     assert config["spec_line"] == result.spec.to_line() and config["train"]["seed"] == 0
     assert config["dataset"]["name"] == "fashion-mnist" and config["dataset"]["input_shape"] == [28, 28, 1]
     assert config["versions"]["torch"] == torch.__version__ and config["device"] == "cpu"
-    assert (out / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds"
+    assert (out / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,cpu_seconds"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_count"] == 200 and len(metrics["confusion_matrix"]) == 10
 
@@ -121,7 +121,7 @@ def test_atomic_write_leaves_no_temporary_files_and_replaces_whole(tmp_path):
 
 def test_history_csv_leaves_absent_metrics_empty():
     text = history_csv([{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "seconds": 1.0}])
-    assert text.splitlines()[1] == "1,0.5,0.8,,,1.0"
+    assert text.splitlines()[1] == "1,0.5,0.8,,,1.0,"
 
 
 def test_resume_through_the_cli_path_gives_exactly_the_uninterrupted_weights_for_a_small_cnn(tmp_path):

@@ -116,8 +116,8 @@ def test_markdown_summary_is_a_table():
 
 
 def test_unknown_format_is_refused():
-    with pytest.raises(SpecError, match="expected a summary format among text, markdown, json"):
-        summarize(load_spec("cnn"), (28, 28, 1), 10, format="html")
+    with pytest.raises(SpecError, match="expected a summary format among text, markdown, json, html"):
+        summarize(load_spec("cnn"), (28, 28, 1), 10, format="yaml")
 
 
 def test_sequential_summary_defaults_to_the_labs_input():

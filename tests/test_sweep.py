@@ -138,7 +138,7 @@ def test_sweep_command_on_a_small_budget(tmp_path, capsys):
     assert "model-filters2" in captured.out and "model-filters3" in captured.out
     for name in ("sweep-overlay.png", "sweep-accuracy-time.png", "report.html"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "model-filters3" / "config.json").read_text())["train"]["validation_split"] == 0.1
+    assert json.loads((out / "model-filters3" / "config.json").read_text())["train"]["validation_split"] == 0.0   # as train and lab
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,7 +9,11 @@ from convolab.layers import KINDS as _KINDS  # noqa: E402
 
 
 def __getattr__(name: str):
-    """Every registered layer kind is importable from the package (`from convolab import DepthwiseConv2D`)."""
+    """Every registered layer kind is importable from the package (`from convolab import DepthwiseConv2D`), and
+    `convolab.keras` loads on first use (importing it eagerly would slow every command)."""
     if name in _KINDS:
         return _KINDS.kinds[name]
+    if name == "keras":
+        import importlib
+        return importlib.import_module("convolab.keras")
     raise AttributeError(f"module 'convolab' has no attribute {name!r}")

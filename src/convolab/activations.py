@@ -140,8 +140,10 @@ def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def nchw_to_nhwc(values: torch.Tensor) -> np.ndarray:
-    """A (N, C, H, W) tensor -> a (N, H, W, C) float32 numpy array: Keras's order, the one users see."""
-    return values.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+    """A (N, C, H, W) tensor -> a (N, H, W, C) float32 numpy array: Keras's order, the one users see.
+    A (N, features) tensor (Flatten, Dense) has no channel axis to move and comes back as it is."""
+    values = values.detach().to("cpu", torch.float32)
+    return (values.permute(0, 2, 3, 1) if values.dim() == 4 else values).contiguous().numpy()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -180,15 +182,16 @@ def forward_keeping(model: torch.nn.Module, images: torch.Tensor, indices: list[
 
 
 def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
-            layer_indices: list[int] | None = None) -> Activations:
+            layer_indices: list[int] | None = None, allowed: tuple[type, ...] = VISUAL_LAYER_TYPES) -> Activations:
     """Run `images` through `model` once and keep the outputs of the blocks at `layer_indices` (default: conv/pool).
 
+    allowed: the layer kinds that may be captured (the Keras API's activation model captures every layer).
     model: a ConvNet whose `.blocks[i]` computes spec layer i. images: uint8 or float (N, C, H, W).
     The model is put in eval mode for the pass and every module's mode is restored afterwards (forward_keeping).
     """
     indices = visual_layer_indices(spec) if layer_indices is None else list(layer_indices)
     for index in indices:
-        check_layer(spec, index)
+        check_layer(spec, index, allowed)
     kept, logits = forward_keeping(model, images, indices)
     layers = tuple(LayerMaps(index=index, kind=type(spec.layers[index]).__name__, values=nchw_to_nhwc(kept[index][1]))
                    for index in indices)

@@ -42,35 +42,46 @@ class Sequential:
         """The ModelSpec of these layers (the input shape taken from the first layer)."""
         return ModelSpec(tuple(self._layers), None, self.name)
 
-    def summary(self, print_fn: Callable[[str], object] = print, input_shape=None, num_classes: int | None = None,
-                format: str = "text") -> None:
-        """Print the explained summary, one line per `print_fn` call (Keras's print_fn, to capture it).
+    def summary(self, print_fn: Callable[[str], object] | None = None, input_shape=None,
+                num_classes: int | None = None, format: str = "text") -> None:
+        """Print the explained summary, one line per `print_fn` call (Keras's print_fn, to capture it); in a notebook
+        (no print_fn) it is displayed once, as an HTML table with each row's arithmetic.
 
         input_shape: (height, width, channels) when the first layer has none; default the lab's (28, 28, 1).
         num_classes: for a last Dense without units; default 10, the lab's.
         """
-        from convolab.summary import summarize, summary_inputs
+        from convolab.notebook import show
+        from convolab.summary import Summary, summarize, summary_inputs
 
         input_shape, num_classes = summary_inputs(self.spec, input_shape, num_classes)
+        if print_fn is None and format == "text":
+            return show(Summary(self.spec, input_shape, num_classes))
         text = summarize(self.spec, input_shape, num_classes, format=format)
         for line in text.rstrip("\n").split("\n"):
-            print_fn(line)
+            (print_fn or print)(line)
 
     # --- training, evaluation, prediction: the same code as `convolab train`, `evaluate` and `predict` -----------
 
-    def fit(self, data="fashion-mnist", epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
+    def fit(self, data="fashion-mnist", *labels, epochs: int = 5, batch_size: int = 32, optimizer: str = "adam",
             learning_rate: float = 0.001, validation_split: float = 0.0, seed: int = 0, device: str = "auto",
-            out=None, stop_at: str | None = None, early_stopping: int | None = None, callbacks=(),
-            train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True,
+            out=None, overwrite: bool = False, stop_at: str | None = None, early_stopping: int | None = None,
+            callbacks=(), train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True,
             precision: str = "auto"):
         """Train on `data` (a dataset name, an image folder or a loaded Dataset), test, and return the TrainResult.
 
-        The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none).
+        The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none);
+        overwrite: replace a run already there (otherwise it is an error).
         stop_at: e.g. "accuracy>=0.998". early_stopping: patience (needs validation_split). callbacks: Callback objects.
         precision: "auto" (float32 on CPU), "fp32", or "bf16" (bfloat16 autocast, float32 weights and logits).
         """
         from convolab.data import Dataset, load_dataset
+        from convolab.errors import ArgumentError
         from convolab.experiment import DataSelection, train_run
+
+        if labels or (hasattr(data, "shape") and hasattr(data, "dtype")):   # the course's fit(images, labels, epochs=5)
+            raise ArgumentError("Sequential.fit takes a dataset name, folder or Dataset; received an array",
+                                fix="for Keras's fit(x, y, ...) on arrays use `from convolab import keras` and "
+                                    "keras.models.Sequential([...]) with model.compile(...)")
         from convolab.plots import write_run_pictures
         from convolab.train import TrainConfig, make_progress
 
@@ -78,7 +89,7 @@ class Sequential:
         options = {"source": dataset.name} if isinstance(data, Dataset) else {"source": data}
         config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
                              validation_split=validation_split, seed=seed, device=device, precision=precision)
-        self.result = train_run(self.spec, dataset, config, out, name=self.name,
+        self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
                                 progress=make_progress("auto" if verbose else "quiet"),

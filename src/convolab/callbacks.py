@@ -1,8 +1,9 @@
 """Callbacks: small objects that watch each finished epoch and may stop training or save it.
 
-Every callback has the same four methods, all optional to override:
+Every callback has the same methods, all optional to override:
   check(metric_names)      before training: raise TrainingError if it names a metric the run will not have
   on_train_begin(state)    once, after a resume too
+  on_step(state, totals)   after every training step (TensorBoard's step scalars; Keras's on_batch_end)
   on_epoch_end(state)      after each epoch's history row is written; return a reason (str) to stop, or None
   on_train_end(state)      once, when training ends normally (not on an error or Ctrl-C)
 and `state_dict()` / `load_state_dict(d)` so that `--resume` continues them exactly where they stopped.
@@ -62,12 +63,19 @@ class Callback:
     def on_train_begin(self, state: Any) -> None:
         """Called once before the first epoch (of this session: a resumed run calls it again)."""
 
+    def on_step(self, state: Any, totals: Any) -> None:
+        """Called after every training step with the epoch's running totals (only when a callback overrides it)."""
+
     def on_epoch_end(self, state: Any) -> str | None:
         """Called after every epoch; return a reason to stop training, or None to go on."""
         return None
 
     def on_train_end(self, state: Any) -> None:
         """Called once when training ends without an error."""
+
+    def closing_note(self, state: Any) -> str | None:
+        """A line to print when training ends (a target never reached, say), or None."""
+        return None
 
     def state_dict(self) -> dict:
         """What `--resume` needs to continue this callback (tensors, numbers, strings, lists, dicts only)."""
@@ -108,7 +116,12 @@ class StopAtTarget(Callback):
             ) from None
         if not math.isfinite(target):
             raise TrainingError(f"--stop-at expects a finite target, received {value_text!r}", fix='e.g. "accuracy>=0.9"')
-        return cls(canonical_metric(name), comparison, target)
+        metric = canonical_metric(name)
+        if higher_is_better(metric) and target > 1:
+            raise TrainingError(f"--stop-at {text.strip()!r}: {metric} is a fraction from 0 to 1, and {value_text} "
+                                "looks like a percentage", fix=f'write it as a fraction: "{metric}{comparison}'
+                                f'{target / 100:g}"')
+        return cls(metric, comparison, target)
 
     def __str__(self) -> str:
         return f"{self.metric}{self.comparison}{self.target:g}"
@@ -125,6 +138,14 @@ class StopAtTarget(Callback):
         if self.reached(state.logs):
             return f"reached {self.metric} {state.logs[self.metric]:.4f} {self.comparison} {self.target:g}"
         return None
+
+    def closing_note(self, state: Any) -> str | None:
+        """'--stop-at accuracy>=0.998: not reached after 20 epochs (best 0.9975)' when no epoch met the target."""
+        values = [row[self.metric] for row in state.history if row.get(self.metric) is not None]
+        if not values or any(self.reached(row) for row in state.history):
+            return None
+        best = max(values) if self.comparison.startswith(">") else min(values)
+        return f"--stop-at {self}: not reached after {state.epoch} epochs (best {best:.4f})"
 
 
 # --- early stopping ---------------------------------------------------------------------------------------------------

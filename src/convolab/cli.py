@@ -26,14 +26,15 @@ def add_summary_parser(subparsers) -> None:
                     + GRAMMAR,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, ...), a .yaml/.yml/.json file, or a "
-                                                       "one-line model such as conv64x3,pool2,flatten,dense128,dense10")
+    parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, the sweep's no-conv2, ...), a .yaml/.yml/"
+                                                       ".json file, a run directory (runs/cnn), or a one-line model "
+                                                       "such as conv64x3,pool2,flatten,dense128,dense10")
     parser.add_argument("--input-shape", type=arguments.input_shape, default=None, metavar="H,W,C",
                         help="input image shape (default: the model's own, else 28,28,1 as Fashion-MNIST)")
     parser.add_argument("--classes", type=arguments.CLASS_COUNT, default=None, metavar="N",
                         help="class count: sizes a last `dense` without units and must match the model's output "
                              "(default: 10, as Fashion-MNIST, for a `dense` without units; otherwise unchecked)")
-    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+    parser.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
                         help="output format (default text)")
     parser.add_argument("--diagram", default=None, metavar="FILE.svg",
                         help="also write the architecture as an SVG picture (no Graphviz needed)")
@@ -44,7 +45,17 @@ def run_summary(args: argparse.Namespace) -> int:
     from convolab.spec import load_spec
     from convolab.summary import summarize, summary_inputs
 
-    spec = load_spec(args.model)
+    from pathlib import Path
+
+    from convolab.runs import CONFIG, load_run
+
+    if (Path(args.model) / CONFIG).is_file():   # a run directory: its model, on the data it was trained on
+        run = load_run(args.model)
+        spec = run.spec
+        args.input_shape = args.input_shape or run.input_shape
+        args.classes = args.classes or len(run.class_names)
+    else:
+        spec = load_spec(args.model)
     input_shape, num_classes = summary_inputs(spec, args.input_shape, args.classes)
     sys.stdout.write(summarize(spec, input_shape, num_classes, format=args.format))
     if args.model in RECIPES and args.format != "json":   # a recipe is its spec plus how it trains
@@ -203,6 +214,11 @@ def add_train_parser(subparsers) -> None:
                         help="train in N processes on this machine with DistributedDataParallel, started through "
                              "torchrun (gloo on CPU, NCCL on CUDA); --batch-size is the global batch, divided among "
                              "them. Several machines: torchrun --nnodes ... -m convolab train ... (README)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files into the run: scalars per epoch and every 100 steps, "
+                             "weight histograms, the activation grid and confusion matrix, the hyperparameters with "
+                             "the final metrics (needs: pip install \"convolab[tensorboard]\"); then "
+                             "tensorboard --logdir runs")
 
 
 def suggest_precision(config, quiet: bool) -> None:
@@ -259,12 +275,19 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
 
     main_process = context is None or context.is_main
     progress = progress_for(args) if main_process else make_progress("quiet")   # rank 0 speaks for the job
+    if args.tensorboard:
+        from convolab.tensorboard import require_tensorboard
+
+        require_tensorboard()   # before any data is loaded or anything is written
     if args.resume is not None:
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
+        writer = tensorboard_writer(args, target) if main_process else None   # rank 0 alone writes the run
         result = resume_run(target, epochs=args.epochs, progress=progress,   # None: the run's own epochs
-                            on_train_end=training_pictures(), distributed_context=context)
+                            callbacks=[writer] if writer else [],
+                            on_train_end=training_pictures() + ([writer.finish_run] if writer else []),
+                            distributed_context=context)
     else:
         config = train_config(args)
         suggest_precision(config, quiet=args.quiet)
@@ -272,7 +295,7 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
                          out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
                          early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress,
                          show_download=not args.quiet and main_process, on_train_end=training_pictures(),
-                         distributed_context=context)
+                         tensorboard=args.tensorboard, distributed_context=context)
     if not main_process:
         return 0
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
@@ -424,6 +447,15 @@ def run_lab_command(args: argparse.Namespace) -> int:
 
 # --- show, filters, sweep, report ------------------------------------------------------------------------------------
 
+def tensorboard_writer(args: argparse.Namespace, run_dir):
+    """The TensorBoard callback for --tensorboard (event files in the run directory), or None."""
+    if not getattr(args, "tensorboard", False):
+        return None
+    from convolab.tensorboard import TensorBoardWriter
+
+    return TensorBoardWriter(run_dir)
+
+
 def training_pictures() -> list:
     """The hooks train/compare pass to training: curves.png and confusion.png drawn into each finished run."""
     from convolab.plots import write_run_pictures
@@ -521,7 +553,8 @@ def add_sweep_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep", help="the lab's exercises (16/32/64 filters, fewer or more convolutions, dnn) as one experiment",
         description="Train the lab's exercise variants (or --spec MODEL --vary KEY=V1,V2,...) on the same data and "
-                    "seed through `convolab compare`, print the table, and draw validation accuracy per epoch "
+                    "seed through `convolab compare`, print the table, and draw accuracy per epoch (validation accuracy "
+                    "with --validation-split, the same default of none as train and lab) "
                     "(sweep-overlay.png) and test accuracy against seconds (sweep-accuracy-time.png) in --out. "
                     "Finished runs with the same settings are reused.\n\nPresets:\n" + describe_presets(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -533,8 +566,6 @@ def add_sweep_parser(subparsers) -> None:
                              "rate=0.2,0.5, activation=relu,tanh")
     add_data_flags(parser)
     add_training_flags(parser)
-    # A validation split by default: the overlay compares validation accuracy, as the exercises ask.
-    parser.set_defaults(validation_split=0.1)
     parser.add_argument("--out", default="runs/sweep", metavar="DIR", help="where the runs go (default runs/sweep)")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='the same target for every run, e.g. "val_accuracy>=0.9"')

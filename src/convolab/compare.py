@@ -22,6 +22,7 @@ from convolab.experiment import DataSelection, TrainResult, train_run
 from convolab.runs import CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, load_run, read_checkpoint, require_run
 from convolab.shapes import analyze, totals
 from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.timing import epoch_timing
 from convolab.train import Progress, TrainConfig, make_progress
 
 
@@ -33,7 +34,7 @@ class ComparisonRow:
     spec_line: str
     params: int
     macs: int                            # multiply-adds per image, forward pass
-    seconds_per_epoch: float
+    seconds_per_epoch: float             # the median epoch's wall seconds (a busy machine stretches single epochs)
     final_train_accuracy: float
     best_val_accuracy: float | None      # None without a validation split
     test_accuracy: float
@@ -41,6 +42,8 @@ class ComparisonRow:
     epochs_to_target: int | None         # first epoch meeting --stop-at; None if not reached or not asked
     run_dir: str | None
     reused: bool = False
+    cpu_seconds_per_epoch: float | None = None   # the median epoch's CPU seconds (None: a run from before they were kept)
+    busy_epochs: list[int] = field(default_factory=list)   # epochs far longer than the others: the machine was busy
 
 
 @dataclass
@@ -64,10 +67,11 @@ def _row(name: str, spec: ModelSpec, input_shape, num_classes: int, history: lis
          target: StopAtTarget | None, run_dir: str | None, reused: bool) -> ComparisonRow:
     sums = totals(analyze(spec, input_shape, num_classes))
     validation = [row["val_accuracy"] for row in history if row.get("val_accuracy") is not None]
-    seconds = [row["seconds"] for row in history]
+    timing = epoch_timing(history)
     return ComparisonRow(
         name=name, spec_line=spec.to_line(), params=sums["params"], macs=sums["macs"],
-        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else float("nan"),
+        seconds_per_epoch=timing.median_seconds, cpu_seconds_per_epoch=timing.median_cpu_seconds,
+        busy_epochs=[epoch for epoch, _, _ in timing.busy_epochs],
         final_train_accuracy=history[-1]["accuracy"] if history else float("nan"),
         best_val_accuracy=max(validation) if validation else None, test_accuracy=test_accuracy,
         epochs=len(history), epochs_to_target=epochs_to_target(history, target), run_dir=run_dir, reused=reused)
@@ -208,13 +212,16 @@ def _accuracy(value: float | None) -> str:
 
 def render_comparison(comparison: Comparison) -> str:
     """The side-by-side table as plain text, then notes (reused runs, which trained differently)."""
-    headers = ["model", "params", "MACs/image", "s/epoch", "train acc", "best val acc", "test acc", "epochs"]
+    headers = ["model", "params", "MACs/image", "s/epoch", "CPU s/epoch", "train acc", "best val acc", "test acc",
+               "epochs"]
     if comparison.stop_at:
         headers.append(f"epochs to {comparison.stop_at}")
     table = [headers]
     for row in comparison.rows:
         cells = [row.name + (" (reused)" if row.reused else ""), f"{row.params:,}", _millions(row.macs),
-                 f"{row.seconds_per_epoch:.1f}", _accuracy(row.final_train_accuracy), _accuracy(row.best_val_accuracy),
+                 f"{row.seconds_per_epoch:.1f}",
+                 "-" if row.cpu_seconds_per_epoch is None else f"{row.cpu_seconds_per_epoch:.1f}",
+                 _accuracy(row.final_train_accuracy), _accuracy(row.best_val_accuracy),
                  _accuracy(row.test_accuracy), str(row.epochs)]
         if comparison.stop_at:
             cells.append("not reached" if row.epochs_to_target is None else str(row.epochs_to_target))
@@ -226,5 +233,8 @@ def render_comparison(comparison: Comparison) -> str:
                                for column, (cell, width) in enumerate(zip(line, widths))).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
+    lines.append("s/epoch: the median epoch's wall seconds; CPU s/epoch: the median epoch's processor time, all threads")
+    lines += [f"note: {row.name}'s epoch {', '.join(map(str, row.busy_epochs))} took far longer than its others: "
+              "the machine was busy" for row in comparison.rows if row.busy_epochs]
     lines += [f"note: {note}" for note in comparison.notes]
     return "\n".join(lines)

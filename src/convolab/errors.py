@@ -39,3 +39,12 @@ class TrainingError(ConvolabError):
 
 class WriteError(ConvolabError):
     """A file that could not be written (no space, read-only, not a directory); the previous version is kept."""
+
+
+class UnsupportedError(ConvolabError, AttributeError):
+    """A name from Keras's API that convolab does not provide (a layer, an optimizer, a method): the message names it
+    and what convolab supports instead. An AttributeError, so `hasattr` and IPython's probing still work."""
+
+
+class ArgumentError(ConvolabError, TypeError):
+    """An argument the Keras-style API does not take: misspelt (the nearest name is suggested) or not supported."""

@@ -119,9 +119,9 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
     return torch.cat(outputs)
 
 
-@dataclass
+@dataclass(repr=False)
 class Evaluation:
-    """Everything `convolab evaluate` reports about a model on a labelled set."""
+    """Everything `convolab evaluate` reports about a model on a labelled set (displays as a table in a notebook)."""
 
     class_names: list[str]
     loss: float
@@ -132,6 +132,21 @@ class Evaluation:
     most_confused: list[ConfusedPair]
     top_losses: list[TopLoss]
     count: int
+
+    def __repr__(self) -> str:
+        return f"<Evaluation: loss {self.loss:.4f}, accuracy {self.accuracy:.4f} on {self.count} images>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(f"<tr><td>{escape(name)}</td><td style='text-align:right'>"
+                       f"{'' if value is None else f'{value:.4f}'}</td></tr>"
+                       for name, value in zip(self.class_names, self.per_class_accuracy))
+        confused = ", ".join(f"{self.class_names[p.true_class]} → {self.class_names[p.predicted_class]} ({p.count})"
+                             for p in self.most_confused[:3])
+        return (f"<div><b>test loss {self.loss:.4f}, accuracy {self.accuracy:.4f}</b> on {self.count} images; "
+                f"most confused: {escape(confused) or 'none'}<table><tr><th>class</th><th>accuracy</th></tr>{rows}"
+                f"</table></div>")
 
     def to_dict(self) -> dict:
         """For metrics.json: plain numbers and lists."""

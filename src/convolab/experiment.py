@@ -26,13 +26,18 @@ from convolab.runs import (RunDirectory, hardware, load_run, load_weights, locke
                            python_command, read_checkpoint, require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.timing import epoch_timing
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
                             choose_device, fit, make_progress, metric_names, seed_everything)
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
-    """A finished training: where it was written, the model, its history, the test evaluation."""
+    """A finished training: where it was written, the model, its history, the test evaluation.
+
+    In a notebook it displays as a compact table; its pictures are objects that display inline and `.save(path)`:
+    run.show(images=[0, 23, 28], filter=1), run.filters(), run.curves(), run.confusion(), run.report().
+    """
 
     name: str
     spec: ModelSpec
@@ -48,9 +53,78 @@ class TrainResult:
 
     @property
     def seconds_per_epoch(self) -> float:
-        """Mean wall time of the epochs trained (validation included), over every session of a resumed run."""
-        seconds = [row["seconds"] for row in self.state.history]
-        return sum(seconds) / len(seconds) if seconds else float("nan")
+        """The median epoch's wall time (validation included), over every session of a resumed run: one epoch
+        stretched by a busy machine does not move it (timing.py)."""
+        return epoch_timing(self.state.history).median_seconds
+
+    # --- pictures, each a notebook.Picture (inline in a notebook, .save(path) anywhere) -------------------------
+
+    def show(self, images=(0, 23, 28), filter: int = 1, layers: list[int] | None = None):
+        """The lab's grid: test `images` (rows) through every conv/pool layer (columns), channel `filter`."""
+        from convolab.notebook import Picture
+        from convolab.plots import run_activation_grid
+
+        figure = run_activation_grid(self.model, self.spec, self.dataset.test_images, self.dataset.test_labels,
+                                     list(self.dataset.class_names), list(images), filter, layers)
+        return Picture(figure, f"{self.name}: test images {list(images)}, filter {filter}")
+
+    def filters(self, layers: list[int] | None = None):
+        """The learned kernels of the Conv2D layers (red excites, blue inhibits)."""
+        from convolab.notebook import Picture
+        from convolab.plots import run_kernels_figure
+
+        return Picture(run_kernels_figure(self.model, self.spec, layers), f"{self.name}: learned kernels")
+
+    def curves(self):
+        """Loss and accuracy per epoch (validation too, when held out)."""
+        from convolab.notebook import Picture
+        from convolab.plots import curves_figure
+
+        return Picture(curves_figure(self.history, title=f"{self.name}: training"), f"{self.name}: curves")
+
+    def confusion(self):
+        """The test confusion matrix."""
+        from convolab.notebook import Picture
+        from convolab.plots import confusion_figure
+
+        figure = confusion_figure(self.evaluation.confusion.numpy(), list(self.evaluation.class_names),
+                                  title=f"{self.name}: test confusion matrix")
+        return Picture(figure, f"{self.name}: confusion matrix")
+
+    def report(self):
+        """The run's HTML report (the same as `convolab report`), shown inline; needs the run written (out=...)."""
+        from convolab.notebook import Page
+        from convolab.report import render_report
+        from convolab.runs import load_run
+
+        if self.run_dir is None:
+            raise RunError("this run was trained in memory (no out=), so there is no run directory to report on",
+                           fix='train with out="runs/NAME", e.g. model.fit("fashion-mnist", out="runs/cnn")')
+        return Page(render_report([load_run(self.run_dir)]), f"convolab report: {self.name}")
+
+    # --- display ----------------------------------------------------------------------------------------------
+
+    def _facts(self) -> list[tuple[str, str]]:
+        last = self.history[-1] if self.history else {}
+        facts = [("model", self.spec.to_line()), ("data", f"{self.dataset.name} ({len(self.dataset.test_images)} test)"),
+                 ("epochs", f"{self.state.epoch} ({self.state.status})")]
+        if self.state.stop_reason:
+            facts.append(("stopped", self.state.stop_reason))
+        if last:
+            facts.append(("last epoch", "  ".join(f"{key} {last[key]:.4f}" for key in
+                                                  ("loss", "accuracy", "val_loss", "val_accuracy") if key in last)))
+        facts.append(("test", f"loss {self.evaluation.loss:.4f}  accuracy {self.evaluation.accuracy:.4f}"))
+        facts.append(("s/epoch", f"{self.seconds_per_epoch:.1f}"))
+        facts.append(("run directory", str(self.run_dir) if self.run_dir else "none (in memory)"))
+        return facts
+
+    def _repr_html_(self) -> str:
+        from convolab.notebook import history_html, key_values_html
+
+        return key_values_html(f"run {self.name}", self._facts()) + history_html(self.history)
+
+    def __repr__(self) -> str:
+        return f"<TrainResult {self.name}: " + "; ".join(f"{key} {value}" for key, value in self._facts()) + ">"
 
 
 def load_selection(options: dict, train_limit: int | None = None, test_limit: int | None = None,
@@ -189,11 +263,12 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
             epochs: int | None = None, out: str | Path | None = None, train_limit: int | None = None, test_limit: int | None = None,
             stop_at: str | None = None, early_stopping: int | None = None, overwrite: bool = False,
             progress: Progress | None = None, show_download: bool = True,
-            on_train_end: Sequence[Callable[[Path], None]] = (),
+            on_train_end: Sequence[Callable[[Path], None]] = (), tensorboard: bool = False,
             distributed_context: DistributedContext | None = None) -> TrainResult:
     """What `convolab train` does for a new run: `model` (a preset, spec file or one-line spec) or a recipe's spec and
     hyperparameters over `config` (epochs: this many instead of the recipe's or config's own), the data loaded from `data` (load_dataset's arguments),
-    trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run)."""
+    trained into `out` (default runs/NAME, or runs/NAME-2, ... when that holds a run).
+    tensorboard: also write TensorBoard event files into the run (tensorboard.py)."""
     from convolab.recipes import get_recipe
 
     if recipe is not None:
@@ -210,10 +285,16 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
                             fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
     spec = load_spec(model)
     out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
+    callbacks, hooks = [], list(on_train_end)
+    if tensorboard and (distributed_context is None or distributed_context.is_main):   # rank 0 alone writes the run
+        from convolab.tensorboard import TensorBoardWriter
+
+        writer = TensorBoardWriter(out)
+        callbacks, hooks = [writer], hooks + [writer.finish_run]   # the pictures and hparams once the test is done
     dataset, selection = load_selection(data, train_limit, test_limit, show_download)
     return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
-                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, on_train_end=on_train_end,
-                     distributed_context=distributed_context)
+                     early_stopping=early_stopping, progress=progress, overwrite=overwrite, callbacks=callbacks,
+                     on_train_end=hooks, distributed_context=distributed_context)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,

@@ -28,6 +28,7 @@ from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
 KERNEL_COLORMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
+SEPARATOR_COLOR = "#7a7a7a"  # between kernels: a mid gray, unlike any weight's colour (white is zero)
 DPI = 100
 
 
@@ -60,6 +61,13 @@ def symmetric_limit(values: np.ndarray) -> float:
     """The largest magnitude in `values` (at least a tiny positive number), for a colour scale centred at zero."""
     limit = float(np.abs(values).max()) if values.size else 0.0
     return limit if limit > 0 else 1e-6
+
+
+def robust_symmetric_limit(values: np.ndarray, percentile: float = 99.0) -> float:
+    """A colour limit centred at zero that one outlier cannot set: the `percentile` of the magnitudes (at least a
+    tiny positive number). Larger weights saturate, and the colour bar's pointed ends say so."""
+    limit = float(np.percentile(np.abs(values), percentile)) if values.size else 0.0
+    return limit if limit > 0 else symmetric_limit(values)
 
 
 def column_limits(values: np.ndarray) -> tuple[float, float]:
@@ -183,9 +191,11 @@ def kernel_mosaic(weights: np.ndarray, max_inputs: int) -> tuple[np.ndarray, lis
 def kernels_figure(layers: list[tuple[str, np.ndarray]], max_inputs: int = 8) -> Figure:
     """The learned kernels of each (title, weights (kh, kw, in, filters)) layer, one panel and colour bar each.
 
-    A diverging colour map centred at zero shows the sign: red weights excite, blue ones inhibit. Each filter is a
-    strip of its kernels for the first `max_inputs` input channels. Each layer is its own subfigure, so that a small
-    first layer is not stretched to the width of a large second one.
+    A diverging colour map centred at zero shows the sign: red weights excite, blue ones inhibit, white is zero; the
+    legend says so on the picture. The scale is symmetric and robust (99th percentile of the magnitudes), so a few
+    large weights do not wash the others out to white. Each filter is a strip of its kernels for the first
+    `max_inputs` input channels, with gray separators between kernels (white would read as zero weights). Each layer
+    is its own subfigure, so that a small first layer is not stretched to the width of a large second one.
     """
     mosaics = [(title, weights, *kernel_mosaic(weights, max_inputs)) for title, weights in layers]
     widest = max(mosaic.shape[1] for _title, _weights, mosaic, _labels in mosaics)
@@ -200,17 +210,18 @@ def kernels_figure(layers: list[tuple[str, np.ndarray]], max_inputs: int = 8) ->
             filler.set_axis_off()
         else:
             axis = subfigure.subplots()
-        limit = symmetric_limit(weights)
-        colormap = plt.get_cmap(KERNEL_COLORMAP).with_extremes(bad="#f4f4f4")  # the gaps between kernels
+        limit = robust_symmetric_limit(weights)
+        colormap = plt.get_cmap(KERNEL_COLORMAP).with_extremes(bad=SEPARATOR_COLOR)  # the gaps between kernels
         image = axis.imshow(mosaic, cmap=colormap, vmin=-limit, vmax=limit, interpolation="nearest")
         for x, y, filter_index in labels:
-            axis.text(x, y, str(filter_index), fontsize=6, va="top", ha="left", color="#444444")
+            axis.text(x, y, str(filter_index), fontsize=6, va="top", ha="left", color="white")
         kernel_h, kernel_w, inputs, filters = weights.shape
         shown = f"input channels 0-{min(inputs, max_inputs) - 1} of {inputs}" if inputs > 1 else "1 input channel"
         axis.set_title(f"{title}: {filters} filters of {kernel_h}×{kernel_w}, {shown}", fontsize=9, loc="left")
         axis.set_xticks([])
         axis.set_yticks([])
-        subfigure.colorbar(image, ax=axis, shrink=0.9, label="weight")
+        subfigure.colorbar(image, ax=axis, shrink=0.9, extend="both",
+                           label="weight: red excites, blue inhibits, white 0")
     return figure
 
 

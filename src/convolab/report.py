@@ -29,8 +29,8 @@ from convolab.evaluate import evaluate_logits, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
                             run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
 from convolab.runs import Run, atomic_write_text, load_run
-from convolab.shapes import analyze, count, readable_bytes, shape_text, totals
-from convolab.summary import row_explanations, row_title, total_lines
+from convolab.shapes import analyze, totals
+from convolab.summary import html_table
 
 LAB_IMAGES = (0, 23, 28)  # the lab's three ankle boots
 LAB_FILTER = 1  # the lab's CONVOLUTION_NUMBER
@@ -157,20 +157,8 @@ def training_seconds(history: list[dict]) -> float:
 # --- sections ------------------------------------------------------------------------------------------------------
 
 def summary_table(reports: list) -> str:
-    """Keras's summary table, each row followed by the arithmetic that explains it."""
-    rows = ["<table><tr><th>Layer (type)</th><th>Output Shape</th><th class=number>Param #</th>"
-            "<th class=number>Mult-adds</th><th class=number>Memory</th><th>Receptive field</th></tr>"]
-    for report in reports:
-        rows.append(
-            f"<tr><td><code>{escape(row_title(report))}</code></td><td>{escape(shape_text(report.output_shape))}</td>"
-            f"<td class=number>{escape(count(report.params))}</td><td class=number>{escape(count(report.macs))}</td>"
-            f"<td class=number>{escape(readable_bytes(report.memory_bytes))}</td>"
-            f"<td>{escape(report.receptive_field.text())}</td></tr>")
-        why = "".join(f"<div>{escape(line)}</div>" for line in row_explanations(report))
-        rows.append(f'<tr class="why"><td colspan="6">{why}</td></tr>')
-    rows.append("</table>")
-    rows.append("<p class=note>" + "<br>".join(escape(line) for line in total_lines(reports)) + "</p>")
-    return "".join(rows)
+    """Keras's summary table, each row followed by the arithmetic that explains it (summary.py's HTML form)."""
+    return html_table(reports)
 
 
 def metrics_section(content: RunContent) -> str:

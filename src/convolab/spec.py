@@ -167,9 +167,10 @@ Options follow a dash: an activation (-relu -sigmoid -tanh -softmax -linear -elu
 Defaults: convolutions and hidden dense use relu, the last dense uses softmax; padding 'valid'; strides 1 (pooling:
 the pool size). The lab's CNN: conv64x3,pool2,conv64x3,pool2,flatten,dense128,dense10
 
-Presets: dnn, cnn (the lab's two networks) and the lab's exercises cnn16, cnn32 (16 or 32 filters per
-convolution), cnn1conv (one convolution), cnn3conv (a third convolution), and fast and best, the specs of the
-training recipes (convolab train --recipe fast|best). MODEL may also be a .yaml/.yml/.json file.""")
+Presets: dnn, cnn (the lab's two networks) and the lab's exercises cnn16, cnn32, cnn64 (16, 32 or 64 filters per
+convolution; cnn64 is cnn), no-conv2 (the second convolution removed, its pooling kept), cnn1conv (one convolution),
+cnn3conv (a third convolution), and fast and best, the specs of the training recipes (convolab train --recipe
+fast|best). MODEL may also be a .yaml/.yml/.json file.""")
 
 # The lab's networks and its exercises, in the one-line form. `dense` = the dataset's class count (10 for the lab).
 PRESETS: dict[str, str] = {
@@ -179,6 +180,10 @@ PRESETS: dict[str, str] = {
     "cnn32": "conv32x3,pool2,conv32x3,pool2,flatten,dense128,dense",
     "cnn1conv": "conv64x3,pool2,flatten,dense128,dense",
     "cnn3conv": "conv64x3,pool2,conv64x3,pool2,conv64x3,flatten,dense128,dense",
+    # The sweep's exercise names, so that every command takes them: the lab's CNN, and it without its second Conv2D
+    # (deleting that line leaves its MaxPooling2D: two poolings in a row).
+    "cnn64": "conv64x3,pool2,conv64x3,pool2,flatten,dense128,dense",
+    "no-conv2": "conv64x3,pool2,pool2,flatten,dense128,dense",
     # The specs of the time-to-accuracy recipes (recipes.py holds their hyperparameters; `convolab train --recipe`).
     "fast": "conv16x3,pool2,bn,conv64x3,pool2,bn,flatten,dense256,dense",
     "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.3,dense256,dense",

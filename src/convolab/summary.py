@@ -7,13 +7,15 @@ file and a golden test.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 from convolab.errors import SpecError
 from convolab.shapes import LayerReport, analyze, count, output_note, readable_bytes, shape_text, totals
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, ModelSpec, sized_by_classes
 
-FORMATS = ("text", "markdown", "json")
+FORMATS = ("text", "markdown", "json", "html")
 BYTES_PER_PARAM = 4  # Keras sizes the totals as float32 weights
 
 # Text columns: (title, narrowest width, align); a column widens to its longest cell so rows always line up.
@@ -34,7 +36,8 @@ def summarize(spec: ModelSpec, input_shape=None, num_classes: int | None = None,
                         fix="--format text")
     reports = analyze(spec, input_shape, num_classes)
     name = spec.name or "sequential"  # Keras's default model name
-    return {"text": format_text, "markdown": format_markdown, "json": format_json}[format](name, reports)
+    return {"text": format_text, "markdown": format_markdown, "json": format_json, "html": format_html}[format](
+        name, reports)
 
 
 def summary_inputs(spec: ModelSpec, input_shape=None, num_classes: int | None = None):
@@ -167,3 +170,53 @@ def summary_dict(name: str, reports: list[LayerReport]) -> dict[str, Any]:
 def format_json(name: str, reports: list[LayerReport]) -> str:
     """The summary as indented JSON (UTF-8 characters kept: ×, −, ⌊ ⌋)."""
     return json.dumps(summary_dict(name, reports), indent=2, ensure_ascii=False) + "\n"
+
+
+# Inline styles, so that the table reads the same in a notebook, in Colab and inside the report's page.
+_NUMBER = 'style="text-align:right"'
+_LEFT = 'style="text-align:left"'
+_WHY = 'style="color:#555;font-size:90%;padding-left:2em;text-align:left"'
+
+
+def html_table(reports: list[LayerReport]) -> str:
+    """Keras's summary table in HTML, each row followed by the arithmetic that explains it, then the totals."""
+    head = "".join(f"<th {_NUMBER if align == '>' else _LEFT}>{escape(title)}</th>" for title, _, align in _COLUMNS)
+    rows = [f"<table><tr>{head}</tr>"]
+    for report in reports:
+        cells = "".join(f"<td {_NUMBER if align == '>' else _LEFT}>{escape(cell)}</td>"
+                        for (_, _, align), cell in zip(_COLUMNS, _cells(report)))
+        rows.append(f"<tr>{cells}</tr>")
+        why = "<br>".join(escape(line) for line in row_explanations(report))
+        rows.append(f'<tr><td colspan="{len(_COLUMNS)}" {_WHY}>{why}</td></tr>')
+    rows.append("</table>")
+    rows.append("<p>" + "<br>".join(escape(line) for line in total_lines(reports)) + "</p>")
+    return "".join(rows)
+
+
+def format_html(name: str, reports: list[LayerReport]) -> str:
+    """The summary as an HTML fragment: a heading, the table, the totals."""
+    return (f"<div><b>Model &quot;{escape(name)}&quot;</b> on input {escape(shape_text(reports[0].input_shape))}"
+            + html_table(reports) + "<p><small>Shapes are per image, (height, width, channels); Keras prints a leading "
+            "None for the batch.</small></p></div>")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The explained summary as an object: plain text in a terminal (str), an HTML table in Jupyter and Colab
+    (IPython's display protocol), so that a notebook shows it once, as a table, never also as printed text."""
+
+    spec: ModelSpec
+    input_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+
+    def text(self) -> str:
+        return summarize(self.spec, self.input_shape, self.num_classes, format="text")
+
+    def html(self) -> str:
+        return summarize(self.spec, self.input_shape, self.num_classes, format="html")
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": self.text(), "text/html": self.html()}

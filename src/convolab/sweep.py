@@ -28,9 +28,8 @@ from convolab.train import Progress, TrainConfig
 EXERCISES: dict[str, tuple[str, str]] = {
     "cnn16": (PRESETS["cnn16"], "16 filters in both convolutions"),
     "cnn32": (PRESETS["cnn32"], "32 filters in both convolutions"),
-    "cnn64": (PRESETS["cnn"], "64 filters in both convolutions: the lab's CNN"),
-    # Deleting the lab's second Conv2D line leaves its MaxPooling2D: two poolings in a row.
-    "no-conv2": ("conv64x3,pool2,pool2,flatten,dense128,dense", "the second convolution removed, its pooling kept"),
+    "cnn64": (PRESETS["cnn64"], "64 filters in both convolutions: the lab's CNN"),
+    "no-conv2": (PRESETS["no-conv2"], "the second convolution removed, its pooling kept"),
     "cnn3conv": (PRESETS["cnn3conv"], "a third convolution added"),
     "cnn1conv": (PRESETS["cnn1conv"], "only the first convolution (and its pooling) kept"),
     "dnn": (PRESETS["dnn"], "the Dense network: no convolution at all"),

@@ -40,6 +40,7 @@ from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
 from convolab.runs import RunDirectory
 from convolab.shards import ShardPolicy, choose_policy, has_batch_norm, parse_threads, torch_threads, usable_cores
+from convolab.timing import describe_timing, epoch_timing
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 # Values each optimizer keeps per parameter besides the weight and its gradient (Adam: two running averages).
@@ -390,9 +391,15 @@ class RichProgress(Progress):
 
 
 def make_progress(mode: str = "auto") -> Progress:
-    """"auto": a live bar on a terminal, plain lines otherwise; "plain"; "quiet"; "bar"."""
+    """"auto": a live bar on a terminal, a bar and a metrics table in a notebook, plain lines otherwise; "plain";
+    "quiet"; "bar"."""
     if mode == "quiet":
         return QuietProgress()
+    if mode == "auto" and "IPython" in sys.modules:
+        from convolab.notebook import NotebookProgress, in_notebook
+
+        if in_notebook():
+            return NotebookProgress()
     if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
         return RichProgress()
     return Progress()
@@ -456,7 +463,7 @@ class TrainingState:
 
     @property
     def metric_names(self) -> set[str]:
-        return set(self.history[-1]) - {"epoch", "seconds"} if self.history else set()
+        return set(self.history[-1]) - {"epoch", "seconds", "cpu_seconds"} if self.history else set()
 
 
 def metric_names(has_validation: bool) -> set[str]:
@@ -662,6 +669,13 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
 
     for callback in callbacks:
         callback.on_train_begin(state)
+    stepping = [callback for callback in callbacks if type(callback).on_step is not Callback.on_step]
+
+    def on_step(totals: EpochTotals) -> None:
+        progress.step(totals)
+        for callback in stepping:
+            callback.on_step(state, totals)
+
     started = time.perf_counter()
     # Sharded, the shards are the parallelism: what runs between them (loss, optimizer) takes one thread too, so no
     # OpenMP barrier waits on a descheduled thread. PyTorch's setting is restored when training ends.
@@ -671,11 +685,13 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             while state.epoch < config.epochs and state.stop_reason is None:
                 epoch = state.epoch + 1
                 started = time.perf_counter() - state.totals.seconds   # a resumed epoch counts its first part
+                cpu_started = time.process_time()
                 progress.start_epoch(epoch, config.epochs, steps_per_epoch, state.totals.steps)
                 try:
                     batches = _recipe_batches(_epoch_batches(state, images, labels, shards), state, steps_per_epoch)
                     metrics = train_one_epoch(trainer, batches, optimizer, loss_fn,
-                                              totals=state.totals, on_step=progress.step, should_stop=should_stop,
+                                              totals=state.totals, on_step=on_step if stepping else progress.step,
+                                              should_stop=should_stop,
                                               read_every=1 if device.type == "cpu" else GPU_READ_EVERY)
                 except NonFiniteLoss as error:
                     progress.close()
@@ -699,6 +715,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                         validation = distributed.reduce_evaluation(validation, device)
                     row.update(val_loss=validation["loss"], val_accuracy=validation["accuracy"])
                 row["seconds"] = round(time.perf_counter() - started, 3)
+                row["cpu_seconds"] = round(time.process_time() - cpu_started, 3)   # all threads: the work, not the wait
                 state.epoch, state.totals, state.logs = epoch, EpochTotals(), row
                 state.history.append(row)
                 progress.end_epoch(epoch, config.epochs, row)
@@ -735,6 +752,12 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             progress.close()   # never leave a live bar behind an error
     if state.stop_reason:
         progress.message(f"stopped after epoch {state.epoch}: {state.stop_reason}")
+    for callback in callbacks:
+        note = callback.closing_note(state)
+        if note:
+            progress.message(note)
+    if len(state.history) > 1:
+        progress.message(describe_timing(epoch_timing(state.history)))
     for callback in callbacks:
         callback.on_train_end(state)
     return state

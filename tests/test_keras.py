@@ -1,0 +1,324 @@
+"""`from convolab import keras`: the course's lab code runs with only its import changed, and agrees with real Keras 3
+(torch backend) on signatures and what comes back; anything outside the surface fails with a clear message."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from convolab import keras
+from convolab.errors import ArgumentError, ConvolabError, DataError, TrainingError, UnsupportedError
+from convolab.keras.arrays import class_indices, stored_images
+
+from idx_fixtures import DEBIAN, needs_debian
+
+# The course's lab (C1W3 "Improving Computer Vision Accuracy using Convolutions", TensorFlow 2 edition), with
+# `import tensorflow as tf` -> `from convolab import keras` and `tf.keras.` -> `keras.`; nothing else changed.
+# SLICE(...) is the only addition: the test trains on a small slice (the notebook on full data).
+COURSE_LAB = '''
+from convolab import keras
+
+fmnist = keras.datasets.fashion_mnist
+(training_images, training_labels), (test_images, test_labels) = fmnist.load_data()
+(training_images, training_labels), (test_images, test_labels) = SLICE((training_images, training_labels), (test_images, test_labels))
+
+training_images = training_images / 255.0
+test_images = test_images / 255.0
+
+model = keras.models.Sequential([
+    keras.Input(shape=(28, 28, 1)),
+    keras.layers.Conv2D(32, (3,3), activation='relu'),
+    keras.layers.MaxPooling2D(2, 2),
+    keras.layers.Conv2D(32, (3,3), activation='relu'),
+    keras.layers.MaxPooling2D(2,2),
+    keras.layers.Flatten(),
+    keras.layers.Dense(128, activation='relu'),
+    keras.layers.Dense(10, activation='softmax')
+])
+model.summary()
+model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+
+class myCallback(keras.callbacks.Callback):
+  def on_epoch_end(self, epoch, logs={}):
+    if(logs.get('accuracy') > 0.99):
+      print("\\nReached 99% accuracy so cancelling training!")
+      self.model.stop_training = True
+
+callbacks = myCallback()
+print(f'\\nMODEL TRAINING:')
+history = model.fit(training_images, training_labels, epochs=2, callbacks=[callbacks])
+print(f'\\nMODEL EVALUATION:')
+test_loss = model.evaluate(test_images, test_labels)
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+f, axarr = plt.subplots(3,4)
+FIRST_IMAGE=0
+SECOND_IMAGE=23
+THIRD_IMAGE=28
+CONVOLUTION_NUMBER = 1
+layer_outputs = [layer.output for layer in model.layers]
+activation_model = keras.models.Model(inputs = model.inputs, outputs=layer_outputs)
+for x in range(0,4):
+  f1 = activation_model.predict(test_images[FIRST_IMAGE].reshape(1, 28, 28, 1), verbose=False)[x]
+  axarr[0,x].imshow(f1[0, : , :, CONVOLUTION_NUMBER], cmap='inferno')
+  axarr[0,x].grid(False)
+  f2 = activation_model.predict(test_images[SECOND_IMAGE].reshape(1, 28, 28, 1), verbose=False)[x]
+  axarr[1,x].imshow(f2[0, : , :, CONVOLUTION_NUMBER], cmap='inferno')
+  axarr[1,x].grid(False)
+  f3 = activation_model.predict(test_images[THIRD_IMAGE].reshape(1, 28, 28, 1), verbose=False)[x]
+  axarr[2,x].imshow(f3[0, : , :, CONVOLUTION_NUMBER], cmap='inferno')
+  axarr[2,x].grid(False)
+predictions = model.predict(test_images[:5])
+'''
+
+
+def slice_of(train_count: int, test_count: int):
+    def take(train, test):
+        return (train[0][:train_count], train[1][:train_count]), (test[0][:test_count], test[1][:test_count])
+    return take
+
+
+def run_lab(code: str, namespace: dict) -> dict:
+    exec(compile(code, "course_lab", "exec"), namespace)
+    return namespace
+
+
+@needs_debian
+def test_the_course_lab_runs_with_only_the_import_changed(capsys):
+    lab = run_lab(COURSE_LAB, {"SLICE": slice_of(320, 64)})
+    printed = capsys.readouterr().out
+    assert "Total params: 113,386" in printed                      # the lab's CNN, as Keras prints it
+    history, test_loss = lab["history"], lab["test_loss"]
+    assert history.epoch == [0, 1] and set(history.history) == {"loss", "accuracy"}
+    assert len(test_loss) == 2 and 0 < test_loss[1] <= 1
+    maps = lab["activation_model"].predict(lab["test_images"][:1], verbose=False)
+    assert [m.shape for m in maps] == [(1, 26, 26, 32), (1, 13, 13, 32), (1, 11, 11, 32), (1, 5, 5, 32), (1, 800),
+                                       (1, 128), (1, 10)]
+    assert np.allclose(maps[-1], lab["model"].predict(lab["test_images"][:1]), atol=1e-6)   # the softmax included
+    assert lab["predictions"].shape == (5, 10) and np.allclose(lab["predictions"].sum(axis=1), 1, atol=1e-5)
+
+
+KERAS_CHECK = r"""
+import inspect, json, os, sys
+import numpy as np
+import keras
+code = sys.stdin.read()
+namespace = {"SLICE": lambda train, test: ((train[0][:64], train[1][:64]), (test[0][:32], test[1][:32]))}
+exec(compile(code, "course_lab", "exec"), namespace)
+maps = namespace["activation_model"].predict(namespace["test_images"][:2], verbose=0)
+signatures = {name: list(inspect.signature(getattr(keras.Model, name)).parameters)
+              for name in ("fit", "evaluate", "predict", "compile")}
+print(json.dumps({"history_keys": sorted(namespace["history"].history), "epoch": namespace["history"].epoch,
+                  "evaluate": [type(value).__name__ for value in namespace["test_loss"]],
+                  "predict": list(namespace["predictions"].shape), "maps": [list(m.shape) for m in maps],
+                  "first_labels": namespace["training_labels"][:64].tolist(),
+                  "pixel_sum": float(namespace["training_images"].sum()), "signatures": signatures}))
+"""
+
+
+def keras_home_with_debian_copy(home) -> dict:
+    """A Keras cache holding Debian's Fashion-MNIST files, so that real Keras reads the same data offline."""
+    folder = home / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for file in DEBIAN.iterdir():
+        (folder / file.name).symlink_to(file)
+    return {**os.environ, "KERAS_BACKEND": "torch", "KERAS_HOME": str(home)}
+
+
+@pytest.mark.slow
+@needs_debian
+def test_real_keras_3_gives_the_same_answers_in_the_same_shapes_to_the_same_code(tmp_path, monkeypatch):
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (it is in the dev extra)")
+    env = keras_home_with_debian_copy(tmp_path)
+    code = COURSE_LAB.replace("from convolab import keras\n", "import keras\n")
+    done = subprocess.run([sys.executable, "-c", KERAS_CHECK], input=code, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    real = json.loads(done.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    ours = run_lab(COURSE_LAB, {"SLICE": slice_of(64, 32)})
+    assert ours["training_labels"].tolist() == real["first_labels"]             # the same data, read from the same
+    assert float(ours["training_images"].sum()) == pytest.approx(real["pixel_sum"])   # Keras cache
+    assert sorted(ours["history"].history) == real["history_keys"]
+    assert ours["history"].epoch == real["epoch"]
+    assert [type(value).__name__ for value in ours["test_loss"]] == real["evaluate"] == ["float", "float"]
+    assert list(ours["predictions"].shape) == real["predict"]
+    assert [list(m.shape) for m in ours["activation_model"].predict(ours["test_images"][:2])] == real["maps"]
+    for name, parameters in real["signatures"].items():   # Keras's names in Keras's order, for what convolab takes
+        ours_names = [p for p in inspect.signature(getattr(keras.models.Sequential, name)).parameters
+                      if p not in ("self", "keras_arguments")]
+        assert [p for p in parameters if p in ours_names] == ours_names, name
+
+
+# --- datasets ---------------------------------------------------------------------------------------------------------
+
+@needs_debian
+def test_load_data_returns_keras_layout_uint8():
+    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert y_train.shape == (60000,) and x_train.dtype == y_train.dtype == np.uint8
+    assert y_train[0] == 9   # the first training image is an ankle boot
+
+
+def test_load_data_reads_a_keras_cache_mnist_npz(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8), "y_train": np.zeros(60000, np.uint8),
+              "x_test": np.ones((10000, 28, 28), np.uint8), "y_test": np.ones(10000, np.uint8)}
+    np.savez(tmp_path / "datasets" / "mnist.npz", **arrays)
+    (x_train, _), (x_test, y_test) = keras.datasets.mnist.load_data()
+    assert np.array_equal(x_train, arrays["x_train"]) and y_test[0] == 1
+    np.savez(tmp_path / "datasets" / "mnist.npz", x_train=np.zeros((3, 3)))
+    with pytest.raises(DataError, match="mnist.npz"):
+        keras.datasets.mnist.load_data()
+
+
+@needs_debian
+def test_load_data_reads_a_keras_cache_fashion_mnist_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for file in DEBIAN.iterdir():
+        (folder / file.name).symlink_to(file)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (x_train, _), _ = keras.datasets.fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28)
+
+
+# --- arrays -----------------------------------------------------------------------------------------------------------
+
+def test_images_divided_by_255_are_stored_as_the_same_uint8_pixels_and_others_keep_their_values():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    stored = stored_images(pixels / 255.0)
+    assert stored.dtype.is_floating_point is False and stored.shape == (1, 1, 16, 16)
+    assert np.array_equal(stored.numpy()[0, 0], pixels[..., 0][0])
+    raw = stored_images(pixels)                  # not normalised: the model must see 0..255, as Keras's would
+    assert raw.dtype.is_floating_point and float((raw / 255.0).max()) == 255.0
+
+
+def test_labels_sparse_one_hot_and_their_errors():
+    assert class_indices(np.array([[1], [2]]), 2, 10, False, "y").tolist() == [1, 2]
+    assert class_indices(keras.utils.to_categorical([3, 0], 10), 2, 10, True, "y").tolist() == [3, 0]
+    with pytest.raises(DataError, match="categorical_crossentropy"):
+        class_indices(np.eye(10)[:2], 2, 10, False, "y")
+    with pytest.raises(DataError, match="0 to 9"):
+        class_indices(np.array([10, 1]), 2, 10, False, "y")
+    with pytest.raises(DataError, match="one label per image"):
+        class_indices(np.array([1, 1, 1]), 2, 10, False, "y")
+
+
+# --- the surface and its edges ----------------------------------------------------------------------------------------
+
+def tiny_model(**compile_options):
+    model = keras.models.Sequential([keras.layers.Conv2D(4, 3, activation="relu", input_shape=(8, 8, 1)),
+                                     keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                                     keras.layers.Dense(3, activation="softmax")])
+    model.compile(**{"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
+                     **compile_options})
+    return model
+
+
+def tiny_data(count=48, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = np.zeros((count, 8, 8, 1), np.float32)
+    for index, label in enumerate(labels):        # a learnable pattern: the label's row is bright
+        images[index, label * 2:label * 2 + 2, :, 0] = 1.0
+    return images, labels
+
+
+def test_callbacks_see_acc_and_accuracy_batches_and_can_stop(capsys):
+    seen = {"epochs": [], "batches": 0, "began": False}
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["began"] = True
+
+        def on_batch_end(self, batch, logs=None):
+            seen["batches"] += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["epochs"].append(epoch)
+            assert logs["acc"] == logs["accuracy"] and logs["val_acc"] == logs["val_accuracy"]
+            if epoch == 1:
+                self.model.stop_training = True
+
+    images, labels = tiny_data()
+    history = tiny_model().fit(images, labels, epochs=5, batch_size=16, validation_split=0.25, callbacks=[Watch()],
+                               verbose=2)
+    assert seen == {"epochs": [0, 1], "batches": 6, "began": True}
+    assert sorted(history.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert "Watch set model.stop_training" in capsys.readouterr().out
+
+
+def test_optimizer_objects_validation_data_early_stopping_and_checkpoints(tmp_path):
+    images, labels = tiny_data()
+    model = tiny_model(optimizer=keras.optimizers.Adam(learning_rate=0.01))
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}.pt"), monitor="val_accuracy",
+                                                 save_best_only=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    history = model.fit(images, labels, epochs=3, batch_size=8, validation_data=(images[:12], labels[:12]),
+                        callbacks=[checkpoint, stop], verbose=0)
+    assert history.history["val_loss"] and checkpoint.saved
+    model.save(tmp_path / "final.pt")
+    again = keras.models.load_model(tmp_path / "final.pt")
+    assert np.allclose(again.predict(images[:4]), model.predict(images[:4]), atol=1e-6)
+    loss, accuracy = model.evaluate(images, labels, verbose=0)
+    assert 0 <= accuracy <= 1 and loss > 0
+    assert keras.optimizers.SGD().learning_rate == 0.01   # Keras's SGD default, not Adam's
+
+
+def test_categorical_crossentropy_with_one_hot_labels():
+    images, labels = tiny_data()
+    model = tiny_model(loss="categorical_crossentropy")
+    model.fit(images, keras.utils.to_categorical(labels, 3), epochs=1, verbose=0)
+    assert model.predict(images[:2]).shape == (2, 3)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: keras.layers.LSTM(8), UnsupportedError, ["keras.layers.LSTM", "Conv2D"]),
+    (lambda: keras.optimizers.Nadam(), UnsupportedError, ["Nadam", "Adam"]),
+    (lambda: keras.applications, UnsupportedError, ["keras.applications", "layers"]),
+    (lambda: tiny_model().train_on_batch, UnsupportedError, ["train_on_batch", "fit"]),
+    (lambda: tiny_model().fit(*tiny_data(), epoch=5), ArgumentError, ["epoch", "did you mean 'epochs'"]),
+    (lambda: tiny_model().fit(*tiny_data(), class_weight={0: 2}), ArgumentError, ["class_weight", "not supported"]),
+    (lambda: tiny_model(loss="mse"), UnsupportedError, ["'mse'", "sparse_categorical_crossentropy"]),
+    (lambda: tiny_model(metrics=["mae"]), UnsupportedError, ["'mae'", "accuracy"]),
+    (lambda: tiny_model(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)).fit(*tiny_data()),
+     TrainingError, ["from_logits"]),
+    (lambda: keras.optimizers.Adam(learning_rat=0.1), ArgumentError, ["learning_rate"]),
+    (lambda: keras.models.Sequential([keras.layers.Dense(3)]).fit(*tiny_data()), TrainingError, ["compile"]),
+    (lambda: tiny_model().fit(np.zeros((4, 9, 9, 1)), np.zeros(4)), DataError, ["(8, 8, 1)", "(9, 9, 1)"]),
+    (lambda: keras.models.Model(inputs=keras.Input(shape=(8, 8, 1)), outputs=None), UnsupportedError,
+     ["functional API"]),
+])
+def test_anything_outside_the_surface_names_itself_and_what_is_supported(call, error, words):
+    with pytest.raises(error) as raised:
+        call()
+    assert isinstance(raised.value, ConvolabError)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_the_native_fit_points_array_users_to_the_keras_api():
+    from convolab import Conv2D, Dense, Flatten, Sequential
+    with pytest.raises(ArgumentError, match="from convolab import keras"):
+        Sequential([Conv2D(4, 3, input_shape=(8, 8, 1)), Flatten(), Dense(3)]).fit(*tiny_data(), epochs=1)
+
+
+def test_every_convolab_layer_kind_is_a_keras_layer():
+    from convolab.spec import LAYER_TYPES
+    for name, kind in LAYER_TYPES.items():
+        assert getattr(keras.layers, name) is kind
+    from convolab.keras.layers import Conv2D   # `from keras.layers import ...` works too
+    assert Conv2D is LAYER_TYPES["Conv2D"]

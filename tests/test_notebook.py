@@ -1,0 +1,70 @@
+"""Notebook display: the summary, runs, evaluations and histories render as compact HTML; pictures as PNG objects
+that also save; outside a kernel everything is plain text, printed once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convolab import Sequential, keras
+from convolab.errors import RunError
+from convolab.notebook import Page, Picture, history_html, in_notebook
+from convolab.spec import load_spec
+from convolab.summary import Summary
+
+from idx_fixtures import needs_debian
+from train_fixtures import train_tiny_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summary_has_an_html_form_with_each_rows_arithmetic_and_the_same_text():
+    summary = Summary(load_spec("cnn"), (28, 28, 1), 10)
+    bundle = summary._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    html = bundle["text/html"]
+    assert "<table>" in html and "conv2d (Conv2D)" in html and "Total params: 243,786" in html
+    assert "64 filters × (3×3×1 weights + 1 bias) = 640" in html           # the arithmetic under the row, not only the number
+    assert bundle["text/plain"] == str(summary) and "Total params: 243,786" in str(summary)
+
+
+def test_outside_a_notebook_summary_prints_text_once(capsys):
+    assert not in_notebook()
+    Sequential([keras.layers.Flatten(input_shape=(28, 28)), keras.layers.Dense(10)]).summary()
+    printed = capsys.readouterr().out
+    assert printed.count("Total params: 7,850") == 1 and "<table>" not in printed
+
+
+@needs_debian
+def test_a_run_displays_compactly_and_its_pictures_display_and_save(tmp_path):
+    run = train_tiny_run(tmp_path / "cnn", spec="conv4x3,pool2,flatten,dense", epochs=1, train=128, test=64)
+    assert len(repr(run)) < 600 and "tensor(" not in repr(run) and "test loss" in repr(run)
+    html = run._repr_html_()
+    assert "<table>" in html and "conv4x3,pool2,flatten,dense" in html and "tensor(" not in html
+    assert "tensor(" not in repr(run.evaluation) and "<table>" in run.evaluation._repr_html_()
+    pictures = [run.show(images=[0, 23, 28], filter=1), run.filters(), run.curves(), run.confusion()]
+    for picture in pictures:
+        assert isinstance(picture, Picture) and picture._repr_png_().startswith(PNG_MAGIC)
+    saved = pictures[0].save(tmp_path / "pictures" / "grid.png")
+    assert saved.read_bytes() == pictures[0].png
+    report = run.report()
+    assert isinstance(report, Page) and report._repr_html_().startswith("<iframe srcdoc=")
+    assert "&lt;html" in report._repr_html_()      # the page is quoted inside the frame, its styles kept there
+    assert report.save(tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+@needs_debian
+def test_a_run_in_memory_says_why_it_has_no_report():
+    run = train_tiny_run(None, epochs=1, train=64, test=32)
+    with pytest.raises(RunError, match="out="):
+        run.report()
+
+
+def test_a_keras_history_is_a_small_table():
+    history = keras.callbacks.History()
+    for epoch, (loss, accuracy) in enumerate([(0.5, 0.8), (0.4, 0.85)]):
+        history.on_epoch_end(epoch, {"loss": loss, "accuracy": accuracy, "acc": accuracy})
+    assert history.history == {"loss": [0.5, 0.4], "accuracy": [0.8, 0.85]}
+    html = history._repr_html_()
+    assert html.count("<tr>") == 3 and "0.8500" in html
+    assert "<th>val_loss</th>" not in history_html(history.rows())
+    assert np.isclose(history.history["accuracy"][-1], 0.85)

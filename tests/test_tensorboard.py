@@ -1,0 +1,78 @@
+"""TensorBoard event files, read back with TensorBoard's own EventAccumulator: scalars per epoch and every N steps,
+weight histograms, the activation grid and confusion matrix as images, one hparams record in the run's directory."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from convolab import keras
+from convolab.cli import main
+
+from idx_fixtures import needs_debian
+from train_fixtures import train_tiny_run
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                                reason="tensorboard is an optional extra (in dev)")
+
+
+def read_events(directory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(directory), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@needs_debian
+def test_a_run_with_tensorboard_holds_every_kind_of_record_in_its_own_directory(tmp_path):
+    from convolab.tensorboard import TensorBoardWriter
+
+    out = tmp_path / "cnn"
+    writer = TensorBoardWriter(out, update_freq=4)
+    train_tiny_run(out, spec="conv4x3,pool2,flatten,dense", epochs=2, train=256, test=64, callbacks=[writer],
+                   on_train_end=[writer.finish_run])
+    event_files = list(out.rglob("events.out.tfevents.*"))
+    assert [path.parent for path in event_files] == [out]          # one directory: the hparams did not split off
+    events = read_events(out)
+    tags = events.Tags()
+    assert [event.value for event in events.Scalars("epoch/loss")] == pytest.approx(
+        [row["loss"] for row in __import__("json").loads((out / "history.json").read_text())])
+    assert [event.step for event in events.Scalars("step/loss")] == [4, 8, 12, 16]   # 8 steps an epoch, every 4
+    assert {"epoch/accuracy", "epoch/seconds", "final/test_accuracy", "final/test_loss"} <= set(tags["scalars"])
+    assert any(tag.startswith("weights/blocks.0") for tag in tags["histograms"])
+    assert {"pictures/confusion_matrix", "pictures/activations"} <= set(tags["images"])
+    hparams = events.PluginTagToContent("hparams")
+    assert set(hparams) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+    assert b"learning_rate" in hparams["_hparams_/session_start_info"]
+
+
+@needs_debian
+def test_train_with_tensorboard_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "dnn"
+    assert main(["train", "flatten,dense16,dense", "--epochs", "1", "--train-limit", "128", "--test-limit", "32",
+                 "--out", str(out), "--tensorboard", "--offline", "--quiet"]) == 0
+    assert "final/test_accuracy" in read_events(out).Tags()["scalars"]
+
+
+def test_without_the_package_the_flag_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tensorboard" else real_find_spec(name, *args))
+    assert main(["train", "dnn", "--out", str(tmp_path / "x"), "--tensorboard", "--offline"]) == 2
+    assert 'pip install "convolab[tensorboard]"' in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_keras_tensorboard_callback_writes_epochs_and_one_hparams_record(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((40, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 40)
+    model = keras.models.Sequential([keras.layers.Flatten(input_shape=(8, 8, 1)),
+                                     keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, epochs=2, validation_split=0.25, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(tmp_path / "logs", histogram_freq=1)])
+    events = read_events(tmp_path / "logs")
+    assert len(events.Scalars("epoch/val_accuracy")) == 2 and "final/loss" in events.Tags()["scalars"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
