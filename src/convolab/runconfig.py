@@ -89,6 +89,8 @@ class RunConfig:
     versions: dict = field(default_factory=dict)
     command: str = ""
     created: str = ""
+    initial_weights: str | None = None   # the Keras model file training started from (convolab train fashion.keras)
+    imported_from: str | None = None     # a Keras model file read as a run (runs.imported_run); never written
 
     def to_json(self) -> dict:
         options = {key: (list(value) if isinstance(value, tuple) else value)
@@ -112,6 +114,7 @@ class RunConfig:
             "versions": self.versions,
             "command": self.command,
             "created": self.created,
+            "initial_weights": self.initial_weights,
         }
 
     @classmethod
@@ -157,6 +160,7 @@ class RunConfig:
             loss=str(top.get("loss") or LOSS), device=str(top.get("device") or ""),
             hardware=dict(top.get("hardware") or {}), versions=dict(top.get("versions") or {}),
             command=str(top.get("command") or ""), created=str(top.get("created") or ""),
+            initial_weights=top.get("initial_weights") if isinstance(top.get("initial_weights"), str) else None,
         )
 
 
