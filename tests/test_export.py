@@ -92,7 +92,7 @@ def test_training_continues_from_the_keras_weights_into_a_run_directory(tmp_path
     assert main(["train", str(keras_path), "--epochs", "1", "--train-limit", "64", "--test-limit", "64",
                  "--learning-rate", "1e-12", "--out", str(out), "--quiet"]) == 0
     run = load_run(out)
-    assert run.config["initial_weights"] == str(keras_path)
+    assert run.config.initial_weights == str(keras_path)
     kernel = run.model.state_dict()["blocks.1.linear.weight"]
     assert torch.allclose(kernel, torch.from_numpy(keras.ops.convert_to_numpy(model.layers[1].kernel).T), atol=1e-6)
 
