@@ -2,15 +2,11 @@
 tests: building the lab's models and specs of every kind, saving them, and running them."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pytest
 
-os.environ["KERAS_BACKEND"] = "torch"   # before Keras is imported anywhere
-keras = pytest.importorskip("keras", reason="the dev extra installs keras (tests only; convolab never needs it)")
+from keras_reference import keras   # sets KERAS_BACKEND=torch before Keras is imported, or skips without Keras
 
-from keras import layers  # noqa: E402
+layers = keras.layers
 
 
 def lab_cnn() -> "keras.Sequential":

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from keras_reference import randomized_model
 from keras_fixtures import (every_kind_models, keras, keras_outputs, keras_table, lab_cnn, lab_dnn, layers,
                             randomize_batch_norm, save_both)
 
@@ -18,7 +19,6 @@ from convolab.cli import main
 from convolab.errors import ModelFileError
 from convolab.keras_files import (MAX_EXPANSION_RATIO, keras_file_bytes, read_keras_file, read_keras_spec,
                                   supported_layers)
-from convolab.model import build_model
 from convolab.shapes import analyze
 from convolab.spec import load_spec
 
@@ -88,16 +88,7 @@ def test_a_functional_model_that_is_one_chain_reads(tmp_path):
 
 def random_network(line: str):
     """A convolab network with random weights, BatchNormalization statistics included."""
-    torch.manual_seed(1)
-    network = build_model(load_spec(line)).eval()
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.uniform_(-1, 1)
-                module.running_var.uniform_(0.5, 2)
-                module.weight.uniform_(0.5, 2)
-                module.bias.uniform_(-1, 1)
-    return network
+    return randomized_model(load_spec(line), seed=1)
 
 
 ROUND_TRIP_SPECS = [

@@ -114,7 +114,8 @@ class RunConfig:
             "versions": self.versions,
             "command": self.command,
             "created": self.created,
-            "initial_weights": self.initial_weights,
+            # only when training started from a Keras file: a run of fresh weights reads and writes as before
+            **({"initial_weights": self.initial_weights} if self.initial_weights is not None else {}),
         }
 
     @classmethod
