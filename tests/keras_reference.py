@@ -22,17 +22,24 @@ def keras_model(spec):
     return keras.Sequential([keras.Input(spec.input_shape)] + layers)
 
 
-def twin(spec, input_shape=None, num_classes=None, seed: int = 0):
-    """(convolab ConvNet, Keras model with the ConvNet's weights), both in inference mode."""
+def randomized_model(spec, input_shape=None, num_classes=None, seed: int = 0):
+    """A ConvNet in inference mode whose BatchNormalization statistics and γ/β are not the initial ones, so that
+    BatchNormalization is really checked."""
     torch.manual_seed(seed)
     model = build_model(spec, input_shape, num_classes).eval()
-    with torch.no_grad():  # moving statistics that are not the initial ones, so BatchNormalization is really checked
+    with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
                 module.weight.uniform_(0.5, 2)
                 module.bias.uniform_(-1, 1)
+    return model
+
+
+def twin(spec, input_shape=None, num_classes=None, seed: int = 0):
+    """(convolab ConvNet, Keras model with the ConvNet's weights), both in inference mode."""
+    model = randomized_model(spec, input_shape, num_classes, seed)
     reference = keras_model(model.spec)
     for layer, block, keras_layer in zip(model.spec.layers, model.blocks, reference.layers):
         weights = layer.keras_weights(block)

@@ -10,13 +10,15 @@
     ])
     model.summary()
 
-A Sequential is a list of layers and a name; `.spec` is the ModelSpec every other stage takes.
+A Sequential is a list of layers and a name; `.spec` is the ModelSpec every other stage takes. Its weights come from
+`fit` or from a file: `convolab.load("fashion.keras")` reads a Keras model (or a run directory) with its weights, and
+`model.save("x.keras")` / `model.export("x.onnx")` write them for Keras 3 and onnxruntime.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from convolab.spec import Layer, ModelSpec
+from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Layer, ModelSpec
 
 
 class Sequential:
@@ -24,6 +26,8 @@ class Sequential:
 
     def __init__(self, layers: list[Layer] | tuple[Layer, ...] | None = None, name: str | None = None):
         self.name = name
+        self.result = None      # the TrainResult of the last fit
+        self.loaded = None      # the Run this model was read from (convolab.load)
         self._layers: list[Layer] = []
         for layer in layers or []:
             self.add(layer)
@@ -93,15 +97,30 @@ class Sequential:
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
                                 progress=make_progress("auto" if verbose else "quiet"),
-                                on_train_end=[write_run_pictures])   # curves.png and confusion.png when out is given
+                                on_train_end=[write_run_pictures],   # curves.png and confusion.png when out is given
+                                weights=self._starting_weights())
         return self.result
+
+    def _starting_weights(self):
+        """A loaded model trains on from the weights it was read with; a built one starts fresh, as before."""
+        from convolab.runs import ModelWeights
+
+        if self.loaded is None:
+            return None
+        state = {key: value.detach().cpu().clone() for key, value in self.loaded.model.state_dict().items()}
+        return ModelWeights(state, self.loaded.path)
 
     def _trained(self):
+        """(network, input shape, class names, device, dataset or None) of a fitted or loaded model."""
         from convolab.errors import TrainingError
 
-        if getattr(self, "result", None) is None:
-            raise TrainingError("this model has not been trained yet", fix="call model.fit(...) first")
-        return self.result
+        if self.result is not None:
+            return (self.result.model, self.result.dataset.input_shape, list(self.result.dataset.class_names),
+                    self.result.state.device, self.result.dataset)
+        if self.loaded is not None:
+            return self.loaded.model, self.loaded.input_shape, self.loaded.class_names, "cpu", None
+        raise TrainingError("this model has not been trained yet", fix="call model.fit(...) first, or "
+                            "convolab.load('model.keras')")
 
     def evaluate(self, data=None):
         """Test loss and accuracy, per-class accuracy, confusion matrix, top losses on `data`'s test set
@@ -109,10 +128,12 @@ class Sequential:
         from convolab.data import Dataset, load_dataset
         from convolab.evaluate import evaluate_model
 
-        result = self._trained()
-        dataset = result.dataset if data is None else data if isinstance(data, Dataset) else load_dataset(data)
-        return evaluate_model(result.model, dataset.test_images, dataset.test_labels, list(dataset.class_names),
-                              device=result.state.device)
+        network, _shape, _names, device, fitted_on = self._trained()
+        if data is None:
+            data = fitted_on or self.loaded.config.dataset.name
+        dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=False)
+        return evaluate_model(network, dataset.test_images, dataset.test_labels, list(dataset.class_names),
+                              device=device)
 
     def predict(self, inputs, top: int = 3, invert="auto"):
         """Image files (a path or a list of paths) -> a list of Predictions (top classes with probabilities);
@@ -122,13 +143,67 @@ class Sequential:
         from convolab.evaluate import predict_logits
         from convolab.predict import predict_images
 
-        result = self._trained()
+        network, input_shape, class_names, device, _dataset = self._trained()
         if isinstance(inputs, torch.Tensor):
             images = inputs if inputs.dtype == torch.uint8 else (inputs.clamp(0, 1) * 255).round().to(torch.uint8)
-            return predict_logits(result.model, images, device=result.state.device).softmax(dim=1)
+            return predict_logits(network, images, device=device).softmax(dim=1)
         paths = [inputs] if isinstance(inputs, (str, bytes)) or hasattr(inputs, "__fspath__") else list(inputs)
-        return predict_images(result.model, paths, result.dataset.input_shape, list(result.dataset.class_names),
-                              invert=invert, top=top, device=result.state.device)
+        return predict_images(network, paths, input_shape, class_names, invert=invert, top=top, device=device)
+
+    # --- files: Keras 3 and ONNX ------------------------------------------------------------------------------------
+
+    def _network_to_write(self):
+        """The fitted or loaded network; an untrained model is written with fresh Keras-style weights (as Keras does)."""
+        from convolab.model import build_model
+        from convolab.spec import resolve_spec
+
+        if self.result is not None or self.loaded is not None:
+            return self._trained()[0]
+        spec = self.spec
+        return build_model(resolve_spec(spec, spec.input_shape or DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES)).eval()
+
+    def save(self, path) -> None:
+        """Write a Keras 3 .keras file (keras.models.load_model opens it and computes the same outputs)."""
+        from pathlib import Path
+
+        from convolab.errors import ModelFileError
+        from convolab.export import export_network
+
+        if Path(path).suffix.lower() != ".keras":
+            raise ModelFileError(f"save writes Keras 3 .keras files, received: {str(path)!r}",
+                                 fix="model.save('model.keras'); for ONNX: model.export('model.onnx')")
+        export_network(self._network_to_write(), path, "keras")
+
+    def export(self, path):
+        """Write an ONNX (.onnx) or Keras (.keras) file by its suffix; ONNX is checked in onnxruntime (see
+        convolab.export). Returns what was written and the largest difference measured."""
+        from pathlib import Path
+
+        from convolab.errors import ModelFileError
+        from convolab.export import SUFFIXES, export_network
+
+        formats = {suffix: name for name, suffix in SUFFIXES.items()}
+        suffix = Path(path).suffix.lower()
+        if suffix not in formats:
+            raise ModelFileError(f"export writes .onnx or .keras files, received: {str(path)!r}",
+                                 fix="model.export('model.onnx')")
+        config = self.loaded.config if self.loaded is not None and self.result is None else None
+        return export_network(self._network_to_write(), path, formats[suffix], config)
 
     def __repr__(self) -> str:
         return self.spec.to_python()
+
+
+def load(path) -> Sequential:
+    """A Keras model file (.keras, or a legacy .h5) or a run directory as a Sequential with its weights: summary,
+    evaluate, predict, fit (continuing from them), save and export work on it at once."""
+    import dataclasses
+
+    from convolab.runs import load_run
+
+    run = load_run(path)
+    spec = run.spec
+    first = dataclasses.replace(spec.layers[0], input_shape=spec.input_shape)
+    model = Sequential([first, *spec.layers[1:]], name=spec.name)
+    model.loaded = run
+    return model

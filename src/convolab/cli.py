@@ -14,6 +14,9 @@ from convolab import __version__, arguments
 from convolab.errors import ConvolabError
 
 
+RUN_HELP = "a run directory (e.g. runs/cnn) or a Keras model file (.keras, or a legacy .h5) with its weights"
+
+
 # --- summary ---------------------------------------------------------------------------------------------------------
 
 def add_summary_parser(subparsers) -> None:
@@ -27,8 +30,9 @@ def add_summary_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="a preset (cnn, dnn, the sweep's no-conv2, ...), a .yaml/.yml/"
-                                                       ".json file, a run directory (runs/cnn), or a one-line model "
-                                                       "such as conv64x3,pool2,flatten,dense128,dense10")
+                                                       ".json file, a run directory (runs/cnn), a Keras model file "
+                                                       "(.keras, .h5), or a one-line model such as "
+                                                       "conv64x3,pool2,flatten,dense128,dense10")
     parser.add_argument("--input-shape", type=arguments.input_shape, default=None, metavar="H,W,C",
                         help="input image shape (default: the model's own, else 28,28,1 as Fashion-MNIST)")
     parser.add_argument("--classes", type=arguments.CLASS_COUNT, default=None, metavar="N",
@@ -192,7 +196,8 @@ def add_train_parser(subparsers) -> None:
                     "continues.",
     )
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                        help="preset (dnn, cnn, ...), spec file, or one-line spec; not needed with --resume RUN")
+                        help="preset (dnn, cnn, ...), spec file, one-line spec, or a Keras model file (.keras, .h5: "
+                             "training continues from its weights); not needed with --resume RUN")
     add_data_flags(parser)
     add_training_flags(parser)
     parser.set_defaults(epochs=None)   # None: 5 for a new run, the run's own for --resume
@@ -317,7 +322,7 @@ def add_evaluate_parser(subparsers) -> None:
         description="Evaluate a trained run on the test set: loss and accuracy, accuracy per class, the confusion "
                     "matrix (counts and row-normalized), the most confused pairs and the top-k losses.",
     )
-    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     add_run_data_flags(parser)
     parser.add_argument("--weights", choices=("final", "best"), default="final",
                         help="final (what training ended with) or best (best.pt) (default final)")
@@ -352,7 +357,7 @@ def add_predict_parser(subparsers) -> None:
                     "is prepared like the training data: converted to the model's channels, resized with its aspect "
                     "kept and padded, and inverted when its background is light (the lab's data is light on dark).",
     )
-    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--no-invert", action="store_true", help="never invert (default: invert light backgrounds)")
     parser.add_argument("--top", type=arguments.COUNT, default=3, metavar="K", help="classes to show (default 3)")
@@ -388,7 +393,7 @@ def add_compare_parser(subparsers) -> None:
                     "seconds per epoch, final training accuracy, best validation accuracy, test accuracy, and epochs "
                     "to the --stop-at target.",
     )
-    parser.add_argument("entries", nargs="+", metavar="MODEL|RUN", help="presets, spec files, one-line specs or runs")
+    parser.add_argument("entries", nargs="+", metavar="MODEL|RUN", help="presets, spec files, one-line specs, Keras files (trained on from their weights) or runs")
     add_data_flags(parser)
     add_training_flags(parser)
     parser.add_argument("--out", default="runs/compare", metavar="DIR", help="where new runs go (default runs/compare)")
@@ -472,7 +477,7 @@ def add_show_parser(subparsers) -> None:
                     "filter of layer N for the first image, in pages. Layers are numbered from 0 as in the lab's "
                     "model.layers[N], or named as Keras names them (conv2d_1).",
     )
-    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
                         help="test image numbers (default 0,23,28: the lab's three ankle boots)")
     parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
@@ -488,7 +493,8 @@ def add_show_parser(subparsers) -> None:
                         help="with --all-filters: filters per picture (default 32)")
     parser.add_argument("--out", default=None, metavar="FILE.png",
                         help="where to write (default RUN/activations.png; with --all-filters "
-                             "RUN/activations-LAYER.png, -p1, -p2, ... when paged)")
+                             "RUN/activations-LAYER.png, -p1, -p2, ... when paged; beside a Keras file: "
+                             "NAME-activations.png)")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -510,7 +516,7 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     layers = None if args.layers is None else [find_layer(run.spec, part) for part in args.layers.split(",")]
     figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, args.images, args.filter, layers)
-    out = save_figure(figure, args.out or run.path / "activations.png")
+    out = save_figure(figure, args.out or run.output_path("activations.png"))
     shown = ", ".join(f"#{index} {run.class_names[int(labels[index])]}" for index in args.images)
     print(f"show: wrote {out} (filter {args.filter}; test images {shown})")
     return 0
@@ -523,12 +529,13 @@ def add_filters_parser(subparsers) -> None:
                     "excite, blue ones inhibit, white is zero; one colour scale per layer. Each filter is a strip of "
                     "its kernels for the first --max-inputs input channels.",
     )
-    parser.add_argument("run", metavar="RUN", help="a run directory, e.g. runs/cnn")
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--layer", default=None, metavar="N[,M]",
                         help="Conv2D layers by number or name (default: every Conv2D layer)")
     parser.add_argument("--max-inputs", type=arguments.COUNT, default=8, metavar="K",
                         help="input channels shown per filter (default 8)")
-    parser.add_argument("--out", default=None, metavar="FILE.png", help="where to write (default RUN/filters.png)")
+    parser.add_argument("--out", default=None, metavar="FILE.png",
+                        help="where to write (default RUN/filters.png; beside a Keras file: NAME-filters.png)")
 
 
 def run_filters(args: argparse.Namespace) -> int:
@@ -541,7 +548,7 @@ def run_filters(args: argparse.Namespace) -> int:
     layers = None if args.layer is None else [find_layer(run.spec, part, allowed=KERNEL_LAYER_TYPES)
                                               for part in args.layer.split(",")]
     figure = run_kernels_figure(run.model, run.spec, layers, max_inputs=args.max_inputs)
-    out = save_figure(figure, args.out or run.path / "filters.png")
+    out = save_figure(figure, args.out or run.output_path("filters.png"))
     names = layer_names(run.spec)
     print(f"filters: wrote {out} ({', '.join(names[index] for index in layers or conv_layer_indices(run.spec))})")
     return 0
@@ -607,7 +614,7 @@ def add_report_parser(subparsers) -> None:
                     "training curves, test metrics, the confusion matrix, the most confused examples, the activation "
                     "grid and the filters; for several runs, a comparison table and overlays first.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or Keras model files")
     parser.add_argument("--out", default=None, metavar="FILE.html",
                         help="default RUN/report.html for one run, the runs' common folder/report.html for several")
     parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
@@ -683,6 +690,34 @@ def run_bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export ----------------------------------------------------------------------------------------------------------
+
+def add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a run (or a Keras file, or a spec) as a .keras file for Keras 3 or an ONNX file",
+        description="Write RUN_OR_MODEL for other tools. keras: a Keras 3 .keras file that keras.models.load_model "
+                    "opens (any backend) and that computes the same outputs; it is read back and every weight "
+                    "compared. onnx: an ONNX file with a dynamic batch axis (input 'images', N x H x W x C floats in "
+                    "[0, 1], Keras's layout; output the class probabilities), run in onnxruntime on up to 256 real "
+                    "test images and refused if it differs from PyTorch by more than 1e-4; it opens in Netron. A "
+                    "failed export leaves no file. A spec (not a run) exports with fresh weights (seed 0).",
+    )
+    parser.add_argument("source", metavar="RUN_OR_MODEL",
+                        help="a run directory, a Keras model file, or a preset/spec file/one-line spec")
+    parser.add_argument("--format", choices=("keras", "onnx"), required=True, help="keras or onnx")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="where to write (default RUN/model.keras or RUN/model.onnx; beside a Keras file, "
+                             "NAME.onnx or NAME-export.keras; for a spec, ./NAME.keras or ./NAME.onnx)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from convolab.export import export_model
+
+    print(export_model(args.source, args.format, args.out).describe())
+    return 0
+
+
+
 # --- entry point -----------------------------------------------------------------------------------------------------
 
 # (name, add_parser, run) for every subcommand, in the order --help lists them.
@@ -700,6 +735,7 @@ COMMANDS: list[tuple[str, object, object]] = [
     ("report", add_report_parser, run_report),
     ("serve", add_serve_parser, run_serve),
     ("bench", add_bench_parser, run_bench_command),
+    ("export", add_export_parser, run_export),
 ]
 
 

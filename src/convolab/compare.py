@@ -19,9 +19,10 @@ from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
 from convolab.errors import ConvolabError, RunError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runs import CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, load_run, read_checkpoint, require_run
+from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, load_model_source, load_run,
+                           read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
-from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
 from convolab.train import Progress, TrainConfig, make_progress
 
@@ -183,18 +184,19 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
                 comparison.notes.append(f"{run.name} ({entry}) was trained differently: {', '.join(differences)}")
             comparison.rows.append(row_from_run(run, target))
             continue
-        spec = resolve_spec(load_spec(entry) if isinstance(entry, str) else entry, dataset.input_shape,
-                            dataset.num_classes)
+        spec, weights = load_model_source(entry) if isinstance(entry, str) else (entry, None)
+        spec = resolve_spec(spec, dataset.input_shape, dataset.num_classes)
         name = names[position] if names else run_name(entry if isinstance(entry, str) else (spec.name or "model"),
                                                       spec, taken)
         out = Path(out_root) / name
-        if not retrain and matching_finished_run(out, spec, dataset, config, selection, stop_at):
+        # A Keras file's run started from its weights: a finished run of the same spec need not have.
+        if not retrain and weights is None and matching_finished_run(out, spec, dataset, config, selection, stop_at):
             progress.message(f"{name}: reusing the finished run in {out} (same spec, data and settings)")
             comparison.rows.append(row_from_run(load_run(out), target))
             continue
         progress.message(f"{name}: training {spec.to_line()} -> {out}")
         result = train_run(spec, dataset, config, out, name=name, selection=selection, stop_at=stop_at,
-                           progress=progress, overwrite=True, on_train_end=on_train_end)
+                           progress=progress, overwrite=True, on_train_end=on_train_end, weights=weights)
         comparison.results.append(result)
         comparison.rows.append(row_from_result(result, target))
     return comparison

@@ -48,3 +48,7 @@ class UnsupportedError(ConvolabError, AttributeError):
 
 class ArgumentError(ConvolabError, TypeError):
     """An argument the Keras-style API does not take: misspelt (the nearest name is suggested) or not supported."""
+
+
+class ModelFileError(ConvolabError):
+    """A model file (Keras .keras or .h5, ONNX) that cannot be read or written as asked; nothing half-written is left."""

@@ -22,10 +22,11 @@ from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (RunDirectory, hardware, load_run, load_weights, locked_run, next_free_directory,
-                           python_command, read_checkpoint, require_free_space, require_run, versions)
+from convolab.runs import (ModelWeights, RunDirectory, hardware, load_model_source, load_run, load_weights, locked_run,
+                           next_free_directory, python_command, read_checkpoint, require_free_space, require_run,
+                           versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
-from convolab.spec import ModelSpec, load_spec, resolve_spec
+from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
                             choose_device, fit, make_progress, metric_names, seed_everything)
@@ -217,8 +218,12 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
               name: str | None = None, selection: DataSelection | None = None, stop_at: str | None = None,
               early_stopping: int | None = None, callbacks: Sequence[Callback] = (), progress: Progress | None = None,
               overwrite: bool = False, on_train_end: Sequence[Callable[[Path], None]] = (),
-              distributed_context: DistributedContext | None = None) -> TrainResult:
+              distributed_context: DistributedContext | None = None,
+              weights: ModelWeights | None = None) -> TrainResult:
     """Build `model` (a preset, file, one-line spec or ModelSpec) for `dataset`, train it, test it, write `out`.
+
+    A Keras model file (.keras, .h5) as `model` brings its weights: training continues from them. weights: start from
+    these (a state_dict and where it came from) instead of fresh ones.
 
     out: the run directory (None: in memory only). overwrite: replace a run already there (otherwise RunError).
     stop_at: "accuracy>=0.998"-style target. early_stopping: patience in epochs (needs a validation split).
@@ -228,7 +233,9 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
     config.validate()
     selection = selection or DataSelection(options={"source": dataset.name})
     progress = progress or make_progress("auto")
-    spec = resolve_spec(load_spec(model) if isinstance(model, str) else model, dataset.input_shape, dataset.num_classes)
+    if isinstance(model, str):
+        model, weights = load_model_source(model)
+    spec = resolve_spec(model, dataset.input_shape, dataset.num_classes)
     name = name or spec.name or (Path(out).name if out else "model")
     train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
     all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)
@@ -245,14 +252,17 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
             run.create(overwrite=overwrite)
         generator = seed_everything(config.seed)
         network = build_model(spec, dataset.input_shape, dataset.num_classes)   # after seeding: the same weights
+        if weights is not None:
+            load_weights(network, spec, weights.state_dict, weights.source)
         if run is not None:   # a full disk refused now, not after an epoch of training
             size = checkpoint_bytes(network, config.optimizer)
             require_free_space(run.path, 3 * size, f"this run's checkpoints ({readable_bytes(size)} each)")
         sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
                  "test_size": len(test_data[0])}
         if run is not None:
-            run.write_config(run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping,
-                                        sizes))
+            record = run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping, sizes)
+            record.initial_weights = str(weights.source) if weights is not None else None
+            run.write_config(record)
         state = fit(network, train_data, config, validation_data=validation_data, device=device,
                     callbacks=all_callbacks, run=run, progress=progress, generator=generator,
                     distributed_context=distributed_context)
@@ -283,7 +293,7 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
     if model is None:
         raise TrainingError("train needs a MODEL (a preset, spec file or one-line spec)",
                             fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
-    spec = load_spec(model)
+    spec, weights = load_model_source(model)   # a Keras file brings its weights: training continues from them
     out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
     callbacks, hooks = [], list(on_train_end)
     if tensorboard and (distributed_context is None or distributed_context.is_main):   # rank 0 alone writes the run
@@ -294,7 +304,7 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
     dataset, selection = load_selection(data, train_limit, test_limit, show_download)
     return train_run(spec, dataset, config, out, name=spec.name or out.name, selection=selection, stop_at=stop_at,
                      early_stopping=early_stopping, progress=progress, overwrite=overwrite, callbacks=callbacks,
-                     on_train_end=hooks, distributed_context=distributed_context)
+                     on_train_end=hooks, distributed_context=distributed_context, weights=weights)
 
 
 def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int | None = None,
@@ -370,11 +380,16 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
         dataset = run.config.dataset.load(data_dir, offline)
     else:
         dataset = load_dataset(**data, progress=False)
-    if list(dataset.class_names) != run.class_names or tuple(dataset.input_shape) != run.input_shape:
-        raise RunError(f"the data ({dataset.name}, {dataset.input_shape}) does not fit the run, which was trained "
-                       f"on {run.config.dataset.name} {run.input_shape}",
-                       fix="evaluate on the run's own data (leave out --data; data=None in Python)")
+    # A Keras file knows its class count, not its class names: it takes the names of the data it is evaluated on.
+    classes_fit = len(dataset.class_names) == len(run.class_names) if run.imported else \
+        list(dataset.class_names) == run.class_names
+    if not classes_fit or tuple(dataset.input_shape) != run.input_shape:
+        what = "model, which takes" if run.imported else f"run, which was trained on {run.config.dataset.name}"
+        raise RunError(f"the data ({dataset.name}, {dataset.input_shape}, {len(dataset.class_names)} classes) does not "
+                       f"fit the {what} {run.input_shape} images in {len(run.class_names)} classes",
+                       fix="evaluate on the data the model was trained on (leave out --data; data=None in Python)")
+    class_names = list(dataset.class_names) if run.imported else run.class_names
     images, labels = dataset.test_images, dataset.test_labels
     if test_limit:
         images, labels = images[:test_limit], labels[:test_limit]
-    return evaluate_model(run.model, images, labels, run.class_names, device=device, top_k_losses=top_k_losses), dataset
+    return evaluate_model(run.model, images, labels, class_names, device=device, top_k_losses=top_k_losses), dataset

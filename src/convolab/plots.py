@@ -459,7 +459,7 @@ def write_all_filters(run, test_images, test_labels, layer: int, image_index: in
     variances = variance_by_filter(maps.values) if sort == "variance" else None
     order = filters_by_variance(maps.values) if sort == "variance" else list(range(maps.num_filters))
     pages = filter_pages(order, per_page)
-    paths = page_paths(out or Path(run.path) / f"activations-{name}.png", len(pages))
+    paths = page_paths(out or run.output_path(f"activations-{name}.png"), len(pages))
     limits = column_limits(maps.values[0])
     true_class = run.class_names[int(test_labels[image_index])]
     for page, (filters, path) in enumerate(zip(pages, paths), start=1):

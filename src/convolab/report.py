@@ -25,7 +25,7 @@ from convolab import __version__
 from convolab.activations import conv_layer_indices, visual_layer_indices
 from convolab.diagram import architecture_svg
 from convolab.errors import ConvolabError
-from convolab.evaluate import evaluate_logits, predict_logits
+from convolab.evaluate import evaluate_logits, evaluate_model, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
                             run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
 from convolab.runs import Run, atomic_write_text, load_run
@@ -128,6 +128,10 @@ def gather(run: Run, test_sets: dict[str, tuple] | None = None) -> RunContent:
         content.test_data = test_sets[key]
     except ConvolabError as error:
         content.data_problem = f"the test images could not be loaded again: {error.message}"
+    if run.imported and content.test_data is not None:   # a Keras file keeps no metrics: measure them here
+        images, labels = content.test_data
+        content.metrics = {**evaluate_model(run.model, images, labels, run.class_names).to_dict(),
+                           "epochs_trained": 0, "status": "imported"}
     return content
 
 
@@ -262,8 +266,10 @@ def run_section(content: RunContent, options: ReportOptions, heading: int = 2) -
         f'<section id="{anchor}">' if heading == 3 else "<section>",
         f"<h2>{escape(run.name)}</h2>" if heading == 3 else "",
         f"<p class=meta>model <code>{escape(run.spec.to_line())}</code> · {total:,} parameters · data "
-        f"{escape(dataset.name)} ({escape(str(dataset.sizes.get('train_size', '?')))} training images) · "
-        f"run directory <code>{escape(str(run.path))}</code></p>",
+        f"{escape(dataset.name)} "
+        + (f"(a Keras model file, trained outside convolab) · file <code>{escape(str(run.path))}</code></p>"
+           if run.imported else f"({escape(str(dataset.sizes.get('train_size', '?')))} training images) · "
+           f"run directory <code>{escape(str(run.path))}</code></p>"),
         f"<{sub}>Model</{sub}>",
         picture(svg_data_uri(architecture_svg(content.reports, run.name)), "architecture diagram",
                 "The architecture: each block with its output shape (height × width × channels) and parameters."),
@@ -363,8 +369,8 @@ def write_report(run_paths: list[str | Path], out: str | Path | None = None,
     for one run, in the runs' common folder for several."""
     runs = [load_run(path) for path in run_paths]
     if out is None:
-        folder = runs[0].path if len(runs) == 1 else Path(os.path.commonpath([str(run.path.resolve()) for run in runs]))
-        out = folder / "report.html"
+        folder = Path(os.path.commonpath([str(run.path.resolve()) for run in runs])) if len(runs) > 1 else None
+        out = folder / "report.html" if folder is not None else runs[0].output_path("report.html")
     return write_html(Path(out), render_report(runs, options))
 
 

@@ -89,6 +89,8 @@ class RunConfig:
     versions: dict = field(default_factory=dict)
     command: str = ""
     created: str = ""
+    initial_weights: str | None = None   # the Keras model file training started from (convolab train fashion.keras)
+    imported_from: str | None = None     # a Keras model file read as a run (runs.imported_run); never written
 
     def to_json(self) -> dict:
         options = {key: (list(value) if isinstance(value, tuple) else value)
@@ -112,6 +114,8 @@ class RunConfig:
             "versions": self.versions,
             "command": self.command,
             "created": self.created,
+            # only when training started from a Keras file: a run of fresh weights reads and writes as before
+            **({"initial_weights": self.initial_weights} if self.initial_weights is not None else {}),
         }
 
     @classmethod
@@ -157,6 +161,7 @@ class RunConfig:
             loss=str(top.get("loss") or LOSS), device=str(top.get("device") or ""),
             hardware=dict(top.get("hardware") or {}), versions=dict(top.get("versions") or {}),
             command=str(top.get("command") or ""), created=str(top.get("created") or ""),
+            initial_weights=top.get("initial_weights") if isinstance(top.get("initial_weights"), str) else None,
         )
 
 

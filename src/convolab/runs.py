@@ -33,11 +33,13 @@ from typing import Any
 import torch
 
 from convolab import __version__
+from convolab.data import DATASETS, DEFAULT_DATASET
 from convolab.errors import ConvolabError, RunError, WriteError
+from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
-from convolab.runconfig import RunConfig
+from convolab.runconfig import DataRecord, DataSelection, RunConfig
 from convolab.shapes import keras_names, readable_bytes
-from convolab.spec import ModelSpec
+from convolab.spec import ModelSpec, load_spec
 
 CONFIG = "config.json"
 HISTORY_CSV = "history.csv"
@@ -158,6 +160,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             Path(temporary).unlink(missing_ok=True)
             raise
     return path
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write (and check) a file at; renamed to `path` when the block ends without
+    an error, removed otherwise, so a crash, Ctrl-C or failed check leaves the previous file whole (or none).
+    An OSError in the block (a full disk) is atomic_write_bytes's WriteError."""
+    path = Path(path)
+    make_directory(path.parent)
+    with writing(path):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        os.close(handle)
+        try:
+            os.chmod(temporary, 0o666 & ~_current_umask())   # as any new file, not mkstemp's 0600
+            yield Path(temporary)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -506,12 +528,23 @@ class Run:
 
     @property
     def status(self) -> str:
-        """'finished', 'stopped' (a callback ended it), 'interrupted' (Ctrl-C), 'failed' or 'running'."""
+        """'finished', 'stopped' (a callback ended it), 'interrupted' (Ctrl-C), 'failed', 'running', or 'imported'
+        (a Keras model file read as a run)."""
         return self.checkpoint.get("status", "unknown")
 
     def test_data(self):
         """The test images (uint8 NCHW) and labels the run was evaluated on (its --test-limit applied)."""
         return self.config.dataset.test_data()
+
+    @property
+    def imported(self) -> bool:
+        """Whether this is a Keras model file rather than a run directory."""
+        return self.config.imported_from is not None
+
+    def output_path(self, name: str) -> Path:
+        """Where a picture or page about this run goes by default: inside a run directory; beside a Keras file,
+        named after it (fashion.keras -> fashion-activations.png)."""
+        return self.path.with_name(f"{self.path.stem}-{name}") if self.imported else self.path / name
 
 
 def require_run(path: str | Path) -> Path:
@@ -533,11 +566,15 @@ def require_run(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str = "final") -> Run:
-    """Read a run directory: config, spec, the model with its weights, history and test metrics.
+    """Read a run directory: config, spec, the model with its weights, history and test metrics. A Keras model file
+    (.keras, .h5) reads as a run too: its spec and weights, no history, taken as trained on Fashion-MNIST when its
+    input and output fit it (imported_run).
 
     weights: "final" (checkpoint.pt: the weights training ended with, best ones if early stopping restored them)
     or "best" (best.pt: the best epoch by the monitored metric).
     """
+    if is_keras_file(path) and not Path(path).is_dir():
+        return imported_run(path, device)
     path = require_run(path)
     config = RunDirectory(path).read_config()
     spec, input_shape, num_classes = config.spec, config.dataset.input_shape, len(config.dataset.class_names)
@@ -552,6 +589,41 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     metrics = read_json(metrics_file) if metrics_file.is_file() else None
     return Run(path=path, config=config, spec=spec, model=model, history=history, metrics=metrics,
                checkpoint=checkpoint)
+
+
+@dataclass
+class ModelWeights:
+    """Weights to start a model from (a Keras file's), keyed like ConvNet.state_dict(), and where they came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    source: Path
+
+
+def load_model_source(text: str) -> tuple[ModelSpec, ModelWeights | None]:
+    """A MODEL argument as (spec, weights): a Keras file brings both; a preset, spec file or one-line spec only the
+    spec (None: fresh weights)."""
+    if is_keras_file(text):
+        model_file = read_keras_file(text.strip())
+        return model_file.spec, ModelWeights(model_file.state_dict, model_file.path)
+    return load_spec(text), None
+
+
+def imported_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A Keras model file as a Run: its spec and weights; the data it is taken to know is the lab's Fashion-MNIST when
+    its shapes fit (28×28×1 in, 10 classes out), else classes named by number (give --data to evaluate on yours)."""
+    model_file = read_keras_file(path)
+    spec, model = model_file.spec, model_file.network.to(device).eval()
+    info = DATASETS[DEFAULT_DATASET]
+    fits_default = spec.input_shape == (28, 28, 1) and model.num_classes == len(info.class_names)
+    class_names = list(info.class_names) if fits_default else [str(number) for number in range(model.num_classes)]
+    from convolab.train import TrainConfig   # train.py sits above runs.py (see runconfig)
+
+    record = DataRecord(name=info.name, selection=DataSelection(options={"source": info.name}),
+                        input_shape=spec.input_shape, class_names=tuple(class_names))
+    config = RunConfig(name=spec.name or model_file.path.stem, spec=spec, dataset=record, train=TrainConfig(),
+                       imported_from=str(model_file.path))
+    return Run(path=model_file.path, config=config, spec=spec, model=model, history=[], metrics=None,
+               checkpoint={"status": "imported", "epoch": 0, "model": model_file.state_dict})
 
 
 def next_free_directory(base: str | Path) -> Path:

@@ -170,7 +170,8 @@ the pool size). The lab's CNN: conv64x3,pool2,conv64x3,pool2,flatten,dense128,de
 Presets: dnn, cnn (the lab's two networks) and the lab's exercises cnn16, cnn32, cnn64 (16, 32 or 64 filters per
 convolution; cnn64 is cnn), no-conv2 (the second convolution removed, its pooling kept), cnn1conv (one convolution),
 cnn3conv (a third convolution), and fast and best, the specs of the training recipes (convolab train --recipe
-fast|best). MODEL may also be a .yaml/.yml/.json file.""")
+fast|best). MODEL may also be a .yaml/.yml/.json file, or a Keras model file (.keras, or a legacy .h5) with its
+weights.""")
 
 # The lab's networks and its exercises, in the one-line form. `dense` = the dataset's class count (10 for the lab).
 PRESETS: dict[str, str] = {
@@ -438,7 +439,12 @@ def _is_existing_file(text: str) -> bool:
 
 
 def load_spec(text: str | Path) -> ModelSpec:
-    """A ModelSpec from a preset name, a path to a .yaml/.yml/.json file, or a one-line string (in that order)."""
+    """A ModelSpec from a preset name, a path to a .yaml/.yml/.json file, a Keras model file (.keras, .h5: its
+    architecture; runs.load_model_source reads its weights too), or a one-line string (in that order)."""
+    from convolab.keras_files import is_keras_file, read_keras_spec  # the one stage below spec that spec calls
+
+    if is_keras_file(text):
+        return read_keras_spec(str(text).strip())
     if isinstance(text, Path):
         return read_spec_file(text)
     if not isinstance(text, str):

@@ -4,7 +4,8 @@ instead of branching on its type (Keras's own way: each layer computes its outpu
 A kind is a frozen dataclass in Keras's vocabulary that also inherits LayerKind. It owns, in one place:
 - its arguments and their validation (the dataclass and its __post_init__);
 - its one-line token (`from_token`, `token`) and its YAML/JSON entry (`to_config`, `from_config`);
-- its Keras config (`keras_config`, `from_keras_config`) and Keras's weight layout (`keras_weights`, `set_keras_weights`);
+- its Keras config (`keras_config`, `from_keras_config`, the options it computes at one value only in `keras_fixed`)
+  and Keras's weight layout (`keras_weights`, `set_keras_weights`): what keras_files reads and writes .keras/.h5 with;
 - its arithmetic with the explanation (`analyze`: output shape, parameters, multiply-adds, receptive field);
 - its torch block (`block`), whose class says what the fast engine may do with it (see Block).
 """
@@ -72,6 +73,15 @@ class Block(nn.Module):
         return None
 
 
+def _as_tuple(value: Any) -> Any:
+    """Keras writes pairs as lists, tuples or (Keras 2) single numbers for both; compare them as tuples."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+# The option every image layer shares: convolab computes channels-last tensors (None: Keras's default, channels-last).
+CHANNELS_LAST: dict[str, tuple] = {"data_format": ("channels_last", None)}
+
+
 class LayerKind:
     """The questions every kind answers; the defaults fit a layer without arguments, weights or window."""
 
@@ -87,6 +97,9 @@ class LayerKind:
     has_kernels: ClassVar[bool] = False        # learned windows worth drawing (convolab filters)
     takes_output_activation: ClassVar[bool] = False  # in a line, the last such layer defaults to softmax (Dense)
     identity_at_inference: ClassVar[bool] = False  # computes nothing when predicting (Dropout)
+    # Keras options this kind computes at one value only: {option: (the value written, other spellings accepted)}.
+    # keras_config writes the first; from_keras_config refuses any other (a .keras file with dilation_rate=2, say).
+    keras_fixed: ClassVar[dict[str, tuple]] = {}
 
     # --- arguments ----------------------------------------------------------------------------------------------
 
@@ -151,19 +164,21 @@ class LayerKind:
     # --- Keras's own config and weights (what a .keras/.h5 file holds) ------------------------------------------
 
     def keras_config(self) -> dict[str, Any]:
-        """The arguments Keras's layer class takes for this layer: keras.layers.<Kind>(**layer.keras_config())."""
-        return {name: (list(value) if isinstance(value, tuple) else value) for name, value in self.arguments().items()}
+        """The arguments Keras's layer class takes for this layer: keras.layers.<Kind>(**layer.keras_config()), the
+        options convolab computes at one value only (keras_fixed) written out, so no Keras default can differ."""
+        fixed = {name: (list(values[0]) if isinstance(values[0], tuple) else values[0])
+                 for name, values in self.keras_fixed.items()}
+        return {**fixed, **{name: (list(value) if isinstance(value, tuple) else value)
+                            for name, value in self.arguments().items()}}
 
     @classmethod
     def from_keras_config(cls, config: dict[str, Any]) -> "LayerKind":
         """This kind from a Keras layer's get_config(); Keras's bookkeeping keys (name, dtype, initializers) are
         ignored, an argument convolab cannot compute is refused."""
-        unsupported = {"data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1}
-        for key, supported in unsupported.items():
-            if key in config and config[key] not in (supported, tuple(supported) if isinstance(supported, list)
-                                                     else supported):
+        for key, accepted in cls.keras_fixed.items():
+            if key in config and _as_tuple(config[key]) not in [_as_tuple(value) for value in accepted]:
                 raise SpecError(f"{cls.__name__}: {key}={config[key]!r} is not supported by convolab",
-                                fix=f"use {key}={supported!r}")
+                                fix=f"use {key}={accepted[0]!r}")
         names = [field.name for field in dataclasses.fields(cls) if field.name != "input_shape"]
         return cls(**{name: config[name] for name in names if name in config})
 

@@ -18,7 +18,7 @@ from convolab.layers.arithmetic import (
     Explained, ReceptiveField, Shape, count, grow_receptive_field, same_padding, window_output_shape,
 )
 from convolab.layers.base import (
-    Analysis, Block, LayerKind, Position, activation_and_bias, activation_suffix, full_match, pair_words,
+    CHANNELS_LAST, Analysis, Block, LayerKind, Position, activation_and_bias, activation_suffix, full_match, pair_words,
     require_fit, require_image, size_text,
 )
 
@@ -152,6 +152,7 @@ class Convolution(LayerKind):
     colors: ClassVar[tuple[str, str]] = ("#dbe9f8", "#3b75b5")
     windowed: ClassVar[bool] = True
     has_kernels: ClassVar[bool] = True
+    keras_fixed: ClassVar[dict[str, tuple]] = {**CHANNELS_LAST, "dilation_rate": ((1, 1), 1)}
 
     def __post_init__(self) -> None:
         kind, example = type(self).__name__, self.example
@@ -200,6 +201,7 @@ class Conv2D(Convolution):
     input_shape: tuple[int, ...] | None = None
 
     keras_name: ClassVar[str] = "conv2d"
+    keras_fixed: ClassVar[dict[str, tuple]] = {**Convolution.keras_fixed, "groups": (1,)}
     example: ClassVar[str] = "Conv2D(64, (3, 3))"
     token_pattern: ClassVar[re.Pattern] = window_token(filters=True, multiplier=False)
     token_words: ClassVar[tuple[str, ...]] = ("conv",)

@@ -8,7 +8,7 @@ import torch
 
 from convolab.layers.arguments import input_shape, store
 from convolab.layers.arithmetic import Explained, ReceptiveField
-from convolab.layers.base import Analysis, Block, LayerKind, require_image
+from convolab.layers.base import CHANNELS_LAST, Analysis, Block, LayerKind, require_image
 
 
 class GlobalMaxPooling2DBlock(Block):
@@ -24,6 +24,7 @@ class GlobalMaxPooling2D(LayerKind):
 
     input_shape: tuple[int, ...] | None = None
 
+    keras_fixed: ClassVar[dict[str, tuple]] = {**CHANNELS_LAST, "keepdims": (False,)}
     keras_name: ClassVar[str] = "global_max_pooling2d"
     token_words: ClassVar[tuple[str, ...]] = ("gmp",)
     token_forms: ClassVar[dict[str, str]] = {"gmp": "gmp"}

@@ -56,6 +56,9 @@ class BatchNormalization(LayerKind):
     input_shape: tuple[int, ...] | None = None
 
     keras_name: ClassVar[str] = "batch_normalization"
+    # convolab normalizes the last axis (channels); Keras 2 files name it by position: 3 of an image, 1 of a vector
+    keras_fixed: ClassVar[dict[str, tuple]] = {"axis": (-1, (-1,), 3, (3,), 1, (1,)), "center": (True,),
+                                               "scale": (True,)}
     token_words: ClassVar[tuple[str, ...]] = ("bn",)
     token_forms: ClassVar[dict[str, str]] = {"bn": "bn[-m<momentum>][-eps<epsilon>], e.g. bn"}
     grammar: ClassVar[str] = "  bn                  BatchNormalization (bn-m0.9-eps0.00001: momentum 0.9, epsilon 1e-5)"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from convolab.layers.arguments import PADDINGS, choice, input_shape, positive_pair, store
 from convolab.layers.arithmetic import ReceptiveField, Explained, grow_receptive_field, window_output_shape
 from convolab.layers.base import (
-    Analysis, Block, LayerKind, TokenError, full_match, no_options, pair_words, require_fit, require_image, size_text,
+    CHANNELS_LAST, Analysis, Block, LayerKind, TokenError, full_match, no_options, pair_words, require_fit, require_image, size_text,
 )
 from convolab.layers.conv import block_padding
 
@@ -68,6 +68,7 @@ class _WindowPooling(LayerKind):
     colors: ClassVar[tuple[str, str]] = ("#fde6cf", "#c8782b")
     windowed: ClassVar[bool] = True
     pooling: ClassVar[bool] = True
+    keras_fixed: ClassVar[dict[str, tuple]] = CHANNELS_LAST
 
     def __post_init__(self) -> None:
         kind = type(self).__name__
@@ -171,6 +172,7 @@ class GlobalAveragePooling2D(LayerKind):
     grammar: ClassVar[str] = "  gap                 GlobalAveragePooling2D: (h, w, c) -> (c)"
     colors: ClassVar[tuple[str, str]] = ("#fde6cf", "#c8782b")
     pooling: ClassVar[bool] = True
+    keras_fixed: ClassVar[dict[str, tuple]] = {**CHANNELS_LAST, "keepdims": (False,)}
 
     def __post_init__(self) -> None:
         store(self, input_shape=input_shape("GlobalAveragePooling2D", self.input_shape))

@@ -33,6 +33,7 @@ class Dropout(LayerKind):
     input_shape: tuple[int, ...] | None = None
 
     keras_name: ClassVar[str] = "dropout"
+    keras_fixed: ClassVar[dict[str, tuple]] = {"noise_shape": (None,)}
     token_words: ClassVar[tuple[str, ...]] = ("dropout",)
     token_forms: ClassVar[dict[str, str]] = {"dropout": "dropout<rate>, e.g. dropout0.25"}
     grammar: ClassVar[str] = "  dropout0.25         Dropout of a quarter of the values while training"

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from convolab.layers.arguments import input_shape, store
 from convolab.layers.arithmetic import Explained
-from convolab.layers.base import Analysis, Block, LayerKind
+from convolab.layers.base import CHANNELS_LAST, Analysis, Block, LayerKind
 
 
 class FlattenBlock(Block):
@@ -26,6 +26,7 @@ class Flatten(LayerKind):
     input_shape: tuple[int, ...] | None = None
 
     keras_name: ClassVar[str] = "flatten"
+    keras_fixed: ClassVar[dict[str, tuple]] = CHANNELS_LAST
     token_words: ClassVar[tuple[str, ...]] = ("flatten",)
     token_forms: ClassVar[dict[str, str]] = {"flatten": "flatten"}
     grammar: ClassVar[str] = "  flatten             Flatten: (h, w, c) -> (h·w·c)"
