@@ -3,10 +3,9 @@ engine's exactness (as tests/test_engine.py checks the others); the round trip o
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from keras_reference import convolab_shapes_and_counts, keras_shapes_and_counts, outputs, twin
-from test_engine import outputs_and_gradients, pair
+from test_engine import assert_engine_is_exact
 from convolab.spec import load_spec, parse_line, spec_from_dict
 
 
@@ -19,15 +18,7 @@ def check_against_keras(line: str, input_shape, classes: int) -> None:
 
 
 def check_engine_is_exact(line: str, input_shape) -> None:
-    reference, fast = pair(line, input_shape)
-    images = torch.randn(4, input_shape[2], input_shape[0], input_shape[1], dtype=torch.float64)
-    for mode in (True, False):
-        reference.train(mode)
-        expected, expected_gradients = outputs_and_gradients(reference, images)
-        got, got_gradients = outputs_and_gradients(fast, images)
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-        for got_gradient, expected_gradient in zip(got_gradients, expected_gradients, strict=True):
-            torch.testing.assert_close(got_gradient, expected_gradient, rtol=1e-10, atol=1e-12)
+    assert_engine_is_exact(line, input_shape, batch=4)
 
 
 def check_round_trip(line: str) -> None:

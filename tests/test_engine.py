@@ -58,11 +58,10 @@ def outputs_and_gradients(model: nn.Module, images: torch.Tensor, seed: int = 1)
     return logits.detach(), gradients
 
 
-@pytest.mark.parametrize("line", SPECS)
-@pytest.mark.parametrize("input_shape", [(28, 28, 1), (19, 21, 3)])
-def test_outputs_and_gradients_equal_the_reference_in_float64(line, input_shape):
+def assert_engine_is_exact(line: str, input_shape, batch: int) -> None:
+    """The fast engine's outputs and gradients equal the reference's in float64, in train and in eval mode."""
     reference, fast = pair(line, input_shape)
-    images = torch.randn(5, input_shape[2], input_shape[0], input_shape[1], dtype=torch.float64)
+    images = torch.randn(batch, input_shape[2], input_shape[0], input_shape[1], dtype=torch.float64)
     for mode in (True, False):                       # train (BatchNormalization's batch statistics, dropout) and eval
         reference.train(mode)
         expected, expected_gradients = outputs_and_gradients(reference, images)
@@ -70,6 +69,12 @@ def test_outputs_and_gradients_equal_the_reference_in_float64(line, input_shape)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
         for got_gradient, expected_gradient in zip(got_gradients, expected_gradients, strict=True):
             torch.testing.assert_close(got_gradient, expected_gradient, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("line", SPECS)
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (19, 21, 3)])
+def test_outputs_and_gradients_equal_the_reference_in_float64(line, input_shape):
+    assert_engine_is_exact(line, input_shape, batch=5)
 
 
 @pytest.mark.parametrize("line", SPECS[:4])
