@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.engine import autocast_dtype
+from convolab.engine import autocast_dtype, step_threads
 from convolab.errors import TrainingError
 from convolab.train import make_optimizer
 
@@ -92,7 +92,8 @@ class TrainStep:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One step on a batch already on the device; returns the batch's mean loss as a device tensor (no sync)."""
         use_graph = self.capture and (self.graph is None or images.shape[0] == self.graph_batch)
-        loss, predicted = (self._captured if use_graph else self._eager)(images, labels)
+        with step_threads(self.model):               # as train.fit runs a sharded model
+            loss, predicted = (self._captured if use_graph else self._eager)(images, labels)
         batch = labels.shape[0]
         self.loss_sum += loss * batch
         self.correct += (predicted == labels).sum()

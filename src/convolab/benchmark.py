@@ -27,7 +27,7 @@ from importlib.util import find_spec
 
 import torch
 
-from convolab.engine import prepare_for_training
+from convolab.engine import prepare_for_training, step_threads
 from convolab.machine import bf16_units, cpu_flags, cpu_name, float32_limit, training_flops_per_image
 from convolab.model import build_model
 from convolab.spec import PRESETS, load_spec
@@ -87,7 +87,8 @@ class StepTimer:
         self.run(1)                                  # warm-up: oneDNN picks its kernels, the allocator its blocks
 
     def run(self, steps: int) -> None:
-        train_one_epoch(self.model, [(self.images, self.labels)] * steps, self.optimizer, cross_entropy)
+        with step_threads(self.model):               # as train.fit runs it
+            train_one_epoch(self.model, [(self.images, self.labels)] * steps, self.optimizer, cross_entropy)
 
     def images_per_s(self, seconds: float) -> float:
         """Steps for about `seconds` (at least 2), as images per second."""

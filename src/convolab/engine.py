@@ -32,7 +32,7 @@ from convolab.errors import TrainingError
 from convolab.layers.activation_functions import FUNCTIONS
 from convolab.model import ConvNet, build_model
 from convolab.shards import (ShardedModel, ShardPolicy, ShardPool, choose_policy, has_batch_norm, shard_generator,
-                             usable_cores)
+                             torch_threads, usable_cores)
 from convolab.spec import ModelSpec
 
 
@@ -83,6 +83,8 @@ def crop(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """The first rows×cols of x's height and width (x itself when nothing is cut)."""
     if rows >= x.shape[2] and cols >= x.shape[3]:
         return x
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x[:, :, :rows, :cols]          # the images themselves: no gradient, so no backward to shape
     return LeadingCrop.apply(x, rows, cols)
 
 class ConvPoolStep:
@@ -357,6 +359,13 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
         keep_freed_memory()
         fast.use_shards(policy or choose_policy("all", usable_cores(), has_batch_norm(fast)))
     return fast
+
+
+def step_threads(model: nn.Module):
+    """A context for a training step of `model`: for a sharded FastConvNet, one PyTorch thread for what runs between
+    the shards (loss, optimizer), as train.fit sets for a whole run: an OpenMP team there would spin on the core a
+    shard needs (the shards are the parallelism). Anything else: PyTorch's setting, unchanged."""
+    return torch_threads(1 if getattr(model, "sharded", None) is not None else None)
 
 
 def accelerate(model: nn.Module, device: torch.device | str, policy: ShardPolicy | None = None,
