@@ -49,6 +49,21 @@ def test_a_run_with_tensorboard_holds_every_kind_of_record_in_its_own_directory(
 
 
 @needs_debian
+def test_a_resumed_runs_step_scalars_go_on_from_where_it_stopped(tmp_path):
+    from convolab.experiment import resume_run
+    from convolab.tensorboard import TensorBoardWriter
+    from train_fixtures import fashion
+
+    out = tmp_path / "cnn"
+    train_tiny_run(out, spec="conv4x3,pool2,flatten,dense", epochs=1, train=256, test=64,
+                   callbacks=[TensorBoardWriter(out, update_freq=4)])
+    resume_run(out, dataset=fashion(), epochs=2, callbacks=[TensorBoardWriter(out, update_freq=4)])
+    events = read_events(out)
+    assert [event.step for event in events.Scalars("step/loss")] == [4, 8, 12, 16]   # 8 steps an epoch, not 4, 8, 4, 8
+    assert [event.step for event in events.Scalars("epoch/loss")] == [1, 2]
+
+
+@needs_debian
 def test_train_with_tensorboard_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "dnn"
     assert main(["train", "flatten,dense16,dense", "--epochs", "1", "--train-limit", "128", "--test-limit", "32",

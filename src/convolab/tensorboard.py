@@ -64,7 +64,7 @@ class TensorBoardWriter(Callback):
     def on_train_begin(self, state: Any) -> None:
         self._open()
         self.config = plain_hparams(vars(state.config))
-        self.global_step = 0   # a resumed run's step scalars start again at 0; its epoch scalars continue
+        self.global_step = state.steps_done   # a resumed run's step scalars go on from where it stopped
 
     def on_step(self, state: Any, totals: Any) -> None:
         self.global_step += 1

@@ -460,6 +460,12 @@ class TrainingState:
     status: str = "running"             # running, finished, stopped, interrupted, failed
     epoch_generator_state: torch.Tensor | None = None   # the shuffle generator at the start of the current epoch
     totals: EpochTotals = field(default_factory=EpochTotals)   # the current epoch's progress (mid-epoch checkpoints)
+    steps_per_epoch: int = 0            # set by fit: with epoch and totals.steps, the steps trained so far
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps taken since the run began, a resumed run's earlier ones included."""
+        return self.epoch * self.steps_per_epoch + self.totals.steps
 
     @property
     def metric_names(self) -> set[str]:
@@ -667,6 +673,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
         return TrainingError(f"training stopped after epoch {state.epoch}: its files could not be saved: "
                              f"{error.message}; {kept}", fix=f"{error.fix}; {go_on}")
 
+    state.steps_per_epoch = steps_per_epoch
     for callback in callbacks:
         callback.on_train_begin(state)
     stepping = [callback for callback in callbacks if type(callback).on_step is not Callback.on_step]
