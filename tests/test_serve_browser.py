@@ -179,6 +179,27 @@ def test_evaluation_cells_open_their_images_and_model_rows_highlight_layers(page
     screenshot(page, "model", tmp_path)
 
 
+def test_a_same_padded_layers_receptive_field_box_starts_in_the_padding_it_reads(page, server, tmp_path):
+    """conv 'same' (field 3x3 from row -1), pool 2 (4x4, jump 2), conv 'same' (8x8 from row -3): the value at the
+    centre of conv2d_1's 14x14 output, (6, 6), reads rows and columns -3 + 6 x 2 = 9 to 16; a box drawn from
+    6 x 2 = 12 (ignoring the padding) would be 3 pixels off."""
+    from train_fixtures import train_tiny_run
+
+    _, runs = server
+    train_tiny_run(runs / "lab" / "same", spec="conv4x3same,pool2,conv4x3same,flatten,dense", epochs=1, train=64,
+                   test=32)
+    page.reload()
+    page.wait_for_selector("#runs-table tbody tr")
+    page.select_option("#run", "lab/same")
+    open_tab(page, "model")
+    page.wait_for_selector("#diagram svg")
+    page.hover("#summary tr.layer-row >> nth=4")                        # conv2d_1's explanation row
+    assert "conv2d_1" in page.text_content("#diagram g.layer.hl")
+    text = page.text_content("#receptive-text")
+    assert "8×8" in text and "rows 9…16, columns 9…16" in text, text
+    screenshot(page, "model-same-padding", tmp_path)
+
+
 def test_a_live_training_grows_its_curve_and_stops_with_a_checkpoint(page, server, tmp_path):
     _, runs = server
     open_tab(page, "train")

@@ -159,3 +159,20 @@ def test_bad_specs_name_the_layer_and_the_fix(line, input_shape, classes, messag
 def test_same_padding_lets_a_window_exceed_its_input_as_keras_does():
     reports = analyze(load_spec("conv4x5same,pool3same,flatten,dense"), (2, 2, 1), 3)
     assert [r.output_shape for r in reports[:2]] == [(2, 2, 4), (1, 1, 4)]
+
+
+def test_the_receptive_field_starts_where_same_padding_puts_the_first_window():
+    """Output (0, 0) of a 'same' 3x3 conv reads rows and columns -1..1: its field starts at -1, in the padding. After a
+    2x2 pool (jump 2) and another 'same' 3x3 conv, output (0, 0)'s field starts at -1 - 1 x 2 = -3 and is 8 wide;
+    'valid' layers keep the start at 0 (the lab's CNN), and a 'same' pool on an even input pads nothing before."""
+    from convolab.shapes import analyze
+    from convolab.spec import load_spec
+
+    fields = [report.receptive_field for report in analyze(load_spec("conv8x3same,pool2,conv8x3same,flatten,dense"),
+                                                            (28, 28, 1), 10)]
+    assert [(field.size, field.jump, field.start) for field in fields[:3]] == [
+        ((3, 3), (1, 1), (-1, -1)), ((4, 4), (2, 2), (-1, -1)), ((8, 8), (2, 2), (-3, -3))]
+    lab = [report.receptive_field.start for report in analyze(load_spec("cnn"), (28, 28, 1), 10)[:4]]
+    assert lab == [(0, 0)] * 4
+    pooled = analyze(load_spec("pool2same,flatten,dense"), (28, 28, 1), 10)[0].receptive_field
+    assert pooled.start == (0, 0) and pooled.size == (2, 2)

@@ -106,7 +106,7 @@ def test_json_summary_holds_every_number():
     data = json.loads(summarize(load_spec("cnn"), (28, 28, 1), 10, format="json"))
     assert data["totals"]["params"] == 243_786 and data["input_shape"] == [28, 28, 1]
     assert [layer["params"] for layer in data["layers"]] == [640, 0, 36_928, 0, 0, 204_928, 1_290]
-    assert data["layers"][0]["receptive_field"] == {"size": [3, 3], "jump": [1, 1], "whole_input": False}
+    assert data["layers"][0]["receptive_field"] == {"size": [3, 3], "jump": [1, 1], "start": [0, 0], "whole_input": False}
 
 
 def test_markdown_summary_is_a_table():

@@ -154,6 +154,7 @@ def summary_dict(name: str, reports: list[LayerReport]) -> dict[str, Any]:
                 "receptive_field": {
                     "size": None if report.receptive_field.whole_input else list(report.receptive_field.size),
                     "jump": None if report.receptive_field.whole_input else list(report.receptive_field.jump),
+                    "start": None if report.receptive_field.whole_input else list(report.receptive_field.start),
                     "whole_input": report.receptive_field.whole_input,
                 },
                 "explanations": report.explanations,

@@ -48,6 +48,14 @@ def same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def padding_before(shape: tuple[int, ...], window: tuple[int, int], strides: tuple[int, int],
+                   padding: str) -> tuple[int, int]:
+    """Rows and columns of zeros a window layer adds before (above, left of) its input: 'same' pads, 'valid' none."""
+    if padding != "same":
+        return (0, 0)
+    return tuple(same_padding(shape[axis], window[axis], strides[axis])[0] for axis in range(2))  # type: ignore
+
+
 def output_length(size: int, window: int, stride: int, padding: str, pooling: bool = False) -> Explained:
     """One axis's output size: 'valid' ⌊(n − k) / s⌋ + 1, 'same' ⌈n / s⌉ (Keras's formulas)."""
     if padding == "same":
@@ -96,10 +104,13 @@ def activation_memory(shape: Shape) -> Explained:
 
 @dataclasses.dataclass(frozen=True)
 class ReceptiveField:
-    """How many input pixels one output value sees (size), and how far apart neighbours' fields start (jump)."""
+    """How many input pixels one output value sees (size), how far apart neighbours' fields start (jump), and where
+    the field of output (0, 0) starts in input rows and columns (start: negative where 'same' padding reaches before
+    the image, so the field of output (i, j) begins at start + (i, j) × jump and may hang over the edge)."""
 
     size: tuple[int, int] = (1, 1)
     jump: tuple[int, int] = (1, 1)
+    start: tuple[int, int] = (0, 0)
     whole_input: bool = False  # after Flatten, Dense or global pooling every value may see every pixel
 
     def text(self) -> str:
@@ -112,11 +123,14 @@ def _pair(pair: tuple[int, int]) -> str:
     return f"{pair[0]}×{pair[1]}"
 
 
-def grow_receptive_field(field: ReceptiveField, window: tuple[int, int], strides: tuple[int, int]) -> Explained:
-    """After a window: size + (k − 1) × jump, jump × stride; the value is the new field, the text says why."""
+def grow_receptive_field(field: ReceptiveField, window: tuple[int, int], strides: tuple[int, int],
+                         pad_before: tuple[int, int] = (0, 0)) -> Explained:
+    """After a window: size + (k − 1) × jump, jump × stride, start − pad_before × jump (the padding's zeros come
+    before the window's first input); the value is the new field, the text says why."""
     size = tuple(field.size[axis] + (window[axis] - 1) * field.jump[axis] for axis in range(2))
     jump = tuple(field.jump[axis] * strides[axis] for axis in range(2))
-    new_field = ReceptiveField(size, jump)
+    start = tuple(field.start[axis] - pad_before[axis] * field.jump[axis] for axis in range(2))
+    new_field = ReceptiveField(size, jump, start)
     if field.size[0] == field.size[1] and window[0] == window[1] and field.jump[0] == field.jump[1]:
         why = f"{field.size[0]} + ({window[0]} − 1) × {field.jump[0]} = {size[0]}"
     else:

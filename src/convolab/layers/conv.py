@@ -15,7 +15,8 @@ from torch import nn
 from convolab.layers.activation_functions import activation_argument, make_activation
 from convolab.layers.arguments import PADDINGS, boolean, choice, input_shape, positive_int, positive_pair, store
 from convolab.layers.arithmetic import (
-    Explained, ReceptiveField, Shape, count, grow_receptive_field, same_padding, window_output_shape,
+    Explained, ReceptiveField, Shape, count, grow_receptive_field, padding_before, same_padding,
+    window_output_shape,
 )
 from convolab.layers.base import (
     CHANNELS_LAST, Analysis, Block, LayerKind, Position, activation_and_bias, activation_suffix, full_match, pair_words,
@@ -71,7 +72,7 @@ def window_analysis(shape: Shape, field: ReceptiveField, position: Position, ker
     require_image(position, shape)
     require_fit(position, shape, kernel, padding)
     output, shape_why = window_output_shape(shape, kernel, strides, padding, channels)
-    return output, shape_why, grow_receptive_field(field, kernel, strides)
+    return output, shape_why, grow_receptive_field(field, kernel, strides, padding_before(shape, kernel, strides, padding))
 
 
 def conv_params(filters: int, kernel: tuple[int, int], in_channels: int, use_bias: bool) -> Explained:

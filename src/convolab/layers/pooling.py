@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from convolab.layers.arguments import PADDINGS, choice, input_shape, positive_pair, store
-from convolab.layers.arithmetic import ReceptiveField, Explained, grow_receptive_field, window_output_shape
+from convolab.layers.arithmetic import (ReceptiveField, Explained, grow_receptive_field, padding_before,
+                                       window_output_shape)
 from convolab.layers.base import (
     CHANNELS_LAST, Analysis, Block, LayerKind, TokenError, full_match, no_options, pair_words, require_fit, require_image, size_text,
 )
@@ -105,7 +106,9 @@ class _WindowPooling(LayerKind):
         output, shape_why = window_output_shape(shape, self.pool_size, self.strides, self.padding, shape[2],
                                                 pooling=True)
         return Analysis(output, [f"{shape_why}; pooling learns nothing"],
-                        receptive_field=grow_receptive_field(field, self.pool_size, self.strides))
+                        receptive_field=grow_receptive_field(field, self.pool_size, self.strides,
+                                                             padding_before(shape, self.pool_size, self.strides,
+                                                                            self.padding)))
 
     def settings(self):
         words = f"pool {pair_words(self.pool_size)}"

@@ -529,9 +529,16 @@ function highlightLayer(layer, data) {
   }
   const [outH, outW] = layer.output_shape;
   const [cy, cx] = [Math.floor((outH - 1) / 2), Math.floor((outW - 1) / 2)];
-  const top = Math.max(0, cy * rf.jump[0]), left = Math.max(0, cx * rf.jump[1]);
-  context.strokeRect(left + 0.5, top + 0.5, Math.min(rf.size[1], W - left) - 1, Math.min(rf.size[0], H - top) - 1);
-  $("receptive-text").textContent = `${layer.name}: the value at row ${cy}, column ${cx} sees ${rf.size[0]}×${rf.size[1]} input pixels (red)`;
+  // The field of output (cy, cx) starts at start + (cy, cx) × jump; 'same' padding can put part of it off the image
+  // (start < 0, or past the last row), where the layer saw padding zeros: the box shows the part on the image.
+  const top = rf.start[0] + cy * rf.jump[0], left = rf.start[1] + cx * rf.jump[1];
+  const [y0, x0] = [Math.max(0, top), Math.max(0, left)];
+  const [y1, x1] = [Math.min(H, top + rf.size[0]), Math.min(W, left + rf.size[1])];
+  context.strokeRect(x0 + 0.5, y0 + 0.5, x1 - x0 - 1, y1 - y0 - 1);
+  const onImage = (y1 - y0) * (x1 - x0), all = rf.size[0] * rf.size[1];
+  $("receptive-text").textContent = `${layer.name}: the value at row ${cy}, column ${cx} sees ${rf.size[0]}×${rf.size[1]} input pixels (red): ` +
+    `rows ${top}…${top + rf.size[0] - 1}, columns ${left}…${left + rf.size[1] - 1}` +
+    (onImage < all ? `; ${all - onImage} of them lie in the padding around the image (zeros)` : "");
 }
 
 // --- Train live ------------------------------------------------------------------------------------------------------
