@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 
 from convolab import keras
 from convolab.cli import main
@@ -91,3 +92,30 @@ def test_the_keras_tensorboard_callback_writes_epochs_and_one_hparams_record(tmp
     events = read_events(tmp_path / "logs")
     assert len(events.Scalars("epoch/val_accuracy")) == 2 and "final/loss" in events.Tags()["scalars"]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_keras_write_images_draws_each_weight_as_grey_images_on_the_histogram_epochs(tmp_path):
+    from convolab.tensorboard import weight_images
+
+    kernel = torch.tensor([[[[-2.0, 0.0], [1.0, 2.0]]], [[[0.5, 0.0], [0.0, -0.5]]]])   # (2 filters, 1 channel, 2, 2)
+    images = weight_images(kernel)
+    assert images.shape == (2, 3, 3, 3)               # one image per filter and channel, a line right and below
+    for channel in range(3):                                                # grey: the same in red, green and blue
+        assert images[0, channel, :2, :2].tolist() == [[0.0, 0.5], [0.75, 1.0]]   # -max black, 0 grey, +max white
+    assert images[0, :, 2, 0].tolist() == pytest.approx([0.85, 0.2, 0.2])  # the separating line is red
+    assert weight_images(torch.ones(3, 5)).shape == (1, 3, 6, 4)           # a Dense matrix: one image
+    assert weight_images(torch.zeros(4))[0, 0, 0].tolist() == pytest.approx([0.5] * 4 + [0.85])   # no 0 / 0
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((40, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 40)
+    model = keras.models.Sequential([keras.layers.Conv2D(4, 3, activation="relu", input_shape=(8, 8, 1)),
+                                     keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, epochs=2, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(tmp_path / "logs", histogram_freq=1, write_images=True)])
+    written = {tag for tag in read_events(tmp_path / "logs").Tags()["images"] if tag.endswith("/image")}
+    assert len(written) == 4                                                # conv kernel and bias, dense kernel and bias
+    kernel_tag = next(tag for tag in written if tag.endswith("conv.weight/image"))
+    drawn = read_events(tmp_path / "logs").Images(kernel_tag)
+    assert [event.step for event in drawn] == [1, 2]
+    assert drawn[0].height == 4 and drawn[0].width == 4 * 4     # the 4 filters' 3x3 images and lines, side by side

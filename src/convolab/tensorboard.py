@@ -1,7 +1,7 @@
 """TensorBoard event files for a run: what every tracker reads (TensorBoard, W&B's sync, Aim's converter).
 
     writer = TensorBoardWriter(run_dir)       a training callback: scalars per epoch and every N steps, weight
-                                              histograms per epoch
+                                              histograms per epoch (and the weights as images: write_images=True)
     writer.finish_run(run_dir)                the hook after testing: the activation grid and the confusion matrix as
                                               images, and the hyperparameters with the final metrics as ONE hparams
                                               record in the same directory
@@ -18,11 +18,14 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from convolab.callbacks import Callback
 from convolab.errors import TrainingError
 
 DEFAULT_UPDATE_FREQ = 100   # steps between the step scalars: the lab's epoch has 1,875
 INSTALL = 'pip install "convolab[tensorboard]"   (or: pip install tensorboard)'
+SEPARATOR = (0.85, 0.2, 0.2)   # RGB of the line between weight images: no grey, which would read as a weight
 
 
 def require_tensorboard() -> None:
@@ -42,7 +45,7 @@ class TensorBoardWriter(Callback):
     weights/... histograms every `histogram_freq` epochs (0: none)."""
 
     def __init__(self, log_dir: str | Path, update_freq: int = DEFAULT_UPDATE_FREQ, histogram_freq: int = 1,
-                 close_at_train_end: bool = False):
+                 close_at_train_end: bool = False, write_images: bool = False):
         require_tensorboard()
         if int(update_freq) < 1 or int(histogram_freq) < 0:
             raise TrainingError(f"update_freq={update_freq}, histogram_freq={histogram_freq}; expected a step count "
@@ -50,6 +53,7 @@ class TensorBoardWriter(Callback):
         self.log_dir = Path(log_dir)
         self.update_freq, self.histogram_freq = int(update_freq), int(histogram_freq)
         self.close_at_train_end = close_at_train_end
+        self.write_images = bool(write_images)
         self.writer = None
         self.global_step = 0
         self.config: dict = {}
@@ -79,7 +83,11 @@ class TensorBoardWriter(Callback):
                 self.writer.add_scalar(f"epoch/{key}", value, state.epoch)
         if self.histogram_freq and state.epoch % self.histogram_freq == 0:
             for name, parameter in state.model.named_parameters():
-                self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), state.epoch)
+                values = parameter.detach().float().cpu()
+                self.writer.add_histogram(f"weights/{name}", values, state.epoch)
+                if self.write_images:
+                    self.writer.add_images(f"weights/{name}/image", weight_images(values), state.epoch,
+                                           dataformats="NCHW")
         self.writer.flush()
         return None
 
@@ -138,6 +146,24 @@ class TensorBoardWriter(Callback):
             self.writer = None
 
 
+def weight_images(weights: torch.Tensor) -> torch.Tensor:
+    """A parameter as images (N, 3, H + 1, W + 1) in [0, 1], shaped as Keras's write_images shapes them: a vector one
+    row, a matrix one image (its units across), a convolution kernel (out, in, h, w) one h x w image per filter and
+    input channel. Grey for the values (0 mid-grey, the largest magnitude black or white) and a red line on the right
+    and bottom of each, so that TensorBoard's grid of them (it lays them side by side) shows where each ends."""
+    if weights.dim() == 1:
+        grey = weights.view(1, 1, 1, -1)
+    elif weights.dim() == 2:
+        grey = weights.t().unsqueeze(0).unsqueeze(0)
+    else:
+        grey = weights.reshape(-1, 1, *weights.shape[-2:])
+    grey = (grey / (2 * grey.abs().max().clamp_min(1e-12)) + 0.5).clamp(0.0, 1.0)
+    count, _, height, width = grey.shape
+    images = torch.tensor(SEPARATOR).view(1, 3, 1, 1).repeat(count, 1, height + 1, width + 1)
+    images[:, :, :height, :width] = grey
+    return images
+
+
 class TensorBoard(TensorBoardWriter):
     """keras.callbacks.TensorBoard(log_dir="logs", histogram_freq=0, update_freq="epoch"): event files from fit."""
 
@@ -148,9 +174,11 @@ class TensorBoard(TensorBoardWriter):
         check_arguments("keras.callbacks.TensorBoard", keras_arguments,
                         ["log_dir", "histogram_freq", "write_graph", "write_images", "update_freq"],
                         ("write_steps_per_second", "profile_batch", "embeddings_freq", "embeddings_metadata"))
-        # write_graph and write_images are accepted and not written: convolab draws its model in its report instead.
+        # write_graph is accepted and not written: convolab draws its model in its report instead. write_images, as in
+        # Keras, draws the weights as images on the epochs that log histograms (histogram_freq > 0).
         steps = 10**12 if update_freq == "epoch" else update_freq if isinstance(update_freq, int) else None
         if steps is None:
             raise TrainingError(f"keras.callbacks.TensorBoard: update_freq={update_freq!r}; expected 'epoch' or a "
                                 "number of steps", fix="update_freq='epoch' or update_freq=100")
-        super().__init__(log_dir, update_freq=steps, histogram_freq=histogram_freq, close_at_train_end=True)
+        super().__init__(log_dir, update_freq=steps, histogram_freq=histogram_freq, close_at_train_end=True,
+                         write_images=write_images)
