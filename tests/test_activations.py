@@ -201,6 +201,37 @@ def test_value_origin_explains_strided_same_padded_convolutions_and_pooling():
     assert average["mean"] == pytest.approx(float(maps.layer(2).values[0, 1, 1, 0]), abs=1e-6)
 
 
+def test_value_origin_explains_depthwise_and_separable_convolutions():
+    """Depthwise filter f reads input channel f // depth_multiplier only; a separable filter adds every depthwise
+    channel's value times its 1×1 weight. Both checked against the forward pass and against numpy by hand."""
+    from convolab.activations import value_origin
+
+    spec = load_spec("conv3x3same-relu,dwconv3m2same-tanh,sepconv4x3m2s2same,flatten,dense")
+    torch.manual_seed(0)
+    model = build_model(spec, (9, 9, 1), 4)
+    image = torch.randint(0, 256, (1, 9, 9), dtype=torch.uint8)
+    maps = capture(model, model.spec, image.unsqueeze(0))
+    below = maps.layer(0).values[0]                                        # (9, 9, 3): what the depthwise layer reads
+    for filter_index, row, column in ((0, 0, 0), (5, 4, 7), (3, 8, 8)):
+        origin = value_origin(model, model.spec, image, 1, filter_index, row, column)
+        assert origin["kind"] == "DepthwiseConv2D" and origin["input_channels"] == [filter_index // 2]
+        window = np.array(origin["window"])[:, :, 0]                       # (3, 3): one input channel
+        padded = np.pad(below[:, :, filter_index // 2], 1)
+        np.testing.assert_allclose(window, padded[row:row + 3, column:column + 3], atol=1e-6)
+        assert origin["sum"] == pytest.approx(float((window * np.array(origin["weights"])[:, :, 0]).sum()), abs=1e-5)
+        assert origin["value"] == pytest.approx(np.tanh(origin["pre_activation"]), abs=1e-5)
+        assert origin["value"] == pytest.approx(float(maps.layer(1).values[0, row, column, filter_index]), abs=1e-5)
+    separable = value_origin(model, model.spec, image, 2, 3, 1, 2)          # stride 2: reads rows 1..3, columns 3..5
+    assert separable["kind"] == "SeparableConv2D" and (separable["top"], separable["left"]) == (1, 3)
+    assert separable["input_channels"] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]   # 6 channels, depth multiplier 2
+    products = np.array(separable["products"])                                    # (3, 3, 12)
+    assert separable["depthwise_values"] == pytest.approx(products.sum(axis=(0, 1)).tolist(), abs=1e-5)
+    contributions = np.array(separable["depthwise_values"]) * np.array(separable["pointwise_weights"])
+    assert separable["channel_sums"] == pytest.approx(contributions.tolist(), abs=1e-6)
+    assert separable["value"] == pytest.approx(separable["sum"] + separable["bias"], abs=1e-5)   # linear activation
+    assert separable["value"] == pytest.approx(float(maps.layer(2).values[0, 1, 2, 3]), abs=1e-5)
+
+
 @pytest.mark.parametrize("arguments, word", [((3, 0, 0, 0), "Flatten"), ((0, 5, 0, 0), "filter 5"),
                                              ((0, 0, 5, 0), "outside"), ((0, 0, 0, -1), "outside")])
 def test_value_origin_bad_positions_name_the_choices(arguments, word):

@@ -141,6 +141,32 @@ def test_explorer_slider_changes_maps_and_a_click_explains_a_value(page, tmp_pat
     screenshot(page, "explorer", tmp_path)
 
 
+def test_clicking_a_separable_or_depthwise_map_explains_its_two_stages(page, server, tmp_path):
+    from train_fixtures import train_tiny_run
+
+    _, runs = server
+    train_tiny_run(runs / "lab" / "separable", spec="conv4x3,dwconv3m2,sepconv4x3,flatten,dense", epochs=1,
+                   train=64, test=32)
+    page.reload()
+    page.wait_for_selector("#runs-table tbody tr")
+    page.select_option("#run", "lab/separable")
+    open_tab(page, "explorer")
+    wait_until(page, "document.querySelector('#explorer-grid').dataset.filter === '1'")
+    assert len(map_pictures(page)) == 3 * 3                          # images 0, 23, 28 × conv, depthwise, separable
+    page.locator("#explorer-grid canvas:not(.image)").nth(2).click(position={"x": 40, "y": 40})   # the separable map
+    page.wait_for_selector("#origin-sum")
+    text = page.text_content("#origin")
+    assert "SeparableConv2D" in text and "depthwise values" in text and "× 1×1 weight" in text, text
+    assert "sum of the contributions" in page.text_content("#origin .formula:last-of-type")
+    screenshot(page, "explorer-separable", tmp_path)
+    page.locator("#explorer-grid canvas:not(.image)").nth(1).click(position={"x": 40, "y": 40})   # the depthwise map
+    wait_until(page, "document.querySelector('#origin h3').textContent.includes('DepthwiseConv2D')")
+    assert "input channel 0 only" in page.text_content("#origin")          # filter 1 of 8 = 4 channels x 2 reads channel 0
+    page.select_option("#filters-layer", "2")                               # all filters of the separable layer
+    page.click("#filters-show")
+    page.wait_for_selector("#filters-grid figure")
+
+
 def test_drawing_gets_a_prediction_and_maps(page, tmp_path):
     page.select_option("#run", "lab/cnn")
     open_tab(page, "draw")

@@ -17,7 +17,8 @@ from convolab.errors import RunError, SpecError
 from convolab.shards import shard_context
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
-from convolab.spec import AveragePooling2D, Conv2D, MaxPooling2D, ModelSpec
+from convolab.spec import (AveragePooling2D, Conv2D, DepthwiseConv2D, MaxPooling2D, ModelSpec,
+                           SeparableConv2D)
 
 # The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling" (windowed kinds).
 VISUAL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.windowed)
@@ -198,6 +199,51 @@ def capture(model: torch.nn.Module, spec: ModelSpec, images: torch.Tensor,
     return Activations(layers=layers, logits=logits.numpy())
 
 
+def window_products(padded: torch.Tensor, conv: torch.nn.Conv2d, filters: list[int], row: int, column: int):
+    """For output channels `filters` of `conv` (grouped or not) at (row, column): the input windows each reads, its
+    weights, and their products, each (channels read, kh, kw); the input channel each window came from."""
+    (stride_y, stride_x), (kernel_h, kernel_w) = conv.stride, conv.kernel_size
+    y, x = row * stride_y, column * stride_x
+    per_group_in = conv.in_channels // conv.groups
+    per_group_out = conv.out_channels // conv.groups
+    windows, weights, sources = [], [], []
+    for output_channel in filters:
+        first = (output_channel // per_group_out) * per_group_in                  # the inputs this channel's group reads
+        windows.append(padded[first:first + per_group_in, y:y + kernel_h, x:x + kernel_w])
+        weights.append(conv.weight[output_channel].detach().float().cpu())       # (per_group_in, kh, kw)
+        sources.extend(range(first, first + per_group_in))
+    window, weight = torch.cat(windows), torch.cat(weights)
+    return window, weight, window * weight, sources
+
+
+def convolution_origin(block: torch.nn.Module, padded: torch.Tensor, filter_index: int, row: int, column: int,
+                       top: int, left: int) -> dict:
+    """The numbers behind output channel `filter_index` at (row, column) of a Conv2D, DepthwiseConv2D or
+    SeparableConv2D block (see value_origin); padded: the layer below's values after the block's zero padding."""
+    keras = lambda values: values.permute(1, 2, 0).tolist()                     # (C, kh, kw) -> (kh, kw, C)
+    if hasattr(block, "pointwise"):                                               # SeparableConv2D
+        depthwise, pointwise = block.depthwise, block.pointwise
+        window, weights, products, sources = window_products(padded, depthwise, list(range(depthwise.out_channels)),
+                                                             row, column)
+        depthwise_values = products.double().sum(dim=(1, 2))                      # one per depthwise channel
+        pointwise_weights = pointwise.weight[filter_index, :, 0, 0].detach().double().cpu()
+        contributions = depthwise_values * pointwise_weights
+        bias = float(pointwise.bias[filter_index].detach()) if pointwise.bias is not None else 0.0
+        extra = {"depthwise_values": depthwise_values.tolist(), "pointwise_weights": pointwise_weights.tolist()}
+    else:                                                                         # Conv2D, DepthwiseConv2D
+        conv = block.conv
+        window, weights, products, sources = window_products(padded, conv, [filter_index], row, column)
+        contributions = products.double().sum(dim=(1, 2))
+        bias = float(conv.bias[filter_index].detach()) if conv.bias is not None else 0.0
+        extra = {}
+    conv = block.depthwise if hasattr(block, "pointwise") else block.conv      # the window's size and strides
+    total = float(contributions.sum())
+    return {"top": row * conv.stride[0] - top, "left": column * conv.stride[1] - left, "size": list(conv.kernel_size),
+            "window": keras(window), "weights": keras(weights), "products": keras(products),
+            "input_channels": sources, "channel_sums": contributions.tolist(), "sum": total, "bias": bias,
+            "pre_activation": total + bias, **extra}
+
+
 def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, layer_index: int, filter_index: int,
                  row: int, column: int) -> dict:
     """Where one value of a conv or pool map comes from, with every number (CNN Explainer's formula view).
@@ -206,7 +252,11 @@ def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, l
     `layer_index`. Returned (plain lists, Keras's (kernel_h, kernel_w, channels) order for windows):
       Conv2D:  window (the layer below's values under the kernel, after any 'same' zero padding), weights, products,
                channel_sums (the products summed per input channel), sum, bias, pre_activation = sum + bias,
-               activation (its name) and value (what the map shows).
+               activation (its name) and value (what the map shows); input_channels: where each window came from.
+      DepthwiseConv2D: the same for the one input channel the filter reads (filter // depth_multiplier).
+      SeparableConv2D: window, weights and products per depthwise channel (its input channel's window times its
+               depthwise kernel), depthwise_values (each channel's products summed), pointwise_weights (the
+               filter's 1×1 weights), channel_sums = depthwise value × pointwise weight, then sum, bias, ... as Conv2D.
       MaxPooling2D / AveragePooling2D: window (one channel), the max (with its position in the window) or the mean,
                and value.
     Both: top and left, where the window starts in the layer below (negative inside 'same' padding), and its size.
@@ -222,28 +272,17 @@ def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, l
         raise SpecError(f"position ({row}, {column}) is outside layer {layer_index}'s {height}×{width} map",
                         fix=f"pick a row in 0..{height - 1} and a column in 0..{width - 1}")
     layer, block = spec.layers[layer_index], model.blocks[layer_index]
-    if not isinstance(layer, (Conv2D, MaxPooling2D, AveragePooling2D)):
+    if not isinstance(layer, (Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, AveragePooling2D)):
         raise SpecError(f"layer {layer_index} is a {type(layer).__name__}; where a value comes from is shown for "
-                        "Conv2D, MaxPooling2D and AveragePooling2D layers", fix="click a map of one of those layers")
+                        "convolution (Conv2D, DepthwiseConv2D, SeparableConv2D) and pooling layers",
+                        fix="click a map of one of those layers")
     left, _right, top, _bottom = block.padding
     kind = type(layer).__name__
-    if isinstance(layer, Conv2D):
-        conv = block.conv                                                     # the nn.Conv2d inside Conv2DBlock
+    if not isinstance(layer, (MaxPooling2D, AveragePooling2D)):
         padded = torch.nn.functional.pad(below, block.padding) if any(block.padding) else below
-        (stride_y, stride_x), (kernel_h, kernel_w) = conv.stride, conv.kernel_size
-        y, x = row * stride_y, column * stride_x
-        window = padded[:, y:y + kernel_h, x:x + kernel_w]                     # (C_in, kh, kw)
-        weights = conv.weight[filter_index].detach().float().cpu()             # (C_in, kh, kw)
-        products = window * weights
-        bias = float(conv.bias[filter_index].detach()) if conv.bias is not None else 0.0
-        total = float(products.double().sum())
-        keras = lambda values: values.permute(1, 2, 0).tolist()                # (C, kh, kw) -> (kh, kw, C)
-        return {"kind": kind, "layer": layer_index, "filter": filter_index, "row": row, "column": column,
-                "top": y - top, "left": x - left, "size": [kernel_h, kernel_w], "window": keras(window),
-                "weights": keras(weights), "products": keras(products),
-                "channel_sums": products.sum(dim=(1, 2)).tolist(), "sum": total, "bias": bias,
-                "pre_activation": total + bias, "activation": layer.activation,
-                "value": float(output[filter_index, row, column])}
+        origin = {"kind": kind, "layer": layer_index, "filter": filter_index, "row": row, "column": column,
+                  "activation": layer.activation, "value": float(output[filter_index, row, column])}
+        return {**origin, **convolution_origin(block, padded, filter_index, row, column, top, left)}
     (pool_h, pool_w), (stride_y, stride_x) = layer.pool_size, layer.strides
     fill = -float("inf") if isinstance(layer, MaxPooling2D) else 0.0
     padded = torch.nn.functional.pad(below, block.padding, value=fill) if any(block.padding) else below

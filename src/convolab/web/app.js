@@ -292,7 +292,7 @@ renderers.explorer = async () => {
   }
   const layers = $("filters-layer");
   layers.replaceChildren(...model.summary.layers.map((l, position) => ({...l, position}))
-    .filter((l) => ["Conv2D", "MaxPooling2D", "AveragePooling2D"].includes(l.type))
+    .filter((l) => ["Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"].includes(l.type))
     .map((l) => el("option", {value: l.position, textContent: `layer ${l.position}: ${l.name} (${l.type})`})));
   await refreshMaps();
 };
@@ -331,21 +331,37 @@ async function showOrigin(event, canvas) {
   const below = o.layer === 0 ? "the input image" : `layer ${o.layer - 1}'s output`;
   const where = `rows ${o.top}…${o.top + o.size[0] - 1}, columns ${o.left}…${o.left + o.size[1] - 1} of ${below}`;
   const title = el("h3", {textContent: `layer ${o.layer} (${o.kind}), filter ${o.filter}, row ${o.row}, column ${o.column} of image #${canvas.dataset.image}: ${fmt(o.value)}`});
-  if (o.kind === "Conv2D") {
+  if (["Conv2D", "DepthwiseConv2D", "SeparableConv2D"].includes(o.kind)) {
+    // One entry per window read: input channels (Conv2D), the one channel (DepthwiseConv2D), depthwise channels
+    // (SeparableConv2D, whose entry is that channel's value times the filter's 1×1 weight).
+    const separable = o.kind === "SeparableConv2D";
     const channels = o.channel_sums.length;
     const order = o.channel_sums.map((v, c) => c).sort((a, b) => Math.abs(o.channel_sums[b]) - Math.abs(o.channel_sums[a]));
     const top = order[0];
-    const parts = [title, el("p", {textContent: `the ${o.size[0]}×${o.size[1]} window at ${where}, times the filter's weights, summed` +
-      (channels > 1 ? ` over ${channels} input channels (shown: channel ${top}, the largest contribution)` : "")}),
-      numberTable(channel(o.window, top), "window (input)"), numberTable(channel(o.weights, top), "weights"),
+    const name = (c) => separable ? `depthwise channel ${c} (input ${o.input_channels[c]})` : `channel ${o.input_channels[c]}`;
+    const how = {
+      Conv2D: `the ${o.size[0]}×${o.size[1]} window at ${where}, times the filter's weights, summed` +
+        (channels > 1 ? ` over ${channels} input channels (shown: channel ${top}, the largest contribution)` : ""),
+      DepthwiseConv2D: `the ${o.size[0]}×${o.size[1]} window at ${where}, input channel ${o.input_channels[0]} only ` +
+        `(a depthwise filter reads one channel), times the filter's weights, summed`,
+      SeparableConv2D: `each input channel's ${o.size[0]}×${o.size[1]} window at ${where}, times its depthwise weights, ` +
+        `summed into ${channels} depthwise values; then each value times the filter's 1×1 weight, summed ` +
+        `(shown: ${name(top)}, the largest contribution)`,
+    }[o.kind];
+    const parts = [title, el("p", {textContent: how}),
+      numberTable(channel(o.window, top), "window (input)"), numberTable(channel(o.weights, top), separable ? "depthwise weights" : "weights"),
       numberTable(channel(o.products, top), "products")];
+    if (separable) {
+      parts.push(el("p", {className: "formula", textContent: `${name(top)}: sum of the products = ${fmt(o.depthwise_values[top])}; ` +
+        `× 1×1 weight ${fmt(o.pointwise_weights[top])} = ${fmt(o.channel_sums[top])}`}));
+    }
     if (channels > 1) {
-      parts.push(el("table", {}, el("caption", {textContent: "sum of the products, per input channel"}),
-        ...order.slice(0, 8).map((c) => el("tr", {}, el("td", {textContent: `channel ${c}`}), el("td", {textContent: fmt(o.channel_sums[c])}))),
+      parts.push(el("table", {}, el("caption", {textContent: separable ? "depthwise value × 1×1 weight, per depthwise channel" : "sum of the products, per input channel"}),
+        ...order.slice(0, 8).map((c) => el("tr", {}, el("td", {textContent: name(c)}), el("td", {textContent: fmt(o.channel_sums[c])}))),
         channels > 8 ? el("tr", {}, el("td", {textContent: `${channels - 8} more`}), el("td", {textContent: fmt(order.slice(8).reduce((s, c) => s + o.channel_sums[c], 0))})) : null));
     }
     const activation = o.activation && o.activation !== "linear" ? `${o.activation}(${fmt(o.pre_activation)}) = ${fmt(o.value)}` : `no activation: ${fmt(o.value)}`;
-    parts.push(el("p", {className: "formula"}, "sum of products = ", el("span", {id: "origin-sum", textContent: fmt(o.sum)}),
+    parts.push(el("p", {className: "formula"}, separable ? "sum of the contributions = " : "sum of products = ", el("span", {id: "origin-sum", textContent: fmt(o.sum)}),
       `;  + bias ${fmt(o.bias)} = ${fmt(o.pre_activation)};  ${activation}`));
     box.replaceChildren(...parts);
   } else if (o.kind === "MaxPooling2D") {
