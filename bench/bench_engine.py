@@ -1,7 +1,8 @@
 """The engine's goals as ratios, each measured side by side in one run on this machine (issue 6).
 
 usage: .venv/bin/python bench/bench_engine.py [--goals 1,2,3] [--keras-python /tmp/keras-venv/bin/python]
-                                              [--batch 128] [--rounds 7] [--json results.json]
+                                              [--batch 128] [--rounds 7] [--seeds 0,1,2] [--json results.json]
+       .venv/bin/python bench/bench_engine.py --goals 3 --seeds 0 --train-n 2000 --recipe-epochs 1   # smoke test
 
 1. The lab's recipe unchanged (cnn, Adam 0.001, batch 32, 5 epochs, all of Fashion-MNIST): `convolab train cnn`
    (engine fast) against bench/keras_lab.py; seconds per epoch, ratio convolab/Keras (goal: <= 1/3), and
@@ -13,8 +14,9 @@ usage: .venv/bin/python bench/bench_engine.py [--goals 1,2,3] [--keras-python /t
    the faster of all threads and one thread in that round (one wins when other jobs hold the cores); the engine's own
    count (it skips the rows pooling drops) is printed next to it.
 3. Time to accuracy: `convolab train --recipe fast` (goal: test accuracy >= 0.92 in <= 1/4 of Keras's time for the
-   lab's 5 epochs) and `--recipe best` (>= 0.94 in <= 2x that time); training seconds, data loading excluded on
-   both sides.
+   lab's 5 epochs) and `--recipe best` (>= 0.94 in <= 2x that time), each on every one of --seeds (default 0,1,2):
+   per seed the test accuracy, training seconds (history.json's), the ratio to Keras's 5 epochs and whether each goal
+   is met; data loading excluded on both sides.
 Goals 1 and 3 share one Keras run (5 epochs). Training runs go through the real command line (bench_lab.py's
 helpers), so what is timed is what users run.
 """
@@ -111,14 +113,15 @@ def goal_throughput(batch: int, rounds: int, steps: int, micro_batch: int = 32) 
 
 # --- goals 1 and 3: full trainings through the command line, with Keras in the same run ----------------------------------
 
-def goal_lab_and_recipes(keras_python: str, goals: set[int]) -> dict:
+def goal_lab_and_recipes(keras_python: str, goals: set[int], seeds: list[int], train_n: int = 60000,
+                         recipe_epochs: int | None = None) -> dict:
     results = {}
-    keras = run_keras(keras_python, "cnn", 5, 60000)
+    keras = run_keras(keras_python, "cnn", 5, train_n)
     keras_train_s = keras["s_per_epoch"] * 5
     results["keras"] = keras
     print(f"keras: {keras['line']}", flush=True)
     if 1 in goals:
-        lab = run_convolab("cnn", 5, 60000, ["--engine", "fast"])
+        lab = run_convolab("cnn", 5, train_n, ["--engine", "fast"])
         results["lab"] = lab
         ratio = lab["s_per_epoch"] / keras["s_per_epoch"]
         print(f"goal 1: lab recipe: convolab {lab['s_per_epoch']:.2f} s/epoch (epochs "
@@ -127,14 +130,33 @@ def goal_lab_and_recipes(keras_python: str, goals: set[int]) -> dict:
               f"Keras {keras['test_acc']:.4f}  [{lab['command']}]", flush=True)
     if 3 in goals:
         for name, target, budget in (("fast", 0.92, 0.25), ("best", 0.94, 2.0)):
-            recipe = RECIPES[name]
-            run = run_convolab(name, recipe.epochs, 60000, ["--recipe", name])
-            results[name] = run
-            seconds = sum(run["epoch_seconds"])
-            print(f"goal 3: recipe {name}: test accuracy {run['test_acc']:.4f} (goal >= {target}) in {seconds:.1f} s "
-                  f"of training; Keras's 5 lab epochs {keras_train_s:.1f} s; ratio {seconds / keras_train_s:.3f} "
-                  f"(goal <= {budget})  [{run['command']}]", flush=True)
+            results[name] = recipe_on_seeds(name, target, budget, seeds, keras_train_s, train_n, recipe_epochs)
     return results
+
+
+def recipe_on_seeds(name: str, target: float, budget: float, seeds: list[int], keras_train_s: float,
+                    train_n: int, epochs: int | None) -> dict:
+    """Goal 3 for one recipe: `convolab train --recipe NAME --seed S` for each seed; each must meet both goals."""
+    epochs = epochs or RECIPES[name].epochs
+    runs = {}
+    for seed in seeds:
+        run = run_convolab(name, epochs, train_n, ["--recipe", name, "--seed", str(seed)])
+        seconds = sum(run["epoch_seconds"])
+        ratio = seconds / keras_train_s
+        run.update(seed=seed, train_seconds=seconds, ratio_to_keras=ratio, accuracy_met=run["test_acc"] >= target,
+                   time_met=ratio <= budget, load_average=os.getloadavg()[0])
+        runs[str(seed)] = run
+        print(f"goal 3: recipe {name}, seed {seed}: test accuracy {run['test_acc']:.4f} (goal >= {target}: "
+              f"{'yes' if run['accuracy_met'] else 'NO'}) in {seconds:.1f} s of training; Keras's 5 lab epochs "
+              f"{keras_train_s:.1f} s; ratio {ratio:.3f} (goal <= {budget}: {'yes' if run['time_met'] else 'NO'}); "
+              f"load average {run['load_average']:.2f}  [{run['command']}]", flush=True)
+    met = all(run["accuracy_met"] and run["time_met"] for run in runs.values())
+    lowest = min(run["test_acc"] for run in runs.values())
+    slowest = max(run["ratio_to_keras"] for run in runs.values())
+    print(f"goal 3: recipe {name} on seeds {', '.join(map(str, seeds))}: lowest test accuracy {lowest:.4f}, largest "
+          f"ratio {slowest:.3f}: {'met on every seed' if met else 'NOT met on every seed'}", flush=True)
+    return {"seeds": runs, "target_accuracy": target, "time_budget": budget, "lowest_test_accuracy": lowest,
+            "largest_ratio": slowest, "met": met}
 
 
 def main() -> int:
@@ -144,16 +166,23 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128, help="goal 2's batch size (default 128)")
     parser.add_argument("--rounds", type=int, default=7, help="goal 2's alternating rounds (default 7)")
     parser.add_argument("--steps", type=int, default=20, help="goal 2's training steps per round (default 20)")
+    parser.add_argument("--seeds", default="0,1,2", help="goal 3's seeds, each run of each recipe (default 0,1,2)")
+    parser.add_argument("--train-n", type=int, default=60000,
+                        help="training images for goals 1 and 3, Keras included (default 60000: all; fewer for a "
+                             "smoke test of the script, whose figures mean nothing)")
+    parser.add_argument("--recipe-epochs", type=int, default=None,
+                        help="goal 3's epochs instead of each recipe's own (a smoke test; default the recipe's)")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args()
     goals = {int(goal) for goal in args.goals.split(",")}
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     print(f"bench_engine: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
     results: dict = {"goals": sorted(goals), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if 2 in goals:
         results["throughput"] = goal_throughput(args.batch, args.rounds, args.steps)
     if goals & {1, 3}:
-        results.update(goal_lab_and_recipes(args.keras_python, goals))
+        results.update(goal_lab_and_recipes(args.keras_python, goals, seeds, args.train_n, args.recipe_epochs))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

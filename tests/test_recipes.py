@@ -2,16 +2,20 @@
 one-cycle schedule and the batch augmentation do what they say."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, replace
 
 import pytest
 import torch
 
 from convolab.cli import main
+from convolab.data import iterate_batches
 from convolab.errors import TrainingError
-from convolab.recipes import RECIPES, augment_batch, get_recipe, learning_rate_at
+from convolab.evaluate import evaluate_model, predict_logits, render_evaluation
+from convolab.recipes import RECIPES, augment_batch, get_recipe, learning_rate_at, mirror_average
+from convolab.runs import load_run
 from convolab.spec import PRESETS, load_spec
-from convolab.train import TrainConfig
+from convolab.train import TrainConfig, evaluate
 
 
 @pytest.mark.parametrize("name", ["fast", "best"])
@@ -61,7 +65,7 @@ def test_augmentation_mirrors_and_shifts_each_image_without_changing_its_content
 @pytest.mark.parametrize("field, value, message", [
     ("engine", "turbo", "engine='turbo'"), ("schedule", "cosine", "schedule='cosine'"),
     ("augment", "rotate", "augment='rotate'"), ("label_smoothing", 1.0, "label_smoothing=1.0"),
-    ("weight_decay", 0.1, "weight_decay=0.1 with optimizer='adam'"),
+    ("weight_decay", 0.1, "weight_decay=0.1 with optimizer='adam'"), ("test_time_flip", "yes", "test_time_flip='yes'"),
 ])
 def test_train_config_rejects_bad_engine_and_recipe_fields(field, value, message):
     with pytest.raises(TrainingError, match=message):
@@ -72,6 +76,7 @@ def test_summary_of_a_recipe_shows_its_hyperparameters(capsys):
     assert main(["summary", "best"]) == 0
     out = capsys.readouterr().out
     assert "Recipe 'best'" in out and "augment: flip" in out and f"epochs: {RECIPES['best'].epochs}" in out
+    assert "test_time_flip: True" in out and "why:" in out and "mirror" in out
     assert main(["summary", "cnn"]) == 0
     assert "Recipe" not in capsys.readouterr().out
 
@@ -79,3 +84,59 @@ def test_summary_of_a_recipe_shows_its_hyperparameters(capsys):
 def test_train_with_a_recipe_and_another_model_is_refused(capsys):
     assert main(["train", "cnn", "--recipe", "fast", "--offline"]) == 2
     assert "--recipe fast brings its own model" in capsys.readouterr().err
+
+
+# --- test-time flips ----------------------------------------------------------------------------------------------------
+
+class LeftRight(torch.nn.Module):
+    """Two images of 1x1x2 pixels (a, b) scaled to [0, 1]: logits (a, 2b), so that the mirror (b, a) gives (b, 2a)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.flatten(1)                                       # (N, 2)
+        return torch.stack([pixels[:, 0], 2 * pixels[:, 1]], dim=1)      # (N, 2)
+
+
+# Image 0: (a, b) = (0.6, 0.2): logits (0.6, 0.4), mirror (0.2, 1.2), mean (0.4, 0.8): class 0 alone, class 1 with flips.
+# Image 1: (a, b) = (0.2, 0.6): logits (0.2, 1.2), mirror (0.6, 0.4), mean (0.4, 0.8): class 1 either way.
+FLIP_IMAGES = torch.tensor([[[[153, 51]]], [[[51, 153]]]], dtype=torch.uint8)   # (2, 1, 1, 2); 153/255 = 0.6
+FLIP_LABELS = torch.tensor([1, 1])
+
+
+def test_mirror_average_is_the_mean_of_the_two_views_logits():
+    torch.testing.assert_close(mirror_average(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.2, 1.2]])),
+                               torch.tensor([[0.4, 0.8]]))
+
+
+def test_test_time_flips_average_each_image_with_its_mirror_in_evaluate_and_in_validation():
+    model = LeftRight()
+    plain = predict_logits(model, FLIP_IMAGES)
+    flipped = predict_logits(model, FLIP_IMAGES, test_time_flip=True)
+    torch.testing.assert_close(plain, torch.tensor([[0.6, 0.4], [0.2, 1.2]]))
+    torch.testing.assert_close(flipped, torch.tensor([[0.4, 0.8], [0.4, 0.8]]))
+    evaluation = evaluate_model(model, FLIP_IMAGES, FLIP_LABELS, ["left", "right"], test_time_flip=True)
+    assert evaluation.accuracy == 1.0 and evaluate_model(model, FLIP_IMAGES, FLIP_LABELS, ["l", "r"]).accuracy == 0.5
+    assert evaluation.to_dict()["test_time_flip"] is True and "test-time flips" in render_evaluation(evaluation)
+    # training's validation (train.evaluate) measures the same way, so that val_accuracy chooses what the test measures
+    validation = evaluate(model, iterate_batches(FLIP_IMAGES, FLIP_LABELS, 1), test_time_flip=True)
+    assert validation["accuracy"] == 1.0
+    assert evaluate(model, iterate_batches(FLIP_IMAGES, FLIP_LABELS, 1))["accuracy"] == 0.5
+
+
+def test_a_recipe_with_test_time_flips_records_them_and_evaluate_measures_its_run_the_same_way(tmp_path, capsys):
+    name = next(name for name, recipe in RECIPES.items() if recipe.test_time_flip)
+    out = tmp_path / name
+    assert main(["train", "--recipe", name, "--epochs", "1", "--train-limit", "256", "--test-limit", "200",
+                 "--out", str(out), "--offline", "--quiet"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["train"]["test_time_flip"] is True
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_time_flip"] is True
+    assert main(["evaluate", str(out), "--test-limit", "200", "--offline", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_time_flip"] is True and evaluated["test_accuracy"] == metrics["test_accuracy"]
+    # against the model's two views computed here
+    run = load_run(out)
+    images, labels = run.test_data()
+    images, labels = images[:200], labels[:200]
+    logits = mirror_average(predict_logits(run.model, images), predict_logits(run.model, images.flip(3)))
+    assert evaluated["test_accuracy"] == pytest.approx(float((logits.argmax(1) == labels).double().mean()))

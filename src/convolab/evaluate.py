@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from convolab.data import iterate_batches
 from convolab.errors import DataError
+from convolab.recipes import mirror_average
 from convolab.shards import inference_pool, infer_in_shards, torch_threads
 
 
@@ -98,12 +99,16 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+                   device: torch.device | str = "cpu", test_time_flip: bool = False) -> torch.Tensor:
     """The model's logits (N, classes) for uint8 images (N, C, H, W), in eval mode (restored afterwards), on CPU.
 
     On the CPU each batch runs as single-threaded shards, side by side on the usable cores (shards.py): no OpenMP
     thread spin-waits for one that another program has descheduled, and the numbers do not depend on the threads.
+    test_time_flip: the mean of the logits of each image and its mirror (mirror_average).
     """
+    if test_time_flip:
+        return mirror_average(predict_logits(model, images, batch_size, device),
+                              predict_logits(model, images.flip(3), batch_size, device))   # (N, C, H, W): W mirrored
     was_training = model.training
     model.eval()
     on_cpu = torch.device(device).type == "cpu"
@@ -132,6 +137,7 @@ class Evaluation:
     most_confused: list[ConfusedPair]
     top_losses: list[TopLoss]
     count: int
+    test_time_flip: bool = False        # the logits were each image's and its mirror's, averaged (mirror_average)
 
     def __repr__(self) -> str:
         return f"<Evaluation: loss {self.loss:.4f}, accuracy {self.accuracy:.4f} on {self.count} images>"
@@ -152,6 +158,7 @@ class Evaluation:
         """For metrics.json: plain numbers and lists."""
         return {
             "test_loss": self.loss, "test_accuracy": self.accuracy, "test_count": self.count,
+            "test_time_flip": self.test_time_flip,
             "class_names": self.class_names,
             "per_class_accuracy": dict(zip(self.class_names, self.per_class_accuracy)),
             "confusion_matrix": self.confusion.tolist(),
@@ -179,13 +186,16 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: lis
 
 def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                    device: torch.device | str = "cpu", batch_size: int = 256, top_pairs: int = 5,
-                   top_k_losses: int = 9) -> Evaluation:
-    """Run `model` over uint8 `images` once and compute every metric; DataError when there are no images."""
+                   top_k_losses: int = 9, test_time_flip: bool = False) -> Evaluation:
+    """Run `model` over uint8 `images` once (twice with `test_time_flip`: each image and its mirror, logits averaged)
+    and compute every metric; DataError when there are no images."""
     if len(images) == 0:
         raise DataError("no test images to evaluate on (0 images)",
                         fix="give data with a test split: --test-split 0.2, or a test/ folder next to train/")
-    logits = predict_logits(model, images, batch_size=batch_size, device=device)
-    return evaluate_logits(logits, labels, class_names, top_pairs=top_pairs, top_k_losses=top_k_losses)
+    logits = predict_logits(model, images, batch_size=batch_size, device=device, test_time_flip=test_time_flip)
+    evaluation = evaluate_logits(logits, labels, class_names, top_pairs=top_pairs, top_k_losses=top_k_losses)
+    evaluation.test_time_flip = test_time_flip
+    return evaluation
 
 
 # --- printing -------------------------------------------------------------------------------------------------------
@@ -212,7 +222,9 @@ def render_confusion(counts: torch.Tensor, class_names: list[str], normalized: b
 def render_evaluation(evaluation: Evaluation, title: str = "test") -> str:
     """The whole report as plain text: metrics, per-class accuracy, both confusion tables, confused pairs, top losses."""
     names = evaluation.class_names
-    lines = [f"{title}: {evaluation.count} images   loss {evaluation.loss:.4f}   accuracy {evaluation.accuracy:.4f}", ""]
+    flips = "   (test-time flips: each image and its mirror, logits averaged)" if evaluation.test_time_flip else ""
+    lines = [f"{title}: {evaluation.count} images   loss {evaluation.loss:.4f}   accuracy {evaluation.accuracy:.4f}"
+             f"{flips}", ""]
     lines.append("accuracy per class")
     for index, (name, value) in enumerate(zip(names, evaluation.per_class_accuracy)):
         shown = "  n/a (no samples)" if value is None else f"{value:7.4f}"

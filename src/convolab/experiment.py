@@ -201,7 +201,8 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
             run: RunDirectory | None, device: torch.device, progress: Progress,
             on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
     """Test the model, write metrics.json, print the test line, call the hooks (pictures) with the run directory."""
-    evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device)
+    evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
+                                test_time_flip=state.config.test_time_flip)
     progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                      f"({evaluation.count} images)")
     result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
@@ -392,4 +393,6 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
     images, labels = dataset.test_images, dataset.test_labels
     if test_limit:
         images, labels = images[:test_limit], labels[:test_limit]
-    return evaluate_model(run.model, images, labels, class_names, device=device, top_k_losses=top_k_losses), dataset
+    # A run trained with test-time flips (a recipe's) is evaluated as its training tested it: config.json says so.
+    return evaluate_model(run.model, images, labels, class_names, device=device, top_k_losses=top_k_losses,
+                          test_time_flip=run.config.train.test_time_flip), dataset

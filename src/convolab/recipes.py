@@ -5,6 +5,7 @@ use (a learning-rate schedule per step, augmentation on whole batches on the dev
     recipe.train_config(base, epochs)    -> `base` TrainConfig with the recipe's hyperparameters (config.json records it)
     learning_rate_at(step, total, peak, schedule) -> float
     augment_batch(images, kind)          -> images flipped / shifted, the same shape, on their device
+    mirror_average(logits, mirrored)     -> test-time flips: the mean logits of an image and its mirror
 
 No pretrained weights anywhere: every recipe starts from Keras's initialisation and Fashion-MNIST's training split.
 The figures each recipe reached (and how long it took against Keras's 5 lab epochs) are in BENCHMARKS.md.
@@ -38,12 +39,15 @@ class Recipe:
     label_smoothing: float = 0.0  # mass moved from the true class to all classes evenly
     augment: str = "none"         # none, flip (mirror half the batch), crop-flip (also shift by up to 2 pixels)
     weight_decay: float = 0.0     # AdamW's decoupled weight decay
+    test_time_flip: bool = False  # validate and test on the mean logits of each image and its mirror (mirror_average)
+    why: tuple[str, ...] = ()     # the reasons for these settings, one line each (`convolab summary NAME` prints them)
 
     def hyperparameters(self) -> dict:
         """The TrainConfig fields this recipe sets."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer,
                 "learning_rate": self.learning_rate, "schedule": self.schedule,
-                "label_smoothing": self.label_smoothing, "augment": self.augment, "weight_decay": self.weight_decay}
+                "label_smoothing": self.label_smoothing, "augment": self.augment, "weight_decay": self.weight_decay,
+                "test_time_flip": self.test_time_flip}
 
     def train_config(self, base, epochs: int | None = None):
         """`base` (a train.TrainConfig: seed, device, engine, ...) with this recipe's hyperparameters; `epochs` (when
@@ -54,25 +58,34 @@ class Recipe:
         """Lines for `convolab summary NAME`: what the recipe is for and how it trains."""
         fields = self.hyperparameters()
         return "\n".join([f"Recipe {self.name!r}: {self.goal}", f"  spec: {self.spec}"]
-                         + [f"  {name}: {value}" for name, value in fields.items()]) + "\n"
+                         + [f"  {name}: {value}" for name, value in fields.items()]
+                         + (["  why:"] + [f"    - {reason}" for reason in self.why] if self.why else [])) + "\n"
 
 
 RECIPES: dict[str, Recipe] = {
     "fast": Recipe(
         name="fast", spec=PRESETS["fast"],
         goal="test accuracy >= 0.92 in a quarter of the time Keras takes for the lab's 5 epochs",
-        # A quarter of the lab's filters in the first conv (its cost is memory-bound), BatchNormalization after each
-        # pooling so that a high peak learning rate is stable, batch 128 for throughput, one-cycle to finish low.
-        # The trials behind these settings: BENCHMARKS.md, "Recipe trials".
         epochs=4, batch_size=128, optimizer="adam", learning_rate=0.006, schedule="onecycle", label_smoothing=0.1,
+        why=("a quarter of the lab's filters in the first conv: its cost is memory-bound, its accuracy hardly moves",
+             "BatchNormalization after each pooling, so that a high peak learning rate is stable",
+             "batch 128 for throughput; one-cycle (up for 20%, then down to 1%) to finish at a low rate",
+             "label smoothing 0.1: a few epochs of confident labels overfit the hard classes (shirt, T-shirt)",
+             "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\""),
     ),
     "best": Recipe(
         name="best", spec=PRESETS["best"],
         goal="test accuracy >= 0.94 in at most twice the time Keras takes for the lab's 5 epochs",
-        # A second conv in the second stage ('same' padding), BatchNormalization after each pooling, dropout before
-        # the classifier, mirrored images. The trials behind these settings: BENCHMARKS.md, "Recipe trials".
         epochs=12, batch_size=64, optimizer="adamw", learning_rate=0.003, schedule="onecycle", label_smoothing=0.1,
-        augment="flip", weight_decay=0.01,
+        augment="flip", weight_decay=0.01, test_time_flip=True,
+        why=("a second conv in the second stage ('same' padding) and dropout before the classifier: more capacity, "
+             "kept from overfitting",
+             "BatchNormalization after each pooling, so that a high peak learning rate is stable; one-cycle to "
+             "finish at a low rate",
+             "mirrored training images (clothes look alike mirrored) and test-time flips: each test image and its "
+             "mirror, logits averaged, a second opinion for the cost of a second evaluation and no training time",
+             "label smoothing 0.1 and AdamW's decay 0.01: regularisation light enough for 12 epochs",
+             "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\""),
     ),
 }
 
@@ -129,3 +142,14 @@ def augment_batch(images: torch.Tensor, kind: str, pad: int = 2) -> torch.Tensor
         channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
         images = padded[index, channels, rows, cols]                               # (N, C, H, W)
     return images
+
+
+# --- test-time flips ----------------------------------------------------------------------------------------------------
+
+def mirror_average(logits: torch.Tensor, mirrored_logits: torch.Tensor) -> torch.Tensor:
+    """Test-time flips: the mean of each image's logits and its left-right mirror's, (N, classes) both.
+
+    A model trained on mirrored images (a recipe's augment) sees two views of each test image; averaging their logits
+    (not their probabilities: the mean of logits is what a softmax of both views' evidence would give) cancels part
+    of each view's error, at twice the evaluation's cost and none of training's."""
+    return (logits + mirrored_logits) / 2

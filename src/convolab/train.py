@@ -37,7 +37,7 @@ from convolab.distributed import DistributedContext
 from convolab.errors import TrainingError, WriteError
 from convolab.engine import PRECISIONS, FastConvNet, accelerate
 from convolab.model import ConvNet
-from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at
+from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at, mirror_average
 from convolab.runs import RunDirectory
 from convolab.shards import ShardPolicy, choose_policy, has_batch_norm, parse_threads, torch_threads, usable_cores
 from convolab.timing import describe_timing, epoch_timing
@@ -80,6 +80,7 @@ class TrainConfig:
     label_smoothing: float = 0.0       # mass moved from the true class to all classes (Keras's label_smoothing)
     augment: str = "none"              # none, flip, or crop-flip: mirror images and shifts of up to 2 pixels
     weight_decay: float = 0.0          # AdamW's decoupled weight decay (optimizer adamw only)
+    test_time_flip: bool = False       # validation and test on the mean logits of each image and its mirror
 
     def validate(self) -> None:
         """Raise TrainingError naming the first bad field."""
@@ -120,6 +121,9 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TrainingError(f"label_smoothing={self.label_smoothing!r}; expected a fraction in [0, 1)",
                                 fix="use 0.1, say (0 for none)")
+        if not isinstance(self.test_time_flip, bool):
+            raise TrainingError(f"test_time_flip={self.test_time_flip!r}; expected True or False",
+                                fix="use test_time_flip=True (a recipe's) or False (the lab's)")
         if self.weight_decay < 0 or (self.weight_decay > 0 and self.optimizer != "adamw"):
             raise TrainingError(f"weight_decay={self.weight_decay!r} with optimizer={self.optimizer!r}; expected 0, "
                                 "or a positive decay with adamw", fix="use --optimizer adamw, or no weight decay")
@@ -277,14 +281,17 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             loss_fn: Callable = cross_entropy) -> dict[str, float]:
-    """Mean loss and accuracy over `batches` in eval mode (the model's mode is restored afterwards)."""
+             loss_fn: Callable = cross_entropy, test_time_flip: bool = False) -> dict[str, float]:
+    """Mean loss and accuracy over `batches` in eval mode (the model's mode is restored afterwards).
+    test_time_flip: on the mean logits of each image and its mirror (evaluate.mirror_average), as the test is."""
     was_training = model.training
     model.eval()
     totals = EpochTotals()
     try:
         for images, labels in batches:
             logits = model(images)                   # (B, classes)
+            if test_time_flip:
+                logits = mirror_average(logits, model(images.flip(3)))
             batch_size = labels.shape[0]
             totals.count += batch_size
             totals.loss_sum += float(loss_fn(logits, labels)) * batch_size
@@ -717,7 +724,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                     part = slice(None) if context is None else distributed.part_of(len(validation_data[1]), context)
                     validation = evaluate(model, iterate_batches(validation_data[0][part], validation_data[1][part],
                                                                  batch_size=max(config.batch_size, 256),
-                                                                 device=device), loss_fn)
+                                                                 device=device), loss_fn,
+                                          test_time_flip=config.test_time_flip)
                     if context is not None:
                         validation = distributed.reduce_evaluation(validation, device)
                     row.update(val_loss=validation["loss"], val_accuracy=validation["accuracy"])

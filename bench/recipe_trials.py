@@ -1,0 +1,83 @@
+"""Validation trials for the recipes (issue 16): a recipe, with some of its settings changed, trained on the first 90%
+of Fashion-MNIST's training images and measured on the last 10% (Keras's validation split), never on the test set.
+
+usage: .venv/bin/python bench/recipe_trials.py fast [--seed 0] [--set epochs=5 --set augment=flip ...] [--threads 1]
+
+Prints one line per trial: the settings that differ from the recipe, validation accuracy of the final weights without
+and with test-time flips (each image and its mirror, logits averaged), training seconds (as history.json records them,
+each epoch's validation included) and the load average before and after. The chosen settings go into recipes.py; the
+test set is measured only then, with `convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from convolab.data import load_dataset
+from convolab.evaluate import evaluate_model
+from convolab.experiment import select_data
+from convolab.model import build_model
+from convolab.recipes import RECIPES
+from convolab.runconfig import DataSelection
+from convolab.spec import load_spec
+from convolab.train import TrainConfig, fit, make_progress, seed_everything
+
+VALIDATION_SPLIT = 0.1
+
+
+def parse_setting(text: str, recipe) -> tuple[str, object]:
+    """'epochs=5' -> ('epochs', 5), typed as the recipe's field; 'spec=...' takes a one-line spec or preset."""
+    name, _, value = text.partition("=")
+    fields = {field.name: field for field in dataclasses.fields(recipe)}
+    if name not in fields or name in ("name", "goal", "why"):
+        raise SystemExit(f"--set {text!r}: expected one of {', '.join(sorted(set(fields) - {'name', 'goal', 'why'}))}")
+    current = getattr(recipe, name)
+    if isinstance(current, bool):
+        return name, value.lower() in ("1", "true", "yes")
+    return name, type(current)(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change a recipe setting")
+    parser.add_argument("--threads", default="all", help="as convolab train --threads (default all)")
+    parser.add_argument("--json", default=None, help="append the trial as one JSON line to this file")
+    args = parser.parse_args()
+    recipe = RECIPES[args.recipe]
+    changes = dict(parse_setting(text, recipe) for text in args.set)
+    recipe = dataclasses.replace(recipe, **changes)
+    load_before = os.getloadavg()[0]
+    dataset = load_dataset("fashion-mnist", offline=True, progress=False)
+    train_data, validation_data, _ = select_data(dataset, DataSelection(options={"source": "fashion-mnist"}),
+                                                 VALIDATION_SPLIT)
+    config = recipe.train_config(TrainConfig(seed=args.seed, device="cpu", threads=args.threads,
+                                             validation_split=VALIDATION_SPLIT))
+    generator = seed_everything(config.seed)
+    network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
+    state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
+                progress=make_progress("quiet"))
+    names = list(dataset.class_names)
+    plain = evaluate_model(network, *validation_data, names).accuracy
+    flipped = evaluate_model(network, *validation_data, names, test_time_flip=True).accuracy
+    train_seconds = sum(row["seconds"] for row in state.history)
+    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, "val_accuracy": plain,
+             "val_accuracy_flips": flipped, "seconds": round(train_seconds, 1), "threads": args.threads,
+             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+             "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    print(f"trial {args.recipe} seed {args.seed} {changes or '(as is)'}: val {plain:.4f}, with flips {flipped:.4f}; "
+          f"{train_seconds:.1f} s ({len(train_data[1])} images, threads {args.threads}); load {load_before:.2f} -> "
+          f"{trial['load_after']:.2f}  [{trial['time']}]", flush=True)
+    if args.json:
+        with open(args.json, "a") as stream:
+            stream.write(json.dumps(trial) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
