@@ -3,10 +3,11 @@ of Fashion-MNIST's training images and measured on the last 10% (Keras's validat
 
 usage: .venv/bin/python bench/recipe_trials.py fast [--seed 0] [--set epochs=5 --set augment=flip ...] [--threads 1]
 
-Prints one line per trial: the settings that differ from the recipe, validation accuracy of the final weights without
-and with test-time flips (each image and its mirror, logits averaged), training seconds (as history.json records them,
-each epoch's validation included) and the load average before and after. The chosen settings go into recipes.py; the
-test set is measured only then, with `convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
+Prints one line per trial: the settings that differ from the recipe, the last epoch's training accuracy (on augmented
+images, dropout on), validation accuracy of the final weights without and with test-time flips (each image and its
+mirror, logits averaged), training seconds (as history.json records them, each epoch's validation included) and the
+load average before and after. The chosen settings go into recipes.py; the test set is measured only then, with
+`convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
 """
 from __future__ import annotations
 
@@ -66,11 +67,13 @@ def main() -> int:
     plain = evaluate_model(network, *validation_data, names).accuracy
     flipped = evaluate_model(network, *validation_data, names, test_time_flip=True).accuracy
     train_seconds = sum(row["seconds"] for row in state.history)
-    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, "val_accuracy": plain,
+    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, "train_accuracy": state.history[-1]["accuracy"],
+             "val_accuracy": plain,
              "val_accuracy_flips": flipped, "seconds": round(train_seconds, 1), "threads": args.threads,
              "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
              "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    print(f"trial {args.recipe} seed {args.seed} {changes or '(as is)'}: val {plain:.4f}, with flips {flipped:.4f}; "
+    print(f"trial {args.recipe} seed {args.seed} {changes or '(as is)'}: train {trial['train_accuracy']:.4f}, val {plain:.4f}, "
+          f"with flips {flipped:.4f}; "
           f"{train_seconds:.1f} s ({len(train_data[1])} images, threads {args.threads}); load {load_before:.2f} -> "
           f"{trial['load_after']:.2f}  [{trial['time']}]", flush=True)
     if args.json:

@@ -50,7 +50,7 @@ def test_the_json_round_trip_keeps_everything_and_adds_the_version():
     assert written["version"] == CONFIG_VERSION
     # Settings TrainConfig gained after the fixture was written come back at their defaults (old runs train as before)
     added = {key: value for key, value in written["train"].items() if key not in raw["train"]}
-    assert added == {"precision": "auto"}
+    assert added == {"precision": "auto", "test_time_flip": False}
     written["train"] = {key: value for key, value in written["train"].items() if key not in added}
     assert {key: value for key, value in written.items() if key not in ("format", "version")} == raw
     assert RunConfig.from_json(json.loads(json.dumps(written))) == config
