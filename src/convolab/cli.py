@@ -320,7 +320,9 @@ def add_evaluate_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="a run's test loss and accuracy, per-class accuracy, confusion matrix, top losses",
         description="Evaluate a trained run on the test set: loss and accuracy, accuracy per class, the confusion "
-                    "matrix (counts and row-normalized), the most confused pairs and the top-k losses.",
+                    "matrix (counts and row-normalized), the most confused pairs and the top-k losses. A run "
+                    "trained with test-time flips (a recipe's; config.json says test_time_flip) is measured as its "
+                    "training measured it: each image and its mirror, logits averaged.",
     )
     parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     add_run_data_flags(parser)
