@@ -216,32 +216,30 @@ def window_products(padded: torch.Tensor, conv: torch.nn.Conv2d, filters: list[i
     return window, weight, window * weight, sources
 
 
-def convolution_origin(block: torch.nn.Module, padded: torch.Tensor, filter_index: int, row: int, column: int,
-                       top: int, left: int) -> dict:
+def convolution_origin(layer, block: torch.nn.Module, padded: torch.Tensor, filter_index: int, row: int,
+                       column: int, top: int, left: int) -> dict:
     """The numbers behind output channel `filter_index` at (row, column) of a Conv2D, DepthwiseConv2D or
     SeparableConv2D block (see value_origin); padded: the layer below's values after the block's zero padding."""
     keras = lambda values: values.permute(1, 2, 0).tolist()                     # (C, kh, kw) -> (kh, kw, C)
-    if hasattr(block, "pointwise"):                                               # SeparableConv2D
-        depthwise, pointwise = block.depthwise, block.pointwise
-        window, weights, products, sources = window_products(padded, depthwise, list(range(depthwise.out_channels)),
+    extra = {}
+    if isinstance(layer, SeparableConv2D):      # every depthwise channel's window, then the filter's 1×1 weights
+        windowed, mixing = block.depthwise, block.pointwise
+        window, weights, products, sources = window_products(padded, windowed, list(range(windowed.out_channels)),
                                                              row, column)
         depthwise_values = products.double().sum(dim=(1, 2))                      # one per depthwise channel
-        pointwise_weights = pointwise.weight[filter_index, :, 0, 0].detach().double().cpu()
+        pointwise_weights = mixing.weight[filter_index, :, 0, 0].detach().double().cpu()
         contributions = depthwise_values * pointwise_weights
-        bias = float(pointwise.bias[filter_index].detach()) if pointwise.bias is not None else 0.0
         extra = {"depthwise_values": depthwise_values.tolist(), "pointwise_weights": pointwise_weights.tolist()}
-    else:                                                                         # Conv2D, DepthwiseConv2D
-        conv = block.conv
-        window, weights, products, sources = window_products(padded, conv, [filter_index], row, column)
+    else:                                       # Conv2D: every input channel; DepthwiseConv2D: its one channel
+        windowed = mixing = block.conv
+        window, weights, products, sources = window_products(padded, windowed, [filter_index], row, column)
         contributions = products.double().sum(dim=(1, 2))
-        bias = float(conv.bias[filter_index].detach()) if conv.bias is not None else 0.0
-        extra = {}
-    conv = block.depthwise if hasattr(block, "pointwise") else block.conv      # the window's size and strides
+    bias = float(mixing.bias[filter_index].detach()) if mixing.bias is not None else 0.0
     total = float(contributions.sum())
-    return {"top": row * conv.stride[0] - top, "left": column * conv.stride[1] - left, "size": list(conv.kernel_size),
-            "window": keras(window), "weights": keras(weights), "products": keras(products),
-            "input_channels": sources, "channel_sums": contributions.tolist(), "sum": total, "bias": bias,
-            "pre_activation": total + bias, **extra}
+    return {"top": row * windowed.stride[0] - top, "left": column * windowed.stride[1] - left,
+            "size": list(windowed.kernel_size), "window": keras(window), "weights": keras(weights),
+            "products": keras(products), "input_channels": sources, "channel_sums": contributions.tolist(),
+            "sum": total, "bias": bias, "pre_activation": total + bias, **extra}
 
 
 def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, layer_index: int, filter_index: int,
@@ -282,7 +280,7 @@ def value_origin(model: torch.nn.Module, spec: ModelSpec, image: torch.Tensor, l
         padded = torch.nn.functional.pad(below, block.padding) if any(block.padding) else below
         origin = {"kind": kind, "layer": layer_index, "filter": filter_index, "row": row, "column": column,
                   "activation": layer.activation, "value": float(output[filter_index, row, column])}
-        return {**origin, **convolution_origin(block, padded, filter_index, row, column, top, left)}
+        return {**origin, **convolution_origin(layer, block, padded, filter_index, row, column, top, left)}
     (pool_h, pool_w), (stride_y, stride_x) = layer.pool_size, layer.strides
     fill = -float("inf") if isinstance(layer, MaxPooling2D) else 0.0
     padded = torch.nn.functional.pad(below, block.padding, value=fill) if any(block.padding) else below
