@@ -12,7 +12,7 @@ from convolab.cli import main
 from convolab.data import iterate_batches
 from convolab.errors import TrainingError
 from convolab.evaluate import evaluate_model, predict_logits, render_evaluation
-from convolab.recipes import RECIPES, augment_batch, get_recipe, learning_rate_at, mirror_average
+from convolab.recipes import RECIPES, augment_batch, get_recipe, learning_rate_at, mirror_average, recipe_precision
 from convolab.runs import load_run
 from convolab.spec import PRESETS, load_spec
 from convolab.train import TrainConfig, evaluate
@@ -25,6 +25,38 @@ def test_each_recipe_is_a_preset_spec_and_a_valid_train_config(name):
     config = replace(TrainConfig(), **recipe.hyperparameters())
     config.validate()
     assert asdict(config)["schedule"] == recipe.schedule      # what config.json records
+
+
+def test_a_recipe_trains_in_bf16_only_on_bfloat16_hardware_and_an_explicit_precision_wins():
+    assert recipe_precision("bf16", "auto", bf16_hardware=True) == "bf16"
+    assert recipe_precision("bf16", "auto", bf16_hardware=False) == "auto"      # emulated bfloat16 is slower
+    assert recipe_precision("auto", "auto", bf16_hardware=True) == "auto"       # the lab's recipe: never by itself
+    assert recipe_precision("bf16", "fp32", bf16_hardware=True) == "fp32"       # --precision fp32 wins
+    assert recipe_precision("auto", "bf16", bf16_hardware=False) == "bf16"      # and so does --precision bf16
+    recipe = replace(get_recipe("fast"), precision="bf16")
+    base = TrainConfig(seed=3)
+    assert recipe.train_config(base, bf16_hardware=True).precision == "bf16"
+    assert recipe.train_config(base, bf16_hardware=False).precision == "auto"
+    assert recipe.train_config(replace(base, precision="fp32"), bf16_hardware=True).precision == "fp32"
+    assert recipe.train_config(base, epochs=2, bf16_hardware=True).epochs == 2
+
+
+def test_a_recipe_run_records_the_precision_it_trained_in(tmp_path, capsys, monkeypatch):
+    # This machine's CPU may or may not have bfloat16 hardware: pretend it has none, then that it has AVX512-BF16.
+    import convolab.experiment as experiment
+
+    name = next(name for name, recipe in RECIPES.items() if recipe.precision == "bf16")
+    for flags, expected in ((set(), "auto"), ({"avx512_bf16"}, "bf16")):
+        monkeypatch.setattr(experiment, "cpu_flags", lambda: flags)
+        out = tmp_path / f"{name}-{expected}"
+        assert main(["train", "--recipe", name, "--epochs", "1", "--train-limit", "64", "--test-limit", "32",
+                     "--device", "cpu", "--out", str(out), "--offline", "--quiet"]) == 0
+        assert json.loads((out / "config.json").read_text())["train"]["precision"] == expected
+    out = tmp_path / f"{name}-fp32"
+    assert main(["train", "--recipe", name, "--epochs", "1", "--train-limit", "64", "--test-limit", "32",
+                 "--device", "cpu", "--precision", "fp32", "--out", str(out), "--offline", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "fp32"
+    capsys.readouterr()
 
 
 def test_an_unknown_recipe_names_the_known_ones():
@@ -77,6 +109,7 @@ def test_summary_of_a_recipe_shows_its_hyperparameters(capsys):
     out = capsys.readouterr().out
     assert "Recipe 'best'" in out and "augment: flip" in out and f"epochs: {RECIPES['best'].epochs}" in out
     assert "test_time_flip: True" in out and "why:" in out and "mirror" in out
+    assert "precision: bf16 where the CPU has AMX or AVX512-BF16" in out
     assert main(["summary", "cnn"]) == 0
     assert "Recipe" not in capsys.readouterr().out
 

@@ -206,7 +206,8 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--recipe", choices=("fast", "best"), default=None,
                         help="train a time-to-accuracy recipe instead of MODEL: its spec, epochs, batch size, "
                              "optimizer, learning-rate schedule and augmentation (see `convolab summary fast`); "
-                             "--epochs, --seed, --device, --engine and the data flags still apply")
+                             "--epochs, --seed, --device, --engine, --precision and the data flags still apply (the "
+                             "recipes train in bf16 on CPUs with AMX or AVX512-BF16 unless --precision says otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
                         help="continue a stopped run (RUN, or --out) from its checkpoint; --epochs N trains to N in all")
@@ -295,7 +296,7 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
                             distributed_context=context)
     else:
         config = train_config(args)
-        suggest_precision(config, quiet=args.quiet)
+        suggest_precision(config, quiet=args.quiet or args.recipe is not None)   # a recipe chooses its own
         result = new_run(args.model, config, data_options(args), recipe=args.recipe, epochs=args.epochs,
                          out=args.out, train_limit=args.train_limit, test_limit=args.test_limit, stop_at=args.stop_at,
                          early_stopping=args.early_stopping, overwrite=args.overwrite, progress=progress,

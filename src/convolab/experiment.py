@@ -20,6 +20,7 @@ from convolab.data import Dataset, load_dataset, split_validation
 from convolab.distributed import DistributedContext
 from convolab.errors import DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
+from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
 from convolab.runs import (ModelWeights, RunDirectory, hardware, load_model_source, load_run, load_weights, locked_run,
@@ -288,7 +289,9 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
             raise TrainingError(f"--recipe {recipe} brings its own model (recipe={recipe!r} in Python), and the model "
                                 f"{model!r} was given too",
                                 fix=f"give the recipe alone: convolab train --recipe {recipe} (model=None in Python)")
-        config, model = chosen.train_config(config, epochs), chosen.name   # its spec is the same-named preset
+        # bfloat16 hardware on the CPU counts only when the CPU trains (a CUDA card's "auto" precision has its own)
+        cpu_bf16 = choose_device(config.device).type == "cpu" and bf16_units(cpu_flags()) is not None
+        config, model = chosen.train_config(config, epochs, bf16_hardware=cpu_bf16), chosen.name   # spec: same-named preset
     elif epochs is not None:
         config = replace(config, epochs=epochs)
     if model is None:

@@ -3,6 +3,7 @@ use (a learning-rate schedule per step, augmentation on whole batches on the dev
 
     RECIPES["fast"], RECIPES["best"]     -> Recipe(spec line, epochs, batch size, optimizer, learning rate, ...)
     recipe.train_config(base, epochs)    -> `base` TrainConfig with the recipe's hyperparameters (config.json records it)
+    recipe_precision(wanted, given, bf16_hardware) -> the precision it trains in on this device
     learning_rate_at(step, total, peak, schedule) -> float
     augment_batch(images, kind)          -> images flipped / shifted, the same shape, on their device
     mirror_average(logits, mirrored)     -> test-time flips: the mean logits of an image and its mirror
@@ -40,6 +41,10 @@ class Recipe:
     augment: str = "none"         # none, flip (mirror half the batch), crop-flip (also shift by up to 2 pixels)
     weight_decay: float = 0.0     # AdamW's decoupled weight decay
     test_time_flip: bool = False  # validate and test on the mean logits of each image and its mirror (mirror_average)
+    # "bf16": bfloat16 autocast where the device does bfloat16 matrix work in hardware (a CPU with AMX or AVX512-BF16;
+    # a CUDA card's "auto" has it already), float32 elsewhere, where emulated bfloat16 is slower (recipe_precision).
+    # "auto": TrainConfig's default. An explicit --precision wins over either.
+    precision: str = "auto"
     why: tuple[str, ...] = ()     # the reasons for these settings, one line each (`convolab summary NAME` prints them)
 
     def hyperparameters(self) -> dict:
@@ -49,16 +54,24 @@ class Recipe:
                 "label_smoothing": self.label_smoothing, "augment": self.augment, "weight_decay": self.weight_decay,
                 "test_time_flip": self.test_time_flip}
 
-    def train_config(self, base, epochs: int | None = None):
+    def train_config(self, base, epochs: int | None = None, bf16_hardware: bool | None = None):
         """`base` (a train.TrainConfig: seed, device, engine, ...) with this recipe's hyperparameters; `epochs` (when
-        given) instead of the recipe's own."""
-        return replace(base, **{**self.hyperparameters(), "epochs": epochs or self.epochs})
+        given) instead of the recipe's own; the precision as recipe_precision resolves it (bf16_hardware: whether the
+        device runs bfloat16 in hardware; None: whether this machine's CPU does)."""
+        if bf16_hardware is None:
+            from convolab.machine import bf16_units, cpu_flags
+            bf16_hardware = bf16_units(cpu_flags()) is not None
+        precision = recipe_precision(self.precision, base.precision, bf16_hardware)
+        return replace(base, **{**self.hyperparameters(), "epochs": epochs or self.epochs, "precision": precision})
 
     def describe(self) -> str:
         """Lines for `convolab summary NAME`: what the recipe is for and how it trains."""
         fields = self.hyperparameters()
+        precision = {"bf16": "bf16 where the CPU has AMX or AVX512-BF16 (and on GPUs), fp32 elsewhere",
+                     "auto": "fp32 on CPU, bf16 on GPUs that have it"}.get(self.precision, self.precision)
         return "\n".join([f"Recipe {self.name!r}: {self.goal}", f"  spec: {self.spec}"]
                          + [f"  {name}: {value}" for name, value in fields.items()]
+                         + [f"  precision: {precision}"]
                          + (["  why:"] + [f"    - {reason}" for reason in self.why] if self.why else [])) + "\n"
 
 
@@ -66,11 +79,14 @@ RECIPES: dict[str, Recipe] = {
     "fast": Recipe(
         name="fast", spec=PRESETS["fast"],
         goal="test accuracy >= 0.92 in a quarter of the time Keras takes for the lab's 5 epochs",
-        epochs=5, batch_size=128, optimizer="adam", learning_rate=0.006, schedule="onecycle", label_smoothing=0.1,
-        augment="flip", test_time_flip=True,
+        epochs=5, batch_size=256, optimizer="adam", learning_rate=0.008, schedule="onecycle", label_smoothing=0.1,
+        augment="flip", test_time_flip=True, precision="bf16",
         why=("a quarter of the lab's filters in the first conv: its cost is memory-bound, its accuracy hardly moves",
              "BatchNormalization after each pooling, so that a high peak learning rate is stable",
-             "batch 128 for throughput; one-cycle (up for 20%, then down to 1%) to finish at a low rate",
+             "batch 256 (peak rate 0.008) and, on CPUs with AMX or AVX512-BF16, bfloat16 autocast for throughput: "
+             "together 0.5-0.6 of the time of batch 128 in float32 on a Zen 4, for nearly the same validation "
+             "accuracy (mean of seeds 0-2: 0.9288 against 0.9298)",
+             "one-cycle (up for 20%, then down to 1%) to finish at a low rate",
              "label smoothing 0.1: a few epochs of confident labels overfit the hard classes (shirt, T-shirt)",
              "mirrored training images and test-time flips (each test image and its mirror, logits averaged): "
              "+0.003 to +0.006 validation accuracy over neither, for no training time (test-time flips alone, "
@@ -81,7 +97,7 @@ RECIPES: dict[str, Recipe] = {
         name="best", spec=PRESETS["best"],
         goal="test accuracy >= 0.94 in at most twice the time Keras takes for the lab's 5 epochs",
         epochs=11, batch_size=64, optimizer="adamw", learning_rate=0.003, schedule="onecycle", label_smoothing=0.1,
-        augment="flip", weight_decay=0.01, test_time_flip=True,
+        augment="flip", weight_decay=0.01, test_time_flip=True, precision="bf16",
         why=("a second conv in the second stage ('same' padding) and dropout before the classifier: more capacity, "
              "kept from overfitting",
              "BatchNormalization after each pooling, so that a high peak learning rate is stable; one-cycle to "
@@ -95,6 +111,18 @@ RECIPES: dict[str, Recipe] = {
              "not yet at its goal: test accuracy 0.9375, 0.9405, 0.9401 on seeds 0, 1, 2 (BENCHMARKS.md)"),
     ),
 }
+
+
+def recipe_precision(wanted: str, given: str, bf16_hardware: bool) -> str:
+    """The TrainConfig precision a recipe trains with: `given` when the user chose one (anything but "auto"), else
+    "bf16" when the recipe wants it (`wanted`) and the device has bfloat16 hardware, else "auto" (float32 on CPU).
+
+    Without the hardware, bfloat16 autocast is emulated and slower than float32, so a recipe that asks for it for speed
+    falls back. config.json records the answer, so a resumed run keeps it on any machine.
+    """
+    if given != "auto":
+        return given
+    return "bf16" if wanted == "bf16" and bf16_hardware else "auto"
 
 
 def get_recipe(name: str) -> Recipe:
