@@ -2,7 +2,9 @@
 weights whatever number of threads ran the shards, mid-epoch resume included, Dropout included."""
 from __future__ import annotations
 
+import gc
 import threading
+import time
 
 import pytest
 import torch
@@ -91,6 +93,63 @@ def test_the_pool_returns_results_in_order_and_runs_shards_on_single_threaded_wo
         assert {name for name, _ in seen} == {threading.current_thread().name}
     finally:
         pool.close()
+
+
+def test_an_error_in_any_lane_reaches_the_caller_after_every_lane_is_done_and_the_pool_goes_on():
+    pool = ShardPool(2, cores=lambda: 2)
+    finished = []
+
+    def work(item):
+        if item == "bad":
+            raise ValueError("shard failed")
+        time.sleep(0.05)
+        finished.append(item)
+        return item
+
+    try:
+        for items in (["bad", "slow"], ["slow", "bad"]):      # on the caller's thread, then on the worker's
+            finished.clear()
+            with pytest.raises(ValueError, match="shard failed"):
+                pool.map(work, items)
+            assert finished == ["slow"]                        # the other lane had finished before the error came
+        assert pool.map(work, [1, 2, 3]) == [1, 2, 3]
+    finally:
+        pool.close()
+
+
+def test_maps_from_two_threads_at_once_each_get_their_own_results():
+    pool = ShardPool(2, cores=lambda: 2)
+    outcomes = {}
+
+    def caller(offset):
+        outcomes[offset] = [pool.map(lambda item: (time.sleep(0.001), item + offset)[1], list(range(6)))
+                            for _ in range(20)]
+
+    threads = [threading.Thread(target=caller, args=(offset,)) for offset in (0, 100)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert outcomes[0] == [list(range(6))] * 20 and outcomes[100] == [list(range(100, 106))] * 20
+    finally:
+        pool.close()
+
+
+def test_a_pool_dropped_without_close_ends_its_threads():
+    def lane_threads():
+        return [thread for thread in threading.enumerate() if thread.name.startswith("convolab-shard")]
+
+    before = len(lane_threads())
+    pool = ShardPool(3, cores=lambda: 3)
+    assert pool.map(lambda item: item * 2, [1, 2, 3]) == [2, 4, 6]
+    lanes = [lane.thread for lane in pool.lanes]
+    assert len(lane_threads()) == before + 2
+    del pool
+    gc.collect()
+    for thread in lanes:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in lanes)
 
 
 def test_inside_a_shard_one_thread_runs_and_sharded_modules_do_not_nest():

@@ -27,10 +27,11 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Iterator
 
 import torch
@@ -165,20 +166,71 @@ def torch_threads(count: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _single_threaded_worker() -> None:
-    torch.set_num_threads(1)
+class Lane:
+    """One worker thread that runs a map's share of the items: it sleeps on a plain lock until given a task, runs it
+    with one PyTorch thread, and releases a second lock when done.
+
+    Why not concurrent.futures: a map is two hand-offs per training step (forward, backward), and a future's
+    queue, condition variables and callbacks made the worker start later and the caller resume later than two plain
+    locks do (BENCHMARKS.md, "A busy machine": a few per cent of the lab's step on a quiet machine).
+    """
+
+    def __init__(self, name: str):
+        self.start_signal, self.done_signal = threading.Lock(), threading.Lock()
+        self.start_signal.acquire()
+        self.done_signal.acquire()
+        self.task: Callable[[], None] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        torch.set_num_threads(1)
+        while True:
+            self.start_signal.acquire()
+            task = self.task
+            if task is None:                     # stop()
+                return
+            try:
+                task()
+            except BaseException as error:       # handed to the caller by wait()
+                self.error = error
+            self.done_signal.release()
+
+    def run(self, task: Callable[[], None]) -> None:
+        self.task = task
+        self.start_signal.release()
+
+    def wait(self) -> BaseException | None:
+        """Block until the task given to run() is done; its exception, if it raised one."""
+        self.done_signal.acquire()
+        error, self.error = self.error, None
+        return error
+
+    def stop(self, join: bool = True) -> None:
+        self.task = None
+        self.start_signal.release()
+        if join:
+            self.thread.join()
 
 
 class ShardPool:
-    """Threads that run shards: the first on the caller's thread, the others on workers started once and reused.
+    """Threads that run shards: the first on the caller's thread, the others on lanes started once and reused.
 
     limit: the most shards that run at once (None: one per usable core, read at every call). cores: a function
-    returning the usable cores (tests pass a fake).
+    returning the usable cores (tests pass a fake). One map at a time: a map called while another runs (a second
+    thread of a web server, a shard's own model) runs its items on its caller's thread, one after another, which
+    computes the same numbers.
     """
 
     def __init__(self, shards: int, limit: int | None = None, cores: Callable[[], int] = usable_cores):
         self.shards, self.limit, self.cores = shards, limit, cores
-        self.executor: ThreadPoolExecutor | None = None
+        self.lanes: list[Lane] = []
+        self.busy = threading.Lock()
+        # A pool dropped without close() (a finished fit's model) still ends its threads. Not joined there: the
+        # collector may run on one of them. Not at interpreter exit either: a thread that wakes while Python shuts
+        # down is ended inside PyTorch's C++ frames, which aborts the process; asleep, it just ends with it.
+        weakref.finalize(self, _stop_lanes, self.lanes).atexit = False
 
     def workers(self) -> int:
         return workers_now(self.shards, self.limit, self.cores())
@@ -186,30 +238,48 @@ class ShardPool:
     def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """[function(item) for item in items], several at once when the policy allows; results in items' order."""
         running = min(self.workers(), len(items))
-        if running <= 1:
+        if running <= 1 or not self.busy.acquire(blocking=False):
             return [function(item) for item in items]
-        if self.executor is None:
-            self.executor = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="convolab-shard",
-                                               initializer=_single_threaded_worker)
-        results: list[Any] = [None] * len(items)
-        # Items i, i + running, ... go to one thread, in order: the same work whatever the count, only the placement
-        # changes. Thread 0 is the caller's, so a step needs one wake-up less.
-        lanes = [list(range(lane, len(items), running)) for lane in range(running)]
+        try:
+            return self._map_on_lanes(function, items, running)
+        finally:
+            self.busy.release()
 
-        def run_lane(indices: list[int]) -> None:
+    def _map_on_lanes(self, function: Callable[[Any], Any], items: Sequence[Any], running: int) -> list[Any]:
+        while len(self.lanes) < running - 1:
+            self.lanes.append(Lane(f"convolab-shard-{len(self.lanes) + 1}"))
+        results: list[Any] = [None] * len(items)
+
+        def run_lane(indices: range) -> None:
             for index in indices:
                 results[index] = function(items[index])
 
-        futures = [self.executor.submit(run_lane, lane) for lane in lanes[1:]]
-        run_lane(lanes[0])
-        for future in futures:
-            future.result()
+        # Items i, i + running, ... go to one thread, in order: the same work whatever the count, only the placement
+        # changes. Thread 0 is the caller's, so a step needs one wake-up less.
+        started = self.lanes[:running - 1]
+        for lane_index, lane in enumerate(started, start=1):
+            lane.run(partial(run_lane, range(lane_index, len(items), running)))
+        errors: list[BaseException] = []
+        try:
+            run_lane(range(0, len(items), running))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            errors.extend(error for error in (lane.wait() for lane in started) if error is not None)
+        if errors:
+            raise errors[0]
         return results
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
-            self.executor = None
+        for lane in self.lanes:
+            lane.stop()
+        self.lanes.clear()
+
+
+def _stop_lanes(lanes: list[Lane]) -> None:
+    for lane in lanes:
+        lane.stop(join=False)
+    lanes.clear()
 
 
 def has_batch_norm(model: nn.Module) -> bool:
