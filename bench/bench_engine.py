@@ -149,7 +149,7 @@ def recipe_on_seeds(name: str, target: float, budget: float, seeds: list[int], k
         print(f"goal 3: recipe {name}, seed {seed}: test accuracy {run['test_acc']:.4f} (goal >= {target}: "
               f"{'yes' if run['accuracy_met'] else 'NO'}) in {seconds:.1f} s of training; Keras's 5 lab epochs "
               f"{keras_train_s:.1f} s; ratio {ratio:.3f} (goal <= {budget}: {'yes' if run['time_met'] else 'NO'}); "
-              f"load average {run['load_average']:.2f}  [{run['command']}]", flush=True)
+              f"precision {run['precision']}; load average {run['load_average']:.2f}  [{run['command']}]", flush=True)
     met = all(run["accuracy_met"] and run["time_met"] for run in runs.values())
     lowest = min(run["test_acc"] for run in runs.values())
     slowest = max(run["ratio_to_keras"] for run in runs.values())

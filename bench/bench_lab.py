@@ -66,9 +66,10 @@ def run_convolab(model: str, epochs: int, train_n: int, extra: list[str], progra
             raise SystemExit(f"convolab train failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
         history = json.loads((out / "history.json").read_text())
         metrics = json.loads((out / "metrics.json").read_text())
+        precision = json.loads((out / "config.json").read_text())["train"]["precision"]
     seconds = [row["seconds"] for row in history]
     return {"s_per_epoch": sum(seconds) / len(seconds), "epoch_seconds": seconds, "train_acc": history[-1]["accuracy"],
-            "test_acc": metrics["test_accuracy"], "wall": wall, "command": shlex.join(command)}
+            "test_acc": metrics["test_accuracy"], "precision": precision, "wall": wall, "command": shlex.join(command)}
 
 
 def main() -> int:
