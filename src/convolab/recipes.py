@@ -67,7 +67,7 @@ class Recipe:
     def describe(self) -> str:
         """Lines for `convolab summary NAME`: what the recipe is for and how it trains."""
         fields = self.hyperparameters()
-        precision = {"bf16": "bf16 where the CPU has AMX or AVX512-BF16 (and on GPUs), fp32 elsewhere",
+        precision = {"bf16": "bf16 where the CPU has AMX or AVX512-BF16 (and on GPUs that have it), fp32 elsewhere",
                      "auto": "fp32 on CPU, bf16 on GPUs that have it"}.get(self.precision, self.precision)
         return "\n".join([f"Recipe {self.name!r}: {self.goal}", f"  spec: {self.spec}"]
                          + [f"  {name}: {value}" for name, value in fields.items()]
@@ -91,7 +91,8 @@ RECIPES: dict[str, Recipe] = {
              "mirrored training images and test-time flips (each test image and its mirror, logits averaged): "
              "+0.003 to +0.006 validation accuracy over neither, for no training time (test-time flips alone, "
              "without mirrored training, cost 0.05); a fifth epoch +0.001",
-             "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\""),
+             "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\"",
+             "test accuracy 0.9258, 0.9255, 0.9206 on seeds 0, 1, 2 in bf16, in 0.19-0.24 of Keras's time on a Zen 4"),
     ),
     "best": Recipe(
         name="best", spec=PRESETS["best"],
