@@ -56,6 +56,10 @@ def test_a_recipe_run_records_the_precision_it_trained_in(tmp_path, capsys, monk
     assert main(["train", "--recipe", name, "--epochs", "1", "--train-limit", "64", "--test-limit", "32",
                  "--device", "cpu", "--precision", "fp32", "--out", str(out), "--offline", "--quiet"]) == 0
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "fp32"
+    out = tmp_path / f"{name}-reference"       # the reference engine runs float32 only: no bf16 forced on it
+    assert main(["train", "--recipe", name, "--epochs", "1", "--train-limit", "64", "--test-limit", "32",
+                 "--device", "cpu", "--engine", "reference", "--out", str(out), "--offline", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"
     capsys.readouterr()
 
 

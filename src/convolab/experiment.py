@@ -289,8 +289,10 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
             raise TrainingError(f"--recipe {recipe} brings its own model (recipe={recipe!r} in Python), and the model "
                                 f"{model!r} was given too",
                                 fix=f"give the recipe alone: convolab train --recipe {recipe} (model=None in Python)")
-        # bfloat16 hardware on the CPU counts only when the CPU trains (a CUDA card's "auto" precision has its own)
-        cpu_bf16 = choose_device(config.device).type == "cpu" and bf16_units(cpu_flags()) is not None
+        # bfloat16 hardware on the CPU counts only when the CPU trains (a CUDA card's "auto" precision has its own),
+        # with the fast engine (the reference engine runs float32 only)
+        cpu_bf16 = (choose_device(config.device).type == "cpu" and config.engine == "fast"
+                    and bf16_units(cpu_flags()) is not None)
         config, model = chosen.train_config(config, epochs, bf16_hardware=cpu_bf16), chosen.name   # spec: same-named preset
     elif epochs is not None:
         config = replace(config, epochs=epochs)
