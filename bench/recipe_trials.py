@@ -21,6 +21,7 @@ import time
 from convolab.data import load_dataset
 from convolab.evaluate import evaluate_model
 from convolab.experiment import select_data
+from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.recipes import RECIPES
 from convolab.runconfig import DataSelection
@@ -58,7 +59,8 @@ def main() -> int:
     train_data, validation_data, _ = select_data(dataset, DataSelection(options={"source": "fashion-mnist"}),
                                                  VALIDATION_SPLIT)
     config = recipe.train_config(TrainConfig(seed=args.seed, device="cpu", threads=args.threads,
-                                             validation_split=VALIDATION_SPLIT))
+                                             validation_split=VALIDATION_SPLIT),
+                                 bf16_hardware=bf16_units(cpu_flags()) is not None)
     generator = seed_everything(config.seed)
     network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
     state = fit(network, train_data, config, validation_data=validation_data, generator=generator,

@@ -293,7 +293,8 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
         # with the fast engine (the reference engine runs float32 only)
         cpu_bf16 = (choose_device(config.device).type == "cpu" and config.engine == "fast"
                     and bf16_units(cpu_flags()) is not None)
-        config, model = chosen.train_config(config, epochs, bf16_hardware=cpu_bf16), chosen.name   # spec: same-named preset
+        config = chosen.train_config(config, epochs, bf16_hardware=cpu_bf16)
+        model = chosen.name                                  # its spec is the same-named preset
     elif epochs is not None:
         config = replace(config, epochs=epochs)
     if model is None:

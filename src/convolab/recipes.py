@@ -2,7 +2,8 @@
 use (a learning-rate schedule per step, augmentation on whole batches on the device).
 
     RECIPES["fast"], RECIPES["best"]     -> Recipe(spec line, epochs, batch size, optimizer, learning rate, ...)
-    recipe.train_config(base, epochs)    -> `base` TrainConfig with the recipe's hyperparameters (config.json records it)
+    recipe.train_config(base, epochs, bf16_hardware=...) -> `base` TrainConfig with the recipe's hyperparameters
+                                         (config.json records it)
     recipe_precision(wanted, given, bf16_hardware) -> the precision it trains in on this device
     learning_rate_at(step, total, peak, schedule) -> float
     augment_batch(images, kind)          -> images flipped / shifted, the same shape, on their device
@@ -54,13 +55,10 @@ class Recipe:
                 "label_smoothing": self.label_smoothing, "augment": self.augment, "weight_decay": self.weight_decay,
                 "test_time_flip": self.test_time_flip}
 
-    def train_config(self, base, epochs: int | None = None, bf16_hardware: bool | None = None):
+    def train_config(self, base, epochs: int | None = None, *, bf16_hardware: bool):
         """`base` (a train.TrainConfig: seed, device, engine, ...) with this recipe's hyperparameters; `epochs` (when
         given) instead of the recipe's own; the precision as recipe_precision resolves it (bf16_hardware: whether the
-        device runs bfloat16 in hardware; None: whether this machine's CPU does)."""
-        if bf16_hardware is None:
-            from convolab.machine import bf16_units, cpu_flags
-            bf16_hardware = bf16_units(cpu_flags()) is not None
+        device that trains, with the fast engine, runs bfloat16 in hardware)."""
         precision = recipe_precision(self.precision, base.precision, bf16_hardware)
         return replace(base, **{**self.hyperparameters(), "epochs": epochs or self.epochs, "precision": precision})
 
