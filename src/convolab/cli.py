@@ -164,7 +164,8 @@ def add_training_flags(parser: argparse.ArgumentParser, epochs: int = 5) -> None
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="bf16: bfloat16 autocast (fast engine; float32 weights and logits), faster on CPUs with "
                              "AMX or AVX512-BF16 and on GPUs; fp32: float32 throughout; auto (default): bf16 on a GPU "
-                             "that has it, fp32 on CPU (runs repeat bit for bit)")
+                             "that has it, fp32 on CPU (runs repeat bit for bit; `train --recipe fast` and best "
+                             "choose bf16 on CPUs with AMX or AVX512-BF16)")
     parser.add_argument("--train-limit", type=arguments.COUNT, default=None, metavar="N",
                         help="use only the first N training images (quick tries)")
     parser.add_argument("--test-limit", type=arguments.COUNT, default=None, metavar="N",
