@@ -90,7 +90,8 @@ RECIPES: dict[str, Recipe] = {
              "+0.003 to +0.006 validation accuracy over neither, for no training time (test-time flips alone, "
              "without mirrored training, cost 0.05); a fifth epoch +0.001",
              "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\"",
-             "test accuracy 0.9258, 0.9255, 0.9206 on seeds 0, 1, 2 in bf16, in 0.19-0.24 of Keras's time on a Zen 4"),
+             "test accuracy 0.9258, 0.9255, 0.9206 on seeds 0, 1, 2 in bf16, in 0.19-0.24 of Keras's time on a Zen 4 "
+             "(two runs)"),
     ),
     "best": Recipe(
         name="best", spec=PRESETS["best"],
@@ -107,11 +108,11 @@ RECIPES: dict[str, Recipe] = {
              "label smoothing 0.1 and AdamW's decay 0.01: regularisation light enough for a short run (2-pixel "
              "shifts too: -0.009 validation accuracy)",
              "on CPUs with AMX or AVX512-BF16, bfloat16 autocast: a step in 0.7 of float32's time on a Zen 4, so 13 "
-             "epochs fit where 11 did not; bf16 costs about 0.002 validation accuracy at 11 epochs and 13 win it "
-             "back (seed 0: 0.9435 against 0.9437 for 11 float32 epochs)",
+             "bf16 epochs take less time than 11 float32 ones did; bf16 costs about 0.002 validation accuracy at 11 "
+             "epochs and 13 win it back (seed 0: 0.9435 against 0.9437 for 11 float32 epochs)",
              "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\"",
-             "test accuracy 0.9408, 0.9407, 0.9407 on seeds 0, 1, 2 in bf16, but in 2.1-2.3 times Keras's 5 lab "
-             "epochs on a Zen 4, not yet within twice (BENCHMARKS.md)"),
+             "test accuracy 0.9408, 0.9407, 0.9407 on seeds 0, 1, 2 in bf16, but in 1.96-2.41 times Keras's 5 lab "
+             "epochs on a Zen 4 (two runs), not yet within twice on every seed (BENCHMARKS.md)"),
     ),
 }
 

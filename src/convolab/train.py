@@ -283,7 +283,7 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
 def evaluate(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              loss_fn: Callable = cross_entropy, test_time_flip: bool = False) -> dict[str, float]:
     """Mean loss and accuracy over `batches` in eval mode (the model's mode is restored afterwards).
-    test_time_flip: on the mean logits of each image and its mirror (evaluate.mirror_average), as the test is."""
+    test_time_flip: on the mean logits of each image and its mirror (recipes.mirror_average), as the test is."""
     was_training = model.training
     model.eval()
     totals = EpochTotals()

@@ -72,7 +72,8 @@ def window_analysis(shape: Shape, field: ReceptiveField, position: Position, ker
     require_image(position, shape)
     require_fit(position, shape, kernel, padding)
     output, shape_why = window_output_shape(shape, kernel, strides, padding, channels)
-    return output, shape_why, grow_receptive_field(field, kernel, strides, padding_before(shape, kernel, strides, padding))
+    before = padding_before(shape, kernel, strides, padding)
+    return output, shape_why, grow_receptive_field(field, kernel, strides, before)
 
 
 def conv_params(filters: int, kernel: tuple[int, int], in_channels: int, use_bias: bool) -> Explained:
