@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from functools import partial
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from convolab.shards import (
     split_sizes, workers_now,
 )
 from convolab.spec import load_spec
-from convolab.train import QuietProgress, TrainConfig, TrainingInterrupted, fit
+from convolab.train import (QuietProgress, TrainConfig, TrainingInterrupted, cross_entropy, fit,
+                            forward_and_backward, is_batch_mean, train_one_epoch)
 from train_fixtures import StopAtStep
 
 CPU = torch.device("cpu")
@@ -205,6 +207,101 @@ def test_sharded_gradients_are_the_whole_batchs_to_float_precision():
     finally:
         pool.close()
         sharded.sharded.pool.close()
+
+
+def train_loop_weights(line: str, shards: int, limit: int, loss_fn=F.cross_entropy, steps: int = 4
+                       ) -> tuple[list[torch.Tensor], list[float]]:
+    """A few Adam steps through train.py's loop (train_one_epoch: one hand-off per step for a batch-mean loss)."""
+    torch.manual_seed(0)
+    model = prepare_for_training(build_model(load_spec(line), (28, 28, 1), 10), CPU,
+                                 ShardPolicy(shards, limit, 1, "test"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    generator = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(steps * 32 + 7, 1, 28, 28, generator=generator), torch.randint(0, 10, (steps * 32 + 7,))
+    losses = []
+    train_one_epoch(model, zip(images.split(32), labels.split(32)), optimizer, loss_fn,
+                    on_step=lambda totals: losses.append(totals.loss_sum))
+    model.sharded.pool.close()
+    return [parameter.detach().clone() for parameter in model.parameters()], losses
+
+
+@pytest.mark.parametrize("line", [SMALL_CNN, WITH_DROPOUT])
+@pytest.mark.parametrize("shards", [2, 3])
+def test_the_loops_one_hand_off_steps_give_the_same_weights_on_one_thread_or_several(line, shards):
+    # Two shards add into .grad in whichever order they finish; three keep their gradients and add them in order.
+    serial, serial_losses = train_loop_weights(line, shards, limit=1)
+    for _ in range(3):                                   # the finishing order varies from run to run
+        parallel, parallel_losses = train_loop_weights(line, shards, limit=shards)
+        assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+        assert serial_losses == parallel_losses
+
+
+@pytest.mark.parametrize("shards", [2, 3, 4])
+def test_a_one_hand_off_steps_gradients_do_not_depend_on_the_order_in_which_shards_finish(shards):
+    def gradients(finishing_order) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = prepare_for_training(build_model(load_spec(WITH_DROPOUT), (28, 28, 1), 10), CPU,
+                                     ShardPolicy(shards, 1, 1, "test"))
+
+        def map_in_order(function, items):              # the shards run one after another, in the order given
+            results = [None] * len(items)
+            for index in finishing_order(len(items)):
+                results[index] = function(items[index])
+            return results
+
+        model.sharded.pool.map = map_in_order
+        images, labels = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+        forward_and_backward(model, images, labels, F.cross_entropy)
+        model.sharded.pool.close()
+        return [parameter.grad for parameter in model.parameters()]
+
+    forward, backward = gradients(range), gradients(lambda count: reversed(range(count)))
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_a_one_hand_off_step_gives_the_whole_batchs_loss_and_gradients_and_adds_to_existing_ones(shards):
+    torch.manual_seed(0)
+    reference = build_model(load_spec(SMALL_CNN), (28, 28, 1), 10)
+    model = prepare_for_training(build_model(load_spec(SMALL_CNN), (28, 28, 1), 10), CPU,
+                                 ShardPolicy(shards, shards, 1, "test"))
+    model.load_state_dict(reference.state_dict())
+    images, labels = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    smoothed = partial(F.cross_entropy, label_smoothing=0.1)
+    expected_loss = smoothed(reference(images), labels)
+    expected_loss.backward()
+    try:
+        logits, loss = forward_and_backward(model, images, labels, smoothed)
+        assert not loss.requires_grad and not logits.requires_grad
+        torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logits, reference(images).detach(), rtol=1e-5, atol=1e-5)
+        for parameter, theirs in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(parameter.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+            assert parameter.grad.stride() == parameter.stride()   # the layout autograd keeps (channels-last convs)
+        once = [parameter.grad.clone() for parameter in model.parameters()]
+        forward_and_backward(model, images, labels, smoothed)   # no zero_grad between: added, as backward() does
+        for twice, first in zip(model.parameters(), once):
+            assert torch.equal(twice.grad, first * 2)
+    finally:
+        model.sharded.pool.close()
+
+
+def test_only_batch_mean_losses_are_cut_with_the_batch_others_see_the_whole_batch():
+    assert is_batch_mean(cross_entropy) and is_batch_mean(F.cross_entropy)
+    assert is_batch_mean(partial(F.cross_entropy, label_smoothing=0.1))
+    assert not is_batch_mean(partial(F.cross_entropy, reduction="sum"))
+    assert not is_batch_mean(lambda logits, labels: F.cross_entropy(logits, labels))
+
+    seen_batches = []
+
+    def batch_max_loss(logits, labels):            # not a mean of per-image losses: cutting it would change it
+        seen_batches.append(len(labels))
+        return F.cross_entropy(logits, labels, reduction="none").max()
+
+    serial, _ = train_loop_weights(SMALL_CNN, 2, limit=1, loss_fn=batch_max_loss, steps=1)
+    assert seen_batches == [32, 7]                   # whole batches, through the module's two-hand-off backward
+    parallel, _ = train_loop_weights(SMALL_CNN, 2, limit=2, loss_fn=batch_max_loss, steps=1)
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
 
 
 def test_a_resumed_run_cuts_batches_as_its_checkpoint_says_and_ends_with_the_uninterrupted_weights(tmp_path,

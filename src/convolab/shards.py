@@ -4,6 +4,7 @@
     pool = ShardPool(policy.shards)
     outputs = pool.map(function, items)          # items[0] on the calling thread, the rest on workers, in order
     logits = infer_in_shards(model, images, pool)  # eval-mode forward, shard by shard, concatenated
+    logits, loss = sharded.train_step(images, labels, loss_fn)   # a training step's forward, loss, backward: .grad set
 
 Why (measured on this project's 2-core CPU, BENCHMARKS.md "A busy machine"): PyTorch splits each operation over one
 OpenMP thread per core, and those threads spin-wait for each other at every barrier. When another program holds one
@@ -170,9 +171,9 @@ class Lane:
     """One worker thread that runs a map's share of the items: it sleeps on a plain lock until given a task, runs it
     with one PyTorch thread, and releases a second lock when done.
 
-    Why not concurrent.futures: a map is two hand-offs per training step (forward, backward), and a future's
-    queue, condition variables and callbacks made the worker start later and the caller resume later than two plain
-    locks do (BENCHMARKS.md, "A busy machine": a few per cent of the lab's step on a quiet machine).
+    Why not concurrent.futures: a map is a hand-off per training step (two outside train.py's loop: forward,
+    backward), and a future's queue, condition variables and callbacks made the worker start later and the caller
+    resume later than two plain locks do (BENCHMARKS.md, "A busy machine": a few per cent of the lab's step on a quiet machine).
     """
 
     def __init__(self, name: str):
@@ -313,18 +314,25 @@ class ShardedForward(torch.autograd.Function):
                                      for output, grad, part in zip(outputs, gradients, parts)])
         ctx.parts = ctx.outputs = None
         image_gradient = torch.cat([shard[0] for shard in per_shard]) if with_input else None
-        totals = []
-        for pieces in zip(*(shard[1:] for shard in per_shard)):   # one parameter, shard 0 first: a fixed order of sums
-            present = [piece for piece in pieces if piece is not None]
-            total = present[0] + present[1] if len(present) > 1 else (present[0].clone() if present else None)
-            for piece in present[2:]:
-                total.add_(piece)
-            totals.append(total)
+        totals = [add_in_order(pieces) for pieces in zip(*(shard[1:] for shard in per_shard))]
         return (None, image_gradient, *totals)
 
 
+def add_in_order(pieces: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The sum of the pieces that are not None, shard 0 first: a fixed order of additions, so the same floats whichever
+    thread computed which piece. Always a new tensor (a single piece is copied), so the caller may keep or change it."""
+    present = [piece for piece in pieces if piece is not None]
+    if not present:
+        return None
+    total = present[0] + present[1] if len(present) > 1 else present[0].clone()
+    for piece in present[2:]:
+        total.add_(piece)
+    return total
+
+
 class ShardedModel:
-    """The training forward of `forward` (a function of images, usually a module's unsharded forward) in shards."""
+    """The training forward of `forward` (a function of images, usually a module's unsharded forward) in shards, and
+    a whole training step's forward, loss and backward in shards (train_step)."""
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[nn.Parameter],
                  pool: ShardPool, uses_dropout: bool):
@@ -354,6 +362,62 @@ class ShardedModel:
         image_gradient = found[0] if images is not None else None
         by_parameter = dict(zip(map(id, wanted), found[len(inputs) - len(wanted):]))
         return (image_gradient, *(by_parameter.get(id(parameter)) for parameter in self.parameters))
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training batch's forward, loss and backward, with a single hand-off to the threads: each shard computes
+        its logits, its part of the loss and that part's gradients on its own thread, and the parameters' .grad
+        end up holding the sum over the shards. Returns (the batch's logits, its loss), without gradient history.
+
+        loss_fn must be the batch mean of a per-image loss (train.is_batch_mean), so that the batch's loss is the sum
+        of each shard's mean weighted by the shard's share of the batch. Why not the module's forward and then
+        loss.backward(): that hands work to the threads twice per step (ShardedForward's forward and backward), and
+        each hand-off waits for a sleeping thread to wake, a few per cent of the lab's step at batch 32 (BENCHMARKS.md,
+        "A busy machine").
+
+        How the shards' gradients are added, the same floats whichever thread finishes first: two shards whose .grad
+        starts empty add straight into .grad as each finishes a parameter (autograd's accumulation, under its lock),
+        while the other shard still computes; two additions give the same floats in either order (a + b == b + a
+        exactly), three or more would not. Otherwise each shard keeps its gradients and they are added in shard order
+        after the last one is done.
+        """
+        batch = images.shape[0]
+        sizes = split_sizes(batch, self.shards)
+        into_grad = len(sizes) == 2 and all(parameter.grad is None for parameter in self.parameters)
+        items = list(zip(images.split(sizes), labels.split(sizes), self.dropout_seeds(len(sizes))))
+        per_shard = self.pool.map(partial(self.train_shard, loss_fn=loss_fn, batch=batch, into_grad=into_grad), items)
+        if not into_grad:
+            for index, parameter in enumerate(self.parameters):
+                total = add_in_order([gradients[index] for _, _, gradients in per_shard])
+                if total is None:
+                    continue
+                if total.stride() != parameter.stride():     # as autograd would store it: in the parameter's layout
+                    total = torch.empty_like(parameter).copy_(total)
+                if parameter.grad is None:
+                    parameter.grad = total
+                else:
+                    parameter.grad.add_(total)
+        logits = torch.cat([shard_logits for shard_logits, _, _ in per_shard])
+        return logits, add_in_order([loss for _, loss, _ in per_shard])
+
+    def train_shard(self, item: tuple[torch.Tensor, torch.Tensor, int | None], loss_fn: Callable, batch: int,
+                    into_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None] | None]:
+        """(this shard's logits, its part of the batch's loss, each parameter's gradient of that part or None); with
+        into_grad, the gradients are added to the parameters' .grad instead (train_step says when) and None returned."""
+        images, labels, seed = item
+        wanted = [parameter for parameter in self.parameters if parameter.requires_grad]
+        found: Sequence[torch.Tensor | None] = [None] * len(wanted)
+        with torch.enable_grad(), shard_context(torch.Generator().manual_seed(seed) if seed is not None else None):
+            logits = self.forward_unsharded(images)
+            loss = loss_fn(logits, labels) * (labels.shape[0] / batch)
+            if loss.requires_grad and into_grad:
+                torch.autograd.backward(loss, inputs=wanted)
+            elif loss.requires_grad:
+                found = torch.autograd.grad(loss, wanted, allow_unused=True)
+        if into_grad:
+            return logits.detach(), loss.detach(), None
+        by_parameter = dict(zip(map(id, wanted), found))
+        return logits.detach(), loss.detach(), [by_parameter.get(id(parameter)) for parameter in self.parameters]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if in_shard():

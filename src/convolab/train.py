@@ -200,7 +200,34 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
-# --- one epoch, one evaluation ----------------------------------------------------------------------------------------
+def is_batch_mean(loss_fn: Callable) -> bool:
+    """Whether loss_fn(logits, labels) is the mean over the batch of each image's own loss: cross_entropy, or
+    F.cross_entropy with at most label smoothing (fit's two). Then a batch's loss is its parts' means weighted by their
+    sizes, and a sharded model may take each part's loss and backward on its own thread (forward_and_backward)."""
+    if isinstance(loss_fn, partial):
+        return (loss_fn.func in (cross_entropy, F.cross_entropy) and not loss_fn.args
+                and set(loss_fn.keywords) <= {"label_smoothing"})
+    return loss_fn in (cross_entropy, F.cross_entropy)
+
+
+# --- one step, one epoch, one evaluation ------------------------------------------------------------------------------
+
+def forward_and_backward(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                         loss_fn: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's logits and mean loss, with the loss's gradients added to the parameters' .grad.
+
+    On the CPU's fast engine (a FastConvNet cut into shards) with a batch-mean loss, each shard runs its forward, its
+    part of the loss and its backward on its own thread, one hand-off per step (shards.ShardedModel.train_step);
+    otherwise, and inside DistributedDataParallel (whose gradient hooks need its own forward), the three plain calls.
+    """
+    sharded = getattr(model, "sharded", None)
+    if sharded is not None and is_batch_mean(loss_fn):
+        return sharded.train_step(images, labels, loss_fn)
+    logits = model(images)                           # (B, classes)
+    loss = loss_fn(logits, labels)                   # mean over the batch
+    loss.backward()
+    return logits, loss
+
 
 class NonFiniteLoss(TrainingError):
     """The loss became NaN or infinite; `step` is the 1-based batch of the epoch where it happened."""
@@ -233,7 +260,8 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
                     optimizer: torch.optim.Optimizer, loss_fn: Callable = cross_entropy, *,
                     totals: EpochTotals | None = None, on_step: Callable[[EpochTotals], None] | None = None,
                     should_stop: Callable[[], bool] | None = None, read_every: int = 1) -> dict[str, float]:
-    """One pass over `batches`: forward, loss, backward, step. Returns the epoch's mean loss and accuracy.
+    """One pass over `batches`: forward, loss, backward (forward_and_backward), step. Returns the epoch's mean loss
+    and accuracy.
 
     totals: running sums to continue (a resumed epoch) and to read back if the epoch is interrupted.
     on_step(totals): after every step (progress bars). should_stop(): checked after every step; True ends the epoch
@@ -262,13 +290,11 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
 
     model.train()
     for images, labels in batches:
-        logits = model(images)                       # (B, classes)
-        loss = loss_fn(logits, labels)               # mean over the batch
+        optimizer.zero_grad(set_to_none=True)
+        logits, loss = forward_and_backward(model, images, labels, loss_fn)   # gradients now in .grad
         unread.append((loss.detach(), (logits.argmax(dim=1) == labels).sum(), labels.shape[0]))
         if len(unread) >= read_every:
             read_unread()                            # before this step's update: its loss is known to be finite
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         optimizer.step()
         if on_step is not None:
             on_step(totals)
