@@ -12,7 +12,7 @@ from torch import nn
 
 from convolab.engine import autocast_dtype, step_threads
 from convolab.errors import TrainingError
-from convolab.train import make_optimizer
+from convolab.train import forward_and_backward, make_optimizer
 
 
 class TrainStep:
@@ -48,10 +48,14 @@ class TrainStep:
         for part_images, part_labels in zip(images.split(size), labels.split(size)):
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None,
                                 cache_enabled=False):
-                logits = self.model(part_images)         # (b, classes)
-                # mean over the whole batch: each slice's mean weighted by its share
-                loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
-            loss.backward()
+                if size == len(labels):
+                    # the step train.py's loop takes (one hand-off per step for a sharded model); logits (B, classes)
+                    logits, loss = forward_and_backward(self.model, part_images, part_labels, self.loss_fn)
+                else:
+                    logits = self.model(part_images)         # (b, classes)
+                    # mean over the whole batch: each slice's mean weighted by its share
+                    loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
+                    loss.backward()
             total = total + loss.detach()
             predicted.append(logits.detach().argmax(dim=1))
         self.optimizer.step()

@@ -1,5 +1,6 @@
 """The visible training loop: one epoch, one evaluation, and `fit` orchestrating epochs, callbacks and checkpoints.
 
+    forward_and_backward(model, images, labels, loss_fn) -> (logits, loss), gradients in .grad
     train_one_epoch(model, batches, optimizer, loss_fn) -> {"loss", "accuracy", "steps", "count"}
     evaluate(model, batches, loss_fn) -> {"loss", "accuracy", "count"}
     fit(model, (images, labels), config, ...) -> TrainingState
