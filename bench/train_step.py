@@ -53,8 +53,9 @@ class TrainStep:
                     logits, loss = forward_and_backward(self.model, part_images, part_labels, self.loss_fn)
                 else:
                     logits = self.model(part_images)         # (b, classes)
-                    # mean over the whole batch: each slice's mean weighted by its share
-                    loss = self.loss_fn(logits.float(), part_labels) * (len(part_labels) / len(labels))
+                    # mean over the whole batch: each slice's mean weighted by its share (autocast computes
+                    # cross-entropy in float32, as the whole batch's step does)
+                    loss = self.loss_fn(logits, part_labels) * (len(part_labels) / len(labels))
                     loss.backward()
             total = total + loss.detach()
             predicted.append(logits.detach().argmax(dim=1))
