@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convolab import engine
 from convolab.engine import (
-    BlockStep, ConvPoolStep, CropStep, FastConvNet, Window, autocast_dtype, crop, fast_model,
+    BlockStep, ConvPoolStep, CropStep, FastConvNet, PaddedConvStep, Window, autocast_dtype, crop, fast_model,
     keep_freed_memory, output_count, prepare_for_training,
 )
 from convolab.errors import TrainingError
@@ -36,6 +37,8 @@ SPECS = [
     "conv5x3s2same,avgpool2same,conv4x3,avgpool3s2,flatten,bn,dropout0.5,dense",
     "conv4x4x2s2x1-elu,pool2x3,conv4x1,flatten,dense",
     "flatten,dense16,dense",
+    "conv8x3,pool2,bn,conv8x3same,conv8x3,pool2,bn,flatten,dropout0.3,dense16,dense",   # the best recipe's shape
+    "conv6x4s2same-tanh,conv4x3,maxpool2,flatten,dense",    # a strided 'same' conv, its padding uneven
 ]
 
 
@@ -143,6 +146,26 @@ def test_the_labs_cnn_is_lowered_to_two_fused_steps_that_skip_the_rows_pooling_d
     finally:
         F.conv2d = original
     assert seen == [(26, 26), (12, 12)]
+
+
+def test_a_same_conv_computes_only_the_rows_the_next_conv_and_pool_read(monkeypatch):
+    # The best recipe's middle: conv 'same' 13x13 -> conv 3x3 valid -> pool 2 (floors 11 -> 5). The pool reads 10 of
+    # the valid conv's 11 rows, so that conv reads 12 rows, so the 'same' conv computes 12 of its 13 (padding the top
+    # and left only), and nothing is cropped any more.
+    _, fast = pair("conv8x3,pool2,bn,conv8x3same,conv8x3,pool2,bn,flatten,dense")
+    kinds = [type(step) for step in fast.steps]
+    assert kinds == [ConvPoolStep, BlockStep, PaddedConvStep, ConvPoolStep, BlockStep, BlockStep, BlockStep]
+    same = fast.steps[2]
+    assert (same.out_rows, same.out_cols) == (12, 12) and same.input_needed(12, 12) == (13, 13)
+    seen, crops, conv2d, leading_crop = [], [], F.conv2d, engine.LeadingCrop.apply
+
+    def spy(x, *args, **kwargs):
+        seen.append(tuple(x.shape[2:]))
+        return conv2d(x, *args, **kwargs)
+    monkeypatch.setattr(F, "conv2d", spy)
+    monkeypatch.setattr(engine.LeadingCrop, "apply", lambda *args: crops.append(args[1:]) or leading_crop(*args))
+    fast(torch.rand(2, 1, 28, 28, dtype=torch.float64, requires_grad=True)).sum().backward()
+    assert seen == [(28, 28), (14, 14), (12, 12)] and crops == []
 
 
 def test_window_arithmetic_matches_pytorch_shapes():

@@ -144,6 +144,36 @@ class ConvPoolStep:
         return x
 
 
+class PaddedConvStep:
+    """A convolution with padding ('same') that no max-pool follows: only the output rows and columns the next step
+    reads, from the input and the zero padding they need. ('same' keeps the size, so a valid conv or pool after it
+    used to leave its last row and column computed and never read, and its gradient a zero-filled copy.)"""
+
+    blocks_computed = 1  # how many of the ConvNet's blocks one step computes
+
+    def __init__(self, block: nn.Module):
+        self.block, self.conv = block, block.conv
+        left, _, top, _ = block.padding
+        self.windows = (Window(self.conv.kernel_size[0], self.conv.stride[0], top),
+                        Window(self.conv.kernel_size[1], self.conv.stride[1], left))
+        self.out_rows = self.out_cols = None
+
+    def input_needed(self, rows: int, cols: int) -> tuple[int, int]:
+        return self.windows[0].input_needed(rows), self.windows[1].input_needed(cols)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = min(x.shape[2], self.windows[0].input_needed(self.out_rows))
+        cols = min(x.shape[3], self.windows[1].input_needed(self.out_cols))
+        x = crop(x, rows, cols)
+        # Zeros before as the block pads; after, only as many as the demanded outputs read (at most the block's own).
+        bottom = (self.out_rows - 1) * self.conv.stride[0] + self.conv.kernel_size[0] - self.windows[0].pad_before - rows
+        right = (self.out_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1] - self.windows[1].pad_before - cols
+        x = F.pad(x, (self.windows[1].pad_before, right, self.windows[0].pad_before, bottom))
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)   # (N, filters, out_rows, out_cols)
+        return self.block.activation(x)
+
+
 class CropStep:
     """A leading-rows/columns crop, for blocks that read only part of their input (a valid conv or pool)."""
 
@@ -199,7 +229,8 @@ class DropoutStep(BlockStep):
 
 def lower(blocks: nn.ModuleList) -> list:
     """The ConvNet's blocks as steps, as each block allows (layers/base.py's Block): a convolution followed by a
-    max-pool fused, blocks that read only leading rows and columns cropped, the rest run as they are."""
+    max-pool fused, blocks that read only leading rows and columns cropped, a padded convolution computing only the
+    outputs read, the rest run as they are."""
     steps, index = [], 0
     while index < len(blocks):
         block = blocks[index]
@@ -211,6 +242,8 @@ def lower(blocks: nn.ModuleList) -> list:
         windows = block.crop_windows()
         if windows is not None:
             steps.append(CropStep(block, (Window(*windows[0]), Window(*windows[1]))))
+        elif block.fast_role == "conv":
+            steps.append(PaddedConvStep(block))     # a padded conv (a valid one has crop windows)
         elif block.contiguous_input:
             steps.append(DropoutStep(block))
         else:
