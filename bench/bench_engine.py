@@ -1,7 +1,8 @@
 """The engine's goals as ratios, each measured side by side in one run on this machine (issue 6).
 
 usage: .venv/bin/python bench/bench_engine.py [--goals 1,2,3] [--keras-python /tmp/keras-venv/bin/python]
-                                              [--batch 128] [--rounds 7] [--seeds 0,1,2] [--json results.json]
+                                              [--batch 128] [--rounds 7] [--seeds 0,1,2] [--recipes fast,best]
+                                              [--json results.json]
        .venv/bin/python bench/bench_engine.py --goals 3 --seeds 0 --train-n 2000 --recipe-epochs 1   # smoke test
 
 1. The lab's recipe unchanged (cnn, Adam 0.001, batch 32, 5 epochs, all of Fashion-MNIST): `convolab train cnn`
