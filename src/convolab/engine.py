@@ -146,8 +146,8 @@ class ConvPoolStep:
 
 class PaddedConvStep:
     """A convolution with padding ('same') that no max-pool follows: only the output rows and columns the next step
-    reads, from the input and the zero padding they need. ('same' keeps the size, so a valid conv or pool after it
-    used to leave its last row and column computed and never read, and its gradient a zero-filled copy.)"""
+    reads, from the input and the zero padding they need. Why: 'same' keeps the size, so when a valid conv or pool
+    follows, the last rows and columns would be computed, never read, and their gradient carried as zeros."""
 
     blocks_computed = 1  # how many of the ConvNet's blocks one step computes
 
@@ -166,9 +166,10 @@ class PaddedConvStep:
         cols = min(x.shape[3], self.windows[1].input_needed(self.out_cols))
         x = crop(x, rows, cols)
         # Zeros before as the block pads; after, only as many as the demanded outputs read (at most the block's own).
-        bottom = (self.out_rows - 1) * self.conv.stride[0] + self.conv.kernel_size[0] - self.windows[0].pad_before - rows
-        right = (self.out_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1] - self.windows[1].pad_before - cols
-        x = F.pad(x, (self.windows[1].pad_before, right, self.windows[0].pad_before, bottom))
+        top, left = self.windows[0].pad_before, self.windows[1].pad_before
+        bottom = (self.out_rows - 1) * self.conv.stride[0] + self.conv.kernel_size[0] - top - rows
+        right = (self.out_cols - 1) * self.conv.stride[1] + self.conv.kernel_size[1] - left - cols
+        x = F.pad(x, (left, right, top, bottom))
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)   # (N, filters, out_rows, out_cols)
         return self.block.activation(x)

@@ -173,7 +173,8 @@ class Lane:
 
     Why not concurrent.futures: a map is a hand-off per training step (two outside train.py's loop: forward,
     backward), and a future's queue, condition variables and callbacks made the worker start later and the caller
-    resume later than two plain locks do (BENCHMARKS.md, "A busy machine": a few per cent of the lab's step on a quiet machine).
+    resume later than two plain locks do (BENCHMARKS.md, "A busy machine": a few per cent of the lab's step on a
+    quiet machine).
     """
 
     def __init__(self, name: str):
