@@ -397,7 +397,7 @@ def prepare_for_training(model: ConvNet | FastConvNet | ModelSpec, device: torch
 
 def step_threads(model: nn.Module):
     """A context for a training step of `model`: for a sharded FastConvNet, one PyTorch thread for what runs between
-    the shards (loss, optimizer), as train.fit sets for a whole run: an OpenMP team there would spin on the core a
+    the shards (optimizer, metrics), as train.fit sets for a whole run: an OpenMP team there would spin on the core a
     shard needs (the shards are the parallelism). Anything else: PyTorch's setting, unchanged."""
     return torch_threads(1 if getattr(model, "sharded", None) is not None else None)
 

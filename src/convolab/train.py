@@ -718,7 +718,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
             callback.on_step(state, totals)
 
     started = time.perf_counter()
-    # Sharded, the shards are the parallelism: what runs between them (loss, optimizer) takes one thread too, so no
+    # Sharded, the shards are the parallelism: what runs between them (optimizer, metrics) takes one thread too, so no
     # OpenMP barrier waits on a descheduled thread. PyTorch's setting is restored when training ends.
     with InterruptFlag(in_job=context is not None) as interrupt, \
             torch_threads(policy.torch_threads if policy is not None else None):
