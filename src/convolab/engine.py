@@ -209,23 +209,12 @@ class BlockStep:
 
 
 class DropoutStep(BlockStep):
-    """Dropout on NCHW memory: its random mask is drawn in memory order, so this keeps the reference's draws.
-
-    Inside a shard (shards.py) the mask comes from the shard's own generator instead: threads drawing from torch's
-    global one at the same time would take its numbers in whichever order they ran. The arithmetic is PyTorch's
-    (a Bernoulli(1 - p) mask scaled by 1 / (1 - p)); only where the random numbers come from differs.
-    """
+    """A block that draws random numbers while training (Dropout): inside a shard (shards.py) it draws from the
+    shard's own generator, since threads drawing from torch's global one at the same time would take its numbers in
+    whichever order they ran; elsewhere from the global one, as the reference model does."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()
-        generator = shard_generator()
-        if generator is None or not self.block.training or self.block.p == 0:
-            return self.block(x)
-        keep = 1.0 - self.block.p
-        if keep == 0:
-            return x * 0.0
-        mask = torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)
-        return x * mask
+        return self.block(x, generator=shard_generator())
 
 
 def lower(blocks: nn.ModuleList) -> list:
@@ -245,7 +234,7 @@ def lower(blocks: nn.ModuleList) -> list:
             steps.append(CropStep(block, (Window(*windows[0]), Window(*windows[1]))))
         elif block.fast_role == "conv":
             steps.append(PaddedConvStep(block))     # a padded conv (a valid one has crop windows)
-        elif block.contiguous_input:
+        elif block.draws_random:
             steps.append(DropoutStep(block))
         else:
             steps.append(BlockStep(block))

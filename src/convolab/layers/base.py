@@ -61,13 +61,14 @@ class Block(nn.Module):
     """A torch block computing one spec layer; what the fast engine (engine.py) may do with it.
 
     fast_role: "conv" for a plain convolution a following "max_pool" may fuse with (pool before activating).
-    contiguous_input: the block draws randomness in memory order (Dropout), so it runs on NCHW memory.
+    draws_random: the block draws random numbers while training (Dropout); inside a shard it takes the shard's own
+    generator as `generator=`.
     crop_windows(): ((size, stride), (size, stride)) along height and width when the block reads only the leading
     rows and columns for fewer outputs (a 'valid' window), so the layer before it may compute less; None otherwise.
     """
 
     fast_role: ClassVar[str | None] = None
-    contiguous_input: ClassVar[bool] = False
+    draws_random: ClassVar[bool] = False
 
     def crop_windows(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
         return None

@@ -6,6 +6,7 @@ import math
 import re
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from convolab.errors import SpecError
@@ -16,9 +17,22 @@ _DROPOUT = re.compile(r"(\d*\.?\d+)")
 
 
 class DropoutBlock(Block, nn.Dropout):
-    """torch's Dropout; its random mask is drawn in memory order, so the fast engine gives it NCHW memory."""
+    """Dropout as torch's (a Bernoulli(1 - rate) mask, the kept values scaled by 1 / (1 - rate)), its mask drawn as
+    uniform numbers compared with 1 - rate: on the CPU that takes a quarter of the time of torch's bernoulli_, the
+    largest single cost of the `best` recipe's dense layers (BENCHMARKS.md).
 
-    contiguous_input = True
+    The mask is drawn in the order of the input's shape, whatever its memory layout, from `generator` (a shard's own,
+    shards.py) or torch's global one.
+    """
+
+    draws_random = True
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.rand(x.shape, generator=generator, device=x.device) < keep
+        return x * mask.to(x.dtype).div_(keep)
 
 
 @dataclasses.dataclass(frozen=True)
