@@ -187,7 +187,7 @@ PRESETS: dict[str, str] = {
     "no-conv2": "conv64x3,pool2,pool2,flatten,dense128,dense",
     # The specs of the time-to-accuracy recipes (recipes.py holds their hyperparameters; `convolab train --recipe`).
     "fast": "conv16x3,pool2,bn,conv64x3,pool2,bn,flatten,dense256,dense",
-    "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.3,dense256,dense",
+    "best": "conv32x3,pool2,bn,conv64x3same,conv64x3,pool2,bn,flatten,dropout0.4,dense256,dense",
 }
 
 _INPUT_FORM = "input<height>x<width>x<channels>, e.g. input28x28x1"
