@@ -9,8 +9,8 @@ images, dropout on), validation accuracy of the final weights without and with t
 mirror, logits averaged), training seconds (as history.json records them, each epoch's validation included) and the
 load average before and after. --ema also keeps exponential moving averages of the trainable weights (Keras's
 use_ema / ema_momentum), one per momentum, updated after every optimizer step beside the training (which they do not
-change), and measures each on the validation images too. The chosen settings go into recipes.py; the test set is measured only then, with
-`convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
+change), and measures each on the validation images too. The chosen settings go into recipes.py; the test set is
+measured only then, with `convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
 """
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ def main() -> int:
     trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, "train_accuracy": state.history[-1]["accuracy"],
              "val_accuracy": plain,
              "val_accuracy_flips": flipped,
-             "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b} for momentum, (a, b) in averaged.items()},
+             "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b}
+                     for momentum, (a, b) in averaged.items()},
              "seconds": round(train_seconds, 1), "threads": args.threads,
              "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
              "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
