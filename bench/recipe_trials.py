@@ -50,6 +50,17 @@ def parse_setting(text: str, recipe) -> tuple[str, object]:
     return name, type(current)(value)
 
 
+def momenta(text: str) -> list[float]:
+    """'0.999,0.9995' -> [0.999, 0.9995], each in (0, 1); argparse reports anything else."""
+    try:
+        values = [float(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected momenta such as 0.999,0.9995") from None
+    if not all(0 < value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each momentum must be between 0 and 1, e.g. 0.999")
+    return values
+
+
 class WeightAverages(Callback):
     """Exponential moving averages of the trainable weights, one per momentum, updated after every step."""
 
@@ -87,7 +98,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change a recipe setting")
     parser.add_argument("--threads", default="all", help="as convolab train --threads (default all)")
     parser.add_argument("--json", default=None, help="append the trial as one JSON line to this file")
-    parser.add_argument("--ema", default="", metavar="M1,M2", help="also measure weight averages with these momenta")
+    parser.add_argument("--ema", type=momenta, default=[], metavar="M1,M2",
+                        help="also measure weight averages with these momenta")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
     changes = dict(parse_setting(text, recipe) for text in args.set)
@@ -101,7 +113,7 @@ def main() -> int:
                                  bf16_hardware=bf16_units(cpu_flags()) is not None)
     generator = seed_everything(config.seed)
     network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
-    averages = WeightAverages([float(m) for m in args.ema.split(",") if m])
+    averages = WeightAverages(args.ema)
     state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
                 progress=make_progress("quiet"), callbacks=[averages] if args.ema else [])
     names = list(dataset.class_names)

@@ -114,11 +114,9 @@ RECIPES: dict[str, Recipe] = {
              "every setting chosen on --validation-split 0.1 trials: BENCHMARKS.md, \"Recipe trials\"",
              "an average of the weights (EMA, as Keras's use_ema) was measured too and not kept: momentum 0.999 gave "
              "0.9432 mean validation accuracy with flips over seeds 0-2, against 0.9441 for the weights as trained",
-             "test accuracy on seeds 0, 1, 2 in bf16 on a Zen 4: 0.9405, 0.9382, 0.9383 in 185-201 s, with Keras's 5 "
-             "lab epochs at 152 s in the same run (101-161 s in others); with dropout 0.3 it was 0.9416, 0.9390, "
-             "0.9392 and, with earlier draws and rounding, 0.9407, 0.9400, 0.9385 and 0.9408, 0.9407, 0.9407: the "
-             "recipe sits at 0.94, so 0.94 on every seed within twice Keras's time is not reached yet "
-             "(BENCHMARKS.md)"),
+             "test accuracy on seeds 0, 1, 2 in bf16 on a Zen 4: 0.9405, 0.9382, 0.9383 in 185-201 s, Keras's 5 lab "
+             "epochs taking 152 s in the same run; earlier versions gave 0.9382-0.9416 on these seeds: the recipe "
+             "sits at 0.94, so 0.94 on every seed within twice Keras's time is not reached yet (BENCHMARKS.md)"),
     ),
 }
 
