@@ -2,28 +2,34 @@
 of Fashion-MNIST's training images and measured on the last 10% (Keras's validation split), never on the test set.
 
 usage: .venv/bin/python bench/recipe_trials.py fast [--seed 0] [--set epochs=5 --set augment=flip ...] [--threads 1]
-                                                     [--ema 0.999,0.9995]
+                                                     [--ema 0.999,0.9995] [--erase 0.5,0.4] [--sgd-nesterov 5e-4]
 
 Prints one line per trial: the settings that differ from the recipe, the last epoch's training accuracy (on augmented
 images, dropout on), validation accuracy of the final weights without and with test-time flips (each image and its
 mirror, logits averaged), training seconds (as history.json records them, each epoch's validation included) and the
 load average before and after. --ema also keeps exponential moving averages of the trainable weights (Keras's
 use_ema / ema_momentum), one per momentum, updated after every optimizer step beside the training (which they do not
-change), and measures each on the validation images too. The chosen settings go into recipes.py; the test set is
-measured only then, with `convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
+change), and measures each on the validation images too. Two ideas that no recipe uses can be tried without adding
+them to convolab: --erase P,AREA (random erasing, Zhong et al. 2017, after the recipe's own augmentation) and
+--sgd-nesterov DECAY (SGD with Nesterov momentum 0.9 and L2 decay instead of the recipe's optimizer; give the peak rate
+with --set learning_rate=...). The chosen settings go into recipes.py; the test set is measured only then, with
+`convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+import convolab.train
 from convolab.callbacks import Callback
 from convolab.data import load_dataset
 from convolab.evaluate import evaluate_model
@@ -59,6 +65,62 @@ def momenta(text: str) -> list[float]:
     if not all(0 < value < 1 for value in values):
         raise argparse.ArgumentTypeError(f"{text!r}: each momentum must be between 0 and 1, e.g. 0.999")
     return values
+
+
+def erase_setting(text: str) -> tuple[float, float]:
+    """'0.5,0.4' -> (probability 0.5, largest erased area 0.4 of the image); argparse reports anything else."""
+    try:
+        probability, area = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected P,AREA such as 0.5,0.4") from None
+    if not (0 < probability <= 1 and 0.02 < area <= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: P must be in (0, 1] and AREA in (0.02, 1], e.g. 0.5,0.4")
+    return probability, area
+
+
+def random_erase(images: torch.Tensor, probability: float, largest_area: float, smallest_area: float = 0.02,
+                 aspect: float = 0.3) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017): each image, with `probability`, gets one rectangle of 2% to `largest_area`
+    of its area, aspect ratio between `aspect` and 1/aspect, filled with uniform noise in [0, 1) (the images'
+    range). Rectangles that would not fit are clipped to the image. images: (N, C, H, W); the same shape back."""
+    count, _, height, width = images.shape
+    chosen = torch.rand(count) < probability
+    area = (smallest_area + (largest_area - smallest_area) * torch.rand(count)) * height * width
+    ratio = torch.exp(torch.empty(count).uniform_(math.log(aspect), -math.log(aspect)))
+    rows = (area * ratio).sqrt().round().clamp(1, height)                    # (N,) rectangle heights
+    cols = (area / ratio).sqrt().round().clamp(1, width)
+    top = (torch.rand(count) * (height - rows + 1)).floor()
+    left = (torch.rand(count) * (width - cols + 1)).floor()
+    row_index, col_index = torch.arange(height), torch.arange(width)
+    in_rows = (row_index >= top[:, None]) & (row_index < (top + rows)[:, None])        # (N, H)
+    in_cols = (col_index >= left[:, None]) & (col_index < (left + cols)[:, None])      # (N, W)
+    inside = (chosen[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :])[:, None]   # (N, 1, H, W)
+    return torch.where(inside, torch.rand(images.shape), images)
+
+
+@contextmanager
+def trial_variants(erase: tuple[float, float] | None, sgd_decay: float | None):
+    """Inside: train.fit augments with random erasing after the recipe's augmentation (erase), and builds "sgd" as
+    SGD with Nesterov momentum 0.9 and L2 decay sgd_decay. Trial-only: convolab itself is put back afterwards."""
+    augment, make_optimizer = convolab.train.augment_batch, convolab.train.make_optimizer
+
+    def augment_then_erase(images: torch.Tensor, kind: str) -> torch.Tensor:
+        return random_erase(augment(images, kind), *erase)
+
+    def nesterov_for_sgd(name, parameters, learning_rate, device, weight_decay=0.0, capturable=False):
+        if name == "sgd":
+            return torch.optim.SGD(list(parameters), lr=learning_rate, momentum=0.9, nesterov=True,
+                                   weight_decay=sgd_decay)
+        return make_optimizer(name, parameters, learning_rate, device, weight_decay, capturable)
+
+    if erase is not None:
+        convolab.train.augment_batch = augment_then_erase
+    if sgd_decay is not None:
+        convolab.train.make_optimizer = nesterov_for_sgd
+    try:
+        yield
+    finally:
+        convolab.train.augment_batch, convolab.train.make_optimizer = augment, make_optimizer
 
 
 class WeightAverages(Callback):
@@ -100,9 +162,15 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="append the trial as one JSON line to this file")
     parser.add_argument("--ema", type=momenta, default=[], metavar="M1,M2",
                         help="also measure weight averages with these momenta")
+    parser.add_argument("--erase", type=erase_setting, default=None, metavar="P,AREA",
+                        help="random erasing after the recipe's augmentation: probability P, at most AREA of the image")
+    parser.add_argument("--sgd-nesterov", type=float, default=None, metavar="DECAY",
+                        help="SGD with Nesterov momentum 0.9 and L2 decay DECAY instead of the recipe's optimizer")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
     changes = dict(parse_setting(text, recipe) for text in args.set)
+    if args.sgd_nesterov is not None:
+        changes.update(optimizer="sgd", weight_decay=0.0)    # the decay is SGD's own (L2), not AdamW's
     recipe = dataclasses.replace(recipe, **changes)
     load_before = os.getloadavg()[0]
     dataset = load_dataset("fashion-mnist", offline=True, progress=False)
@@ -114,8 +182,9 @@ def main() -> int:
     generator = seed_everything(config.seed)
     network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
     averages = WeightAverages(args.ema)
-    state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
-                progress=make_progress("quiet"), callbacks=[averages] if args.ema else [])
+    with trial_variants(args.erase, args.sgd_nesterov):
+        state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
+                    progress=make_progress("quiet"), callbacks=[averages] if args.ema else [])
     names = list(dataset.class_names)
 
     def measure() -> tuple[float, float]:
@@ -125,15 +194,17 @@ def main() -> int:
     plain, flipped = measure()
     averaged = averages.measure(measure) if args.ema else {}
     train_seconds = sum(row["seconds"] for row in state.history)
-    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, "train_accuracy": state.history[-1]["accuracy"],
-             "val_accuracy": plain,
-             "val_accuracy_flips": flipped,
+    variants = {**({"erase": list(args.erase)} if args.erase else {}),
+                **({"sgd_nesterov_decay": args.sgd_nesterov} if args.sgd_nesterov is not None else {})}
+    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, **variants,
+             "train_accuracy": state.history[-1]["accuracy"], "val_accuracy": plain, "val_accuracy_flips": flipped,
              "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b}
                      for momentum, (a, b) in averaged.items()},
              "seconds": round(train_seconds, 1), "threads": args.threads,
              "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
              "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    print(f"trial {args.recipe} seed {args.seed} {changes or '(as is)'}: train {trial['train_accuracy']:.4f}, val {plain:.4f}, "
+    shown = f"{changes or '(as is)'}" + (f" {variants}" if variants else "")
+    print(f"trial {args.recipe} seed {args.seed} {shown}: train {trial['train_accuracy']:.4f}, val {plain:.4f}, "
           f"with flips {flipped:.4f}; "
           f"{train_seconds:.1f} s ({len(train_data[1])} images, threads {args.threads}); load {load_before:.2f} -> "
           f"{trial['load_after']:.2f}  [{trial['time']}]", flush=True)
