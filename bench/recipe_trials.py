@@ -98,6 +98,17 @@ def random_erase(images: torch.Tensor, probability: float, largest_area: float, 
     return torch.where(inside, torch.rand(images.shape), images)
 
 
+def decay_setting(text: str) -> float:
+    """'5e-4' -> 0.0005, at least 0; argparse reports anything else."""
+    try:
+        decay = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a decay such as 5e-4") from None
+    if not decay >= 0:                           # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r}: the decay must be 0 or more, e.g. 5e-4")
+    return decay
+
+
 @contextmanager
 def trial_variants(erase: tuple[float, float] | None, sgd_decay: float | None):
     """Inside: train.fit augments with random erasing after the recipe's augmentation (erase), and builds "sgd" as
@@ -164,7 +175,7 @@ def main() -> int:
                         help="also measure weight averages with these momenta")
     parser.add_argument("--erase", type=erase_setting, default=None, metavar="P,AREA",
                         help="random erasing after the recipe's augmentation: probability P, at most AREA of the image")
-    parser.add_argument("--sgd-nesterov", type=float, default=None, metavar="DECAY",
+    parser.add_argument("--sgd-nesterov", type=decay_setting, default=None, metavar="DECAY",
                         help="SGD with Nesterov momentum 0.9 and L2 decay DECAY instead of the recipe's optimizer")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
