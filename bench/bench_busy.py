@@ -2,6 +2,7 @@
 
 usage: .venv/bin/python bench/bench_busy.py [--epochs 1] [--train-n 12000] [--rounds 1] [--quiet-pairs 4]
        [--keras-python /tmp/keras-venv/bin/python] [--keras-backend tensorflow] [--sides convolab,before,keras]
+       .venv/bin/python bench/bench_busy.py --pool bench/results/bench_busy-*.txt   # earlier runs' pairs, pooled
 
 "Busy" is one other program holding one core: `python3 -c "while True: pass"`, which this script starts before each
 busy measurement and ends right after it (a laptop's browser or video call, simplified). Each side trains the lab's
@@ -20,12 +21,19 @@ shared machine, more than the 5% the quiet goal allows, so --quiet-pairs adds qu
 before, their order alternating (convolab first, then before first, ...), and the quiet goal is judged on the median
 of every pair's ratio (each round's quiet pair included), with its spread. On a machine that other jobs share, "quiet" is only as quiet
 as they leave it: the load averages say how quiet it was.
+
+The hour moves a run's median by more than the goal's 5% on this kind of machine (BENCHMARKS.md, "A busy machine"), so
+--pool reads the printed output of earlier runs (saved files) instead of measuring, and reports every quiet pair they
+hold together: the median, its 95% interval from order statistics (distribution-free), the geometric mean, and each
+file's own median and busy/quiet.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
+import re
 import platform
 import signal
 import statistics
@@ -120,6 +128,63 @@ def keras_backend_for(python: str) -> str:
     return "tensorflow" if probe.returncode == 0 else "torch"
 
 
+# --- earlier runs, pooled ---------------------------------------------------------------------------------------------
+
+PAIRS_LINE = re.compile(r"^convolab quiet / before quiet, per pair \((\d+) pairs\): (.+)$", re.MULTILINE)
+BUSY_LINE = re.compile(r"convolab busy / convolab quiet: ([0-9.]+)")
+
+
+def read_run(text: str) -> tuple[list[float], float | None]:
+    """(the quiet pairs' ratios convolab/before, the run's busy/quiet or None) from one run's printed output; ValueError
+    when it holds no pairs line or a malformed one."""
+    found = PAIRS_LINE.search(text)
+    if found is None:
+        raise ValueError("no 'convolab quiet / before quiet, per pair' line "
+                         "(a run with both convolab and before among its --sides prints it)")
+    ratios = [float(value) for value in found.group(2).split(", ")]
+    if len(ratios) != int(found.group(1)):
+        raise ValueError(f"the pairs line says {found.group(1)} pairs but lists {len(ratios)}")
+    busy = BUSY_LINE.search(text)
+    return ratios, float(busy.group(1)) if busy else None
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: the k-th smallest and k-th largest values, with k the largest rank
+    for which fewer than k of n values fall below the median with probability at most (1 - confidence) / 2 (a
+    Binomial(n, 1/2) count). The whole range when n is too small for that."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail, cumulative, k = (1 - confidence) / 2, 0.0, 0
+    for count in range(n + 1):
+        cumulative += math.comb(n, count) / 2 ** n          # P(fewer than count + 1 values below the median)
+        if cumulative > tail:
+            break
+        k = count + 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
+
+
+def pool(paths: list[str]) -> int:
+    """Print the quiet pairs of earlier runs (their saved output), pooled; 2 when a file cannot be read."""
+    all_ratios: list[float] = []
+    for path in paths:
+        try:
+            ratios, busy = read_run(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            print(f"bench_busy --pool: cannot use {path}: {error}", file=sys.stderr)
+            print("fix: give files that hold a run's printed output (bench/results/bench_busy-*.txt)", file=sys.stderr)
+            return 2
+        all_ratios.extend(ratios)
+        print(f"  {path}: {len(ratios)} pairs, median {statistics.median(ratios):.3f}"
+              + (f", busy/quiet {busy:.2f}" if busy is not None else ""))
+    low, high = median_interval(all_ratios)
+    geometric = math.exp(statistics.fmean(math.log(ratio) for ratio in all_ratios))
+    print(f"pooled, {len(all_ratios)} quiet pairs from {len(paths)} runs: convolab quiet / before quiet median "
+          f"{statistics.median(all_ratios):.3f} (95% interval {low:.3f}-{high:.3f}, order statistics), geometric mean "
+          f"{geometric:.3f} (goal <= 1.05)")
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -134,7 +199,11 @@ def main() -> int:
     parser.add_argument("--sides", default=",".join(SIDES), help=f"which of {','.join(SIDES)} to run")
     parser.add_argument("--quiet-pairs", type=int, default=4,
                         help="extra quiet-only convolab/before pairs, order alternating (default 4; 0: none)")
+    parser.add_argument("--pool", nargs="+", metavar="FILE",
+                        help="measure nothing: pool the quiet pairs of earlier runs' saved output")
     args = parser.parse_args()
+    if args.pool:
+        return pool(args.pool)
     end_on_sigterm()
     sides = [side.strip() for side in args.sides.split(",") if side.strip()]
     if unknown := set(sides) - set(SIDES):
