@@ -33,8 +33,8 @@ import argparse
 import ctypes
 import math
 import os
-import re
 import platform
+import re
 import signal
 import statistics
 import subprocess
