@@ -3,17 +3,21 @@ of Fashion-MNIST's training images and measured on the last 10% (Keras's validat
 
 usage: .venv/bin/python bench/recipe_trials.py fast [--seed 0] [--set epochs=5 --set augment=flip ...] [--threads 1]
                                                      [--ema 0.999,0.9995] [--erase 0.5,0.4] [--sgd-nesterov 5e-4]
+                                                     [--bn-group 128]
 
 Prints one line per trial: the settings that differ from the recipe, the last epoch's training accuracy (on augmented
 images, dropout on), validation accuracy of the final weights without and with test-time flips (each image and its
 mirror, logits averaged), training seconds (as history.json records them, each epoch's validation included) and the
 load average before and after. --ema also keeps exponential moving averages of the trainable weights (Keras's
 use_ema / ema_momentum), one per momentum, updated after every optimizer step beside the training (which they do not
-change), and measures each on the validation images too. Two ideas that no recipe uses can be tried without adding
-them to convolab: --erase P,AREA (random erasing, Zhong et al. 2017, after the recipe's own augmentation) and
+change), and measures each on the validation images too. Three ideas that no recipe uses can be tried without adding
+them to convolab: --erase P,AREA (random erasing, Zhong et al. 2017, after the recipe's own augmentation),
 --sgd-nesterov DECAY (SGD with Nesterov momentum 0.9 and L2 decay instead of the recipe's optimizer; give the peak rate
-with --set learning_rate=...). The chosen settings go into recipes.py; the test set is measured only then, with
-`convolab train --recipe NAME --seed S` (BENCHMARKS.md, "Recipe trials").
+with --set learning_rate=...) and --bn-group G (ghost batch normalization, Hoffer et al. 2017: in training, each
+BatchNormalization normalises every group of G images of a batch by that group's own statistics; what a shard per
+group would compute, so that a model with BatchNormalization could train in shards, shards.py). The chosen settings
+go into recipes.py; the test set is measured only then, with `convolab train --recipe NAME --seed S` (BENCHMARKS.md,
+"Recipe trials").
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 import convolab.train
@@ -34,6 +39,7 @@ from convolab.callbacks import Callback
 from convolab.data import load_dataset
 from convolab.evaluate import evaluate_model
 from convolab.experiment import select_data
+from convolab.layers.normalization import BatchNormalizationBlock
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.recipes import RECIPES
@@ -109,11 +115,39 @@ def decay_setting(text: str) -> float:
     return decay
 
 
+def group_setting(text: str) -> int:
+    """'128' -> 128 images per BatchNormalization group, at least 2; argparse reports anything else."""
+    if not text.isascii() or not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of images of 2 or more, e.g. 128")
+    return int(text)
+
+
+def batch_norm_in_groups(norm: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor, group: int) -> torch.Tensor:
+    """`norm` in training mode over each group of `group` images of x (the last one may be smaller), each by its own
+    mean and variance (ghost batch normalization). The moving mean and variance move by the mean of the groups'
+    statistics: each group updates a copy of them as PyTorch would, and the copies are averaged in group order."""
+    if not norm.training or x.shape[0] <= group:
+        return norm(x)
+    outputs, means, variances = [], [], []
+    for part in x.split(group):
+        mean, variance = norm.running_mean.clone(), norm.running_var.clone()
+        outputs.append(F.batch_norm(part, mean, variance, norm.weight, norm.bias, True, norm.momentum, norm.eps))
+        means.append(mean)
+        variances.append(variance)
+    with torch.no_grad():
+        norm.running_mean.copy_(sum(means) / len(means))
+        norm.running_var.copy_(sum(variances) / len(variances))
+        norm.num_batches_tracked.add_(1)
+    return torch.cat(outputs)
+
+
 @contextmanager
-def trial_variants(erase: tuple[float, float] | None, sgd_decay: float | None):
-    """Inside: train.fit augments with random erasing after the recipe's augmentation (erase), and builds "sgd" as
-    SGD with Nesterov momentum 0.9 and L2 decay sgd_decay. Trial-only: convolab itself is put back afterwards."""
+def trial_variants(erase: tuple[float, float] | None, sgd_decay: float | None, bn_group: int | None = None):
+    """Inside: train.fit augments with random erasing after the recipe's augmentation (erase), builds "sgd" as SGD
+    with Nesterov momentum 0.9 and L2 decay sgd_decay, and BatchNormalization layers normalise groups of bn_group
+    images (batch_norm_in_groups). Trial-only: convolab itself is put back afterwards."""
     augment, make_optimizer = convolab.train.augment_batch, convolab.train.make_optimizer
+    norm_forward = BatchNormalizationBlock.forward
 
     def augment_then_erase(images: torch.Tensor, kind: str) -> torch.Tensor:
         return random_erase(augment(images, kind), *erase)
@@ -128,10 +162,13 @@ def trial_variants(erase: tuple[float, float] | None, sgd_decay: float | None):
         convolab.train.augment_batch = augment_then_erase
     if sgd_decay is not None:
         convolab.train.make_optimizer = nesterov_for_sgd
+    if bn_group is not None:
+        BatchNormalizationBlock.forward = lambda block, x: batch_norm_in_groups(block.norm, x, bn_group)
     try:
         yield
     finally:
         convolab.train.augment_batch, convolab.train.make_optimizer = augment, make_optimizer
+        BatchNormalizationBlock.forward = norm_forward
 
 
 class WeightAverages(Callback):
@@ -177,6 +214,8 @@ def main() -> int:
                         help="random erasing after the recipe's augmentation: probability P, at most AREA of the image")
     parser.add_argument("--sgd-nesterov", type=decay_setting, default=None, metavar="DECAY",
                         help="SGD with Nesterov momentum 0.9 and L2 decay DECAY instead of the recipe's optimizer")
+    parser.add_argument("--bn-group", type=group_setting, default=None, metavar="G",
+                        help="BatchNormalization over each group of G images of a batch (ghost batch normalization)")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
     changes = dict(parse_setting(text, recipe) for text in args.set)
@@ -193,7 +232,7 @@ def main() -> int:
     generator = seed_everything(config.seed)
     network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
     averages = WeightAverages(args.ema)
-    with trial_variants(args.erase, args.sgd_nesterov):
+    with trial_variants(args.erase, args.sgd_nesterov, args.bn_group):
         state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
                     progress=make_progress("quiet"), callbacks=[averages] if args.ema else [])
     names = list(dataset.class_names)
@@ -206,7 +245,8 @@ def main() -> int:
     averaged = averages.measure(measure) if args.ema else {}
     train_seconds = sum(row["seconds"] for row in state.history)
     variants = {**({"erase": list(args.erase)} if args.erase else {}),
-                **({"sgd_nesterov_decay": args.sgd_nesterov} if args.sgd_nesterov is not None else {})}
+                **({"sgd_nesterov_decay": args.sgd_nesterov} if args.sgd_nesterov is not None else {}),
+                **({"bn_group": args.bn_group} if args.bn_group is not None else {})}
     trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, **variants,
              "train_accuracy": state.history[-1]["accuracy"], "val_accuracy": plain, "val_accuracy_flips": flipped,
              "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b}
