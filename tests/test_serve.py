@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import struct
 import time
 import zlib
@@ -121,6 +122,52 @@ def test_run_names_cannot_leave_the_runs_folder_or_name_no_run(api, run):
     assert api.get("/api/maps", params={"run": run}).status_code in (400, 404)
 
 
+@pytest.mark.parametrize("file, text, word", [
+    ("metrics.json", "[1]", "metrics.json"),
+    ("history.json", '{"x": 1}', "history.json"),
+    ("history.json", '[{"epoch": 1}, 7]', "history.json"),
+])
+def test_a_damaged_run_is_one_row_with_its_error_not_a_failed_list(runs, tmp_path, file, text, word):
+    folder = tmp_path / "runs"
+    shutil.copytree(runs / "lab" / "dnn", folder / "damaged")
+    shutil.copytree(runs / "lab" / "cnn", folder / "fine")
+    (folder / "damaged" / file).write_text(text)
+    with client(folder) as other:
+        rows = {row["id"]: row for row in other.get("/api/runs").json()["runs"]}
+        assert word in rows["damaged"]["error"] and "error" not in rows["fine"]
+        assert word in other.get("/api/run", params={"run": "damaged"}).json()["error"]
+
+
+def test_a_diverged_run_with_nan_metrics_is_listed_with_nulls(runs, tmp_path):
+    folder = tmp_path / "runs"
+    shutil.copytree(runs / "lab" / "dnn", folder / "diverged")
+    metrics = json.loads((folder / "diverged" / "metrics.json").read_text())
+    (folder / "diverged" / "metrics.json").write_text(json.dumps({**metrics, "test_loss": float("nan")}))
+    with client(folder) as other:
+        response = other.get("/api/runs")
+        assert response.status_code == 200, response.text
+        row = response.json()["runs"][0]
+        assert row["test_loss"] is None and row["test_accuracy"] == metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("where", ["relative", "dot", "link"])
+def test_a_run_opens_whichever_way_the_runs_folder_was_named(runs, tmp_path, monkeypatch, where):
+    if where == "relative":                        # `convolab serve runs`, the default
+        monkeypatch.chdir(runs.parent)
+        folder = Path(runs.name)
+    elif where == "dot":                           # `cd runs; convolab serve .`
+        monkeypatch.chdir(runs)
+        folder = Path(".")
+    else:                                          # a symbolic link to the folder
+        folder = tmp_path / "runs-link"
+        folder.symlink_to(runs, target_is_directory=True)
+    with client(folder) as other:
+        assert {row["id"] for row in other.get("/api/runs").json()["runs"]} == {"lab/cnn", "lab/dnn", "hostile"}
+        detail = other.get("/api/run", params={"run": "lab/cnn"})
+        assert detail.status_code == 200, detail.text
+        assert detail.json()["id"] == "lab/cnn"
+
+
 def test_a_symbolic_link_out_of_the_runs_folder_is_refused(api, runs, tmp_path):
     outside = tmp_path / "outside"
     (outside).mkdir()
@@ -130,6 +177,7 @@ def test_a_symbolic_link_out_of_the_runs_folder_is_refused(api, runs, tmp_path):
     link.symlink_to(outside, target_is_directory=True)
     try:
         assert "outside the runs folder" in error_of(api.get("/api/run", params={"run": "escape"}), 404)
+        assert "escape" not in {row["id"] for row in api.get("/api/runs").json()["runs"]}   # nor listed
     finally:
         link.unlink()
 
@@ -330,6 +378,9 @@ def test_bad_training_forms_get_a_message_and_start_nothing(api, runs, change, s
 
 def test_training_bodies_that_are_not_forms_get_a_message(api):
     assert "JSON" in error_of(api.post("/api/train/start", content=b"{not json"), 400)
+    assert "JSON" in error_of(api.post("/api/train/start", content=b"[" * 200_000), 400)      # deeper than the stack
+    for route, field in (("/api/train/start", "model"), ("/api/train/resume", "run")):   # a lone surrogate escape
+        assert "Unicode" in error_of(api.post(route, content=b'{"name": "ok1", "%s": "cnn\\ud800"}' % field.encode()), 400)
     assert "JSON object" in error_of(api.post("/api/train/start", json=[1, 2]), 400)
     assert "no training" in error_of(api.post("/api/train/stop"), 400)
     assert "run" in error_of(api.post("/api/train/resume", json={"run": "../x"}), 404)

@@ -109,6 +109,23 @@ def float_argument(value: Any, name: str, default: float) -> float:
     return number
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None: JSON has no such numbers (a diverged run's loss is one),
+    and the page's JSON.parse would refuse the whole response."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (from a JSON escape such as \\ud800) shown escaped, not a failed reply."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 # --- runs under RUNS_DIR ----------------------------------------------------------------------------------------------
 
 def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
@@ -120,10 +137,11 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
         raise RequestError(f"run {run_id[:80]!r} is outside the runs folder", fix="give a run name as listed on the Runs page",
                            status=404)
     root = runs_dir.resolve()
-    path = (root / relative).resolve()
-    if path != root and root not in path.parents:   # a symbolic link pointing out of RUNS_DIR
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:   # a symbolic link pointing out of RUNS_DIR
         raise RequestError(f"run {run_id[:80]!r} is outside the runs folder", fix="give a run name as listed on the Runs page",
                            status=404)
+    path = runs_dir / relative       # as find_runs names it: inside runs_dir as given (relative, '.', or via a link)
     if not ((path / "config.json").is_file() and (path / "checkpoint.pt").is_file()):
         raise RequestError(f"no run named {run_id[:80]!r} in {runs_dir}", fix="give a run name as listed on the Runs page",
                            status=404)
@@ -131,8 +149,14 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
 
 
 def find_runs(runs_dir: Path, depth: int = 3) -> list[Path]:
-    """Every run directory (config.json and checkpoint.pt) under runs_dir, up to `depth` folders down, sorted."""
+    """Every run directory (config.json and checkpoint.pt) under runs_dir, up to `depth` folders down, sorted; not
+    those a symbolic link puts outside it (resolve_run refuses them, so the page could not open them)."""
     found: list[Path] = []
+    root = runs_dir.resolve()
+
+    def inside(folder: Path) -> bool:
+        target = folder.resolve()
+        return target == root or root in target.parents
 
     def walk(folder: Path, level: int) -> None:
         if (folder / "config.json").is_file() and (folder / "checkpoint.pt").is_file():
@@ -141,7 +165,8 @@ def find_runs(runs_dir: Path, depth: int = 3) -> list[Path]:
         if level >= depth:
             return
         try:
-            children = sorted(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+            children = sorted(child for child in folder.iterdir()
+                              if child.is_dir() and not child.name.startswith(".") and inside(child))
         except OSError:
             return
         for child in children:
@@ -162,6 +187,10 @@ def run_listing(runs_dir: Path, path: Path) -> dict:
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     except ConvolabError as error:
         return {**row, "name": path.name, "error": error.message}
+    if not (isinstance(history, list) and all(isinstance(entry, dict) for entry in history)):
+        return {**row, "name": path.name, "error": f"{path / 'history.json'} is not a list of epochs"}
+    if not isinstance(metrics, dict):
+        return {**row, "name": path.name, "error": f"{path / 'metrics.json'} is not an object of test metrics"}
     if not metrics:   # no test yet: running, or stopped from the page (resumable); the checkpoint says which
         from convolab.runs import read_checkpoint
 
@@ -478,15 +507,22 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
                         return handler(request, body)
                 return handler(request, body)
             try:
-                return JSONResponse(await run_in_threadpool(call))
+                result = await run_in_threadpool(call)
             except RequestError as error:
-                return JSONResponse({"error": error.message, "fix": error.fix}, status_code=error.status)
+                return error_response(error.message, error.fix, error.status)
             except ConvolabError as error:
-                return JSONResponse({"error": error.message, "fix": error.fix}, status_code=400)
+                return error_response(error.message, error.fix, 400)
             except Exception as error:  # noqa: BLE001 - a bug: the page still gets a message it can show
-                return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}",
-                                     "fix": "this is a bug in convolab; please report it"}, status_code=500)
+                return error_response(f"internal error: {type(error).__name__}: {error}",
+                                      "this is a bug in convolab; please report it", 500)
+            try:
+                return JSONResponse(result)
+            except ValueError:                     # NaN or infinity somewhere (Starlette refuses them): null instead
+                return JSONResponse(finite_json(result))
         return endpoint
+
+    def error_response(message: str, fix: str | None, status: int) -> Response:
+        return JSONResponse({"error": printable(message), "fix": printable(fix or "")}, status_code=status)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -505,9 +541,15 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
 
     def json_body(body: bytes) -> Any:
         try:
-            return json.loads(body or b"null")
-        except ValueError:
+            parsed = json.loads(body or b"null")
+        except (ValueError, RecursionError):       # RecursionError: nested deeper than Python's stack
             raise RequestError("the request body is not JSON", fix="send the form from the page") from None
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:                 # a lone surrogate escape (\\ud800): no file name or spec can hold it
+            raise RequestError("the request body holds text that is not valid Unicode (a lone \\u surrogate escape)",
+                               fix="send the form from the page") from None
+        return parsed
 
     def query(request: Request, name: str) -> str | None:
         return request.query_params.get(name)
@@ -529,6 +571,8 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
         listing = run_listing(lab.runs_dir, path)
         from convolab.runs import read_json
 
+        if "error" in listing:                     # damaged files: the row says which, as on the Runs page
+            return listing
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
         if metrics:
             listing["per_class_accuracy"] = metrics.get("per_class_accuracy")
