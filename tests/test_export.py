@@ -172,6 +172,17 @@ def test_a_failed_export_leaves_no_file(course_model, tmp_path, monkeypatch, cap
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exporting_an_h5_never_replaces_a_keras_file_of_the_same_name(course_model, tmp_path, capsys):
+    _, keras_path, h5_path = course_model
+    source, mine = tmp_path / "fashion.h5", tmp_path / "fashion.keras"
+    source.write_bytes(h5_path.read_bytes())
+    mine.write_bytes(b"the user's own, different model")
+    assert main(["export", str(source), "--format", "keras"]) == 0
+    assert "fashion-export.keras" in capsys.readouterr().out
+    assert mine.read_bytes() == b"the user's own, different model"
+    assert (tmp_path / "fashion-export.keras").is_file()
+
+
 def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

@@ -96,10 +96,11 @@ def resolve_source(text: str) -> Source:
 
 
 def default_path(source: Source, format: str, given: str | Path | None, original: str) -> Path:
-    """--out, else beside the source; never the source file itself (fashion.keras exports to fashion-export.keras)."""
+    """--out, else beside the source. Beside a Keras file, a .keras export is always NAME-export.keras: NAME.keras
+    may be the source itself, or (for NAME.h5) another model of the user's that must not be replaced."""
     path = Path(given) if given is not None else source.default_stem.with_name(
         source.default_stem.name + SUFFIXES[format])
-    if given is None and is_keras_file(original) and path.resolve() == Path(original).resolve():
+    if given is None and is_keras_file(original) and format == "keras":
         path = path.with_name(f"{path.stem}-export{path.suffix}")
     return path
 
