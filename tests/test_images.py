@@ -132,6 +132,15 @@ def test_unreadable_and_missing_files_name_the_file(tmp_path):
         load_image(tmp_path / "absent.png", (28, 28, 1))
 
 
+def test_a_colour_mode_without_gray_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "lab.tif"
+    Image.new("LAB", (20, 20)).save(path)                # a TIFF in CIE L*a*b*: Pillow cannot make it gray
+    with pytest.raises(DataError, match="lab.tif: its colour mode LAB cannot be turned into gray or RGB"):
+        load_image(path, (28, 28, 1))
+    with pytest.raises(DataError, match="the upload: its colour mode LAB"):
+        load_image(path.read_bytes(), (28, 28, 1))
+
+
 def test_bad_arguments_are_refused(tmp_path):
     path = tmp_path / "ok.png"
     dark_square().save(path)

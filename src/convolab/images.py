@@ -67,8 +67,17 @@ def too_large(path: Path | str, size: str, limit: int = MAX_IMAGE_PIXELS) -> Dat
                          "at a few dozen pixels anyway")
 
 
-def _to_channels(image, channels: int):
-    """Pillow image in mode L (channels=1) or RGB (channels=3); transparency composited onto white, as viewers show it."""
+def _to_channels(image, channels: int, name: str | Path = "the image"):
+    """Pillow image in mode L (channels=1) or RGB (channels=3); transparency composited onto white, as viewers show it.
+    A colour mode Pillow cannot convert (LAB, HSV, ...) is a DataError naming the file (`name`)."""
+    try:
+        return _converted(image, channels)
+    except ValueError as error:                  # Pillow: "conversion from LAB to RGB not supported"
+        raise DataError(f"{name}: its colour mode {image.mode} cannot be turned into gray or RGB ({error})",
+                        fix="save it as an ordinary gray or RGB PNG or JPEG") from None
+
+
+def _converted(image, channels: int):
     from PIL import Image
 
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -120,7 +129,8 @@ def load_image(path: str | Path | bytes, input_shape: tuple[int, int, int], inve
                         fix="use a model whose input has 1 or 3 channels")
     if invert not in ("auto", True, False):
         raise DataError(f"invert={invert!r}; expected 'auto', True or False")
-    image = _to_channels(open_image(path, max_pixels=max_pixels), channels)
+    image = _to_channels(open_image(path, max_pixels=max_pixels), channels,
+                         "the upload" if isinstance(path, bytes) else path)
     pixels = np.asarray(image)
     if invert == "auto":
         invert = border_median(pixels) > LIGHT_BACKGROUND
