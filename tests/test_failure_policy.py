@@ -146,6 +146,15 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_pat
         assert "free at least" in error and "epoch 1/" not in capsys.readouterr().out
 
 
+def test_an_onnx_export_onto_a_full_disk_blames_the_disk(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the onnx extra (in dev) installs onnxruntime")
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:     # a 3.2 MB Dense layer does not fit
+        error = fails_with(["export", "flatten,dense1024,dense", "--format", "onnx", "--out", str(disk / "x.onnx")],
+                           "cannot write it (no space left on the device)", capsys)
+        assert "fix: free space on that disk" in error and "report it" not in error
+        assert list(disk.iterdir()) == []
+
+
 def test_a_read_only_run_directory_is_one_message_per_command(tmp_path, capsys):
     run = copy_run("tinycnn", tmp_path / "source")
     before = {path.name: path.read_bytes() for path in run.iterdir()}

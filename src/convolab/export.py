@@ -30,7 +30,7 @@ from convolab.keras_files import is_keras_file, keras_file_bytes, read_keras_fil
 from convolab.model import ConvNet, build_model
 from convolab.compare import is_run_directory
 from convolab.runconfig import RunConfig
-from convolab.runs import atomic_file, load_run
+from convolab.runs import atomic_file, load_run, write_failure
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, ModelSpec, load_spec, resolve_spec
 
 FORMATS = ("keras", "onnx")
@@ -214,6 +214,11 @@ def write_onnx(model: ConvNet, path: str | Path, images: np.ndarray, checked_on:
             onnx.save(document, str(temporary))
         except ConvolabError:
             raise
+        except OSError as error:                 # the disk, not the exporter: a full disk, a read-only folder
+            if error.errno is None:
+                raise ModelFileError(f"{path}: torch.onnx.export failed ({error}); nothing written",
+                                     fix="report it with the model's spec; --format keras still works") from None
+            raise write_failure(path, error) from None
         except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one clear line
             raise ModelFileError(f"{path}: torch.onnx.export failed ({type(error).__name__}: "
                                  f"{str(error).splitlines()[0][:300] if str(error) else ''}); nothing written",
