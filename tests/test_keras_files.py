@@ -183,6 +183,34 @@ def test_a_branching_functional_model_and_a_subclassed_one(tmp_path, capsys):
     refused(tmp_path / "subclassed.keras", "convolab reads Sequential stacks", "subclassed model ('Subclassed')")
 
 
+def with_config(source, path, change):
+    """A copy of the .keras archive `source` at `path` whose config.json went through change(config)."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    change(config)
+    members["config.json"] = json.dumps(config).encode()
+    return zip_file(path, members)
+
+
+def first_layer(config: dict) -> dict:
+    return config["config"]["layers"][1]          # [0] is the InputLayer
+
+
+@pytest.mark.parametrize("change", [
+    lambda config: first_layer(config).update(class_name=["Conv2D"]),         # a list where Keras writes a name
+    lambda config: config["config"]["layers"].__setitem__(1, "Conv2D"),       # a layer that is a string
+    lambda config: first_layer(config).update(config="relu"),                 # a layer config that is a string
+    lambda config: config["config"]["layers"][0]["config"].update(batch_shape=28),   # a shape that is a number
+], ids=["class-list", "layer-string", "config-string", "shape-number"])
+def test_a_config_not_laid_out_as_keras_writes_it_is_a_message(saved_models, tmp_path, capsys, change):
+    _, keras_path, _ = saved_models["cnn"]
+    path = with_config(keras_path, tmp_path / "edited.keras", change)
+    refused(path, "edited.keras", "not laid out as Keras writes them")
+    cli_refuses(path, capsys, "not laid out as Keras writes them", "fix:")
+    assert main(["evaluate", str(path)]) == 2 and "internal error" not in capsys.readouterr().err
+
+
 def test_an_unsupported_layer_is_named_and_the_supported_ones_listed(tmp_path, capsys):
     model = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255), layers.Flatten(), layers.Dense(2)])
     model.save(tmp_path / "rescaling.keras")

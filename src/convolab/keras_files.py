@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convolab.errors import ModelFileError, SpecError
+from convolab.errors import ConvolabError, ModelFileError, SpecError
 from convolab.layers import KINDS, LayerKind
 from convolab.model import ConvNet, build_model
 from convolab.shapes import analyze, keras_names
@@ -125,10 +125,19 @@ def _read(path: Path, with_weights: bool) -> KerasModel:
         raise ModelFileError(f"{path}: no such file", fix="check the path to the .keras or .h5 file") from None
     except OSError as error:
         raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})", fix="check the path") from None
-    if magic.startswith(ZIP_MAGIC):
-        return _read_keras_zip(path, with_weights)
-    if magic.startswith(HDF5_MAGIC):
-        return _read_legacy_h5(path, with_weights)
+    try:
+        if magic.startswith(ZIP_MAGIC):
+            return _read_keras_zip(path, with_weights)
+        if magic.startswith(HDF5_MAGIC):
+            return _read_legacy_h5(path, with_weights)
+    except ConvolabError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
+        # The config or the weights are not laid out as Keras writes them (a list where Keras writes a name, a
+        # missing entry, text where numbers belong): the file's fault, said as such, never an internal error.
+        raise ModelFileError(f"{path}: its model config or weights are not laid out as Keras writes them "
+                             f"({type(error).__name__}: {str(error)[:200]})",
+                             fix="save the model again from Keras with model.save('model.keras')") from None
     kind = "a .keras file (Keras 3: a zip archive)" if path.suffix.lower() == ".keras" else "an HDF5 file"
     raise ModelFileError(f"{path}: not {kind}; its first bytes are {magic[:8]!r}",
                          fix="save the model from Keras with model.save('model.keras'); a copy may have been cut short")
