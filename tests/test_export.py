@@ -150,6 +150,33 @@ def test_the_python_api_loads_saves_and_exports(course_model, tmp_path):
     assert exported.max_difference <= 1e-4 and (tmp_path / "again.onnx").is_file()
 
 
+def test_the_course_codes_model_save_writes_a_keras_file_that_keras_and_convolab_read(course_model, tmp_path,
+                                                                                      capsys):
+    from convolab import keras as course                # the course's code: `from convolab import keras`
+    from convolab.errors import RunError
+
+    course.utils.set_random_seed(0)
+    model = course.models.Sequential([course.Input(shape=(28, 28, 1)),
+                                      course.layers.Conv2D(4, (3, 3), activation="relu"),
+                                      course.layers.MaxPooling2D(2, 2), course.layers.Flatten(),
+                                      course.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    data = fashion()
+    model.fit(keras_inputs(data.train_images[:64]), data.train_labels[:64].numpy(), epochs=1, verbose=0)
+    path = tmp_path / "fashion.keras"
+    model.save(path)
+    images = keras_inputs(data.test_images[:5])
+    ours = model.predict(images, verbose=0)
+    assert np.abs(keras_outputs(keras.models.load_model(path), images) - ours).max() <= 1e-5   # real Keras reads it
+    assert np.abs(course.models.load_model(path).predict(images, verbose=0) - ours).max() <= 1e-6
+    assert main(["summary", str(path)]) == 0 and "conv2d" in capsys.readouterr().out
+    real, keras_path, _ = course_model                  # and the course code loads a file real Keras saved
+    loaded = course.models.load_model(keras_path)
+    assert np.abs(loaded.predict(images, verbose=0) - keras_outputs(real, images)).max() <= 1e-5
+    with pytest.raises(RunError, match="not legacy HDF5"):
+        model.save(tmp_path / "fashion.h5")
+
+
 def test_a_failed_export_leaves_no_file(course_model, tmp_path, monkeypatch, capsys):
     _, keras_path, _ = course_model
     monkeypatch.setattr(export_module, "ONNX_TOLERANCE", -1.0)   # every file now "disagrees"

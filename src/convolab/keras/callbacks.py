@@ -142,8 +142,9 @@ class EarlyStopping(native.EarlyStopping):
 
 class ModelCheckpoint(native.Callback):
     """Keras's ModelCheckpoint(filepath, monitor="val_loss", save_best_only=False): after each epoch (or each
-    improvement) the model is saved to `filepath`, which may hold {epoch} and log names ("cnn-{epoch:02d}.pt").
-    The file is convolab's (spec and weights, read back by keras.models.load_model), not a Keras .keras archive."""
+    improvement) the model is saved to `filepath`, which may hold {epoch} and log names ("cnn-{epoch:02d}.keras"):
+    a .keras name gets a Keras 3 archive, another one convolab's own file (model.save says which); both read back
+    with keras.models.load_model."""
 
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto", save_freq="epoch", **keras_arguments):

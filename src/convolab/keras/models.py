@@ -26,11 +26,13 @@ from convolab.activations import capture
 from convolab.data import split_validation
 from convolab.errors import ArgumentError, RunError, SpecError, TrainingError
 from convolab.evaluate import evaluate_model, predict_logits
+from convolab.export import export_network
 from convolab.keras import losses as keras_losses, optimizers as keras_optimizers
 from convolab.keras.arrays import class_indices, images_nhwc, model_floats, stored_images
 from convolab.keras.callbacks import Callback, History, KerasCallbacks, wants_batches
 from convolab.keras.layers import Input
 from convolab.keras.surface import check_arguments, unsupported
+from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
 from convolab.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint
 from convolab.shapes import analyze, keras_names
@@ -351,11 +353,20 @@ class Sequential(api.Sequential):
         return outputs.numpy()
 
     def save(self, filepath, overwrite: bool = True, **keras_arguments) -> None:
-        """The model (spec and weights) in convolab's file format; keras.models.load_model reads it back."""
+        """The model with its weights: a .keras path gets a Keras 3 archive (what the course's model.save writes:
+        Keras, convolab's commands and keras.models.load_model read it); any other suffix but .h5 gets convolab's own
+        file (spec and weights), which keras.models.load_model reads back too."""
         check_arguments("save", keras_arguments, ["filepath", "overwrite"], ("zipped", "save_format", "include_optimizer"))
         if not overwrite and Path(filepath).exists():
             raise RunError(f"{filepath} exists and overwrite=False", fix="choose another path")
+        suffix = Path(filepath).suffix.lower()
+        if suffix in (".h5", ".hdf5"):
+            raise RunError(f"model.save({str(filepath)!r}): convolab writes Keras 3 .keras files, not legacy HDF5",
+                           fix="model.save('model.keras')")
         network = self._trained_network()
+        if suffix == ".keras":
+            export_network(network, filepath, "keras")
+            return
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": MODEL_KIND,
                            "spec": network.spec.to_dict(),
                            "name": self.name, "model": {key: value.detach().cpu().contiguous()
@@ -454,16 +465,21 @@ class Model:
 
 
 def load_model(filepath, **keras_arguments) -> Sequential:
-    """A model written by model.save or ModelCheckpoint, rebuilt with its weights (compile it again to train)."""
+    """A model written by model.save or ModelCheckpoint (a Keras .keras or .h5 file, Keras's own included, or
+    convolab's file), rebuilt with its weights (compile it again to train)."""
     check_arguments("keras.models.load_model", keras_arguments, ["filepath"], ("custom_objects", "compile", "safe_mode"))
-    saved = read_checkpoint(filepath)
-    if saved.get("kind") != MODEL_KIND:
-        raise RunError(f"{filepath}: not a convolab Keras model file", fix="load files written by model.save(...)")
-    spec = spec_from_dict(saved["spec"])
-    model = Sequential(list(spec.layers), name=saved.get("name"))
+    if is_keras_file(filepath):
+        keras_model = read_keras_file(filepath)
+        spec, weights, name = keras_model.spec, keras_model.network.state_dict(), keras_model.spec.name
+    else:
+        saved = read_checkpoint(filepath)
+        if saved.get("kind") != MODEL_KIND:
+            raise RunError(f"{filepath}: not a convolab Keras model file", fix="load files written by model.save(...)")
+        spec, weights, name = spec_from_dict(saved["spec"]), saved["model"], saved.get("name")
+    model = Sequential(list(spec.layers), name=name)
     model._input = Input(shape=spec.input_shape)
     model._build(spec.input_shape, None)
-    model.network.load_state_dict(saved["model"])
+    model.network.load_state_dict(weights)
     return model
 
 
