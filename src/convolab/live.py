@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,9 @@ class LiveTraining:
     """The server's side: one training at a time, its folder, and reading what it wrote."""
 
     def __init__(self):
+        # The page polls status() on the server's threads while another request may start a training: the folder
+        # swap, the progress offset and the lists are read and changed under this lock only.
+        self.lock = threading.RLock()
         self.process: multiprocessing.process.BaseProcess | None = None
         self.folder: Path | None = None
         self.job: TrainingJob | None = None
@@ -234,6 +238,10 @@ class LiveTraining:
                            fix="stop it first, or wait until it ends")
 
     def start(self, job: TrainingJob) -> None:
+        with self.lock:
+            self._start(job)
+
+    def _start(self, job: TrainingJob) -> None:
         self.require_idle()
         self._remove_folder()     # the last training's messages; its run directory stays, of course
         self.folder = Path(tempfile.mkdtemp(prefix="convolab-live-"))
@@ -248,6 +256,10 @@ class LiveTraining:
         return status["state"] not in ("starting", "running")
 
     def stop(self) -> None:
+        with self.lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if not self.running:
             raise RunError("no training is running", fix="start one first")
         (self.folder / "stop").touch()
@@ -275,6 +287,10 @@ class LiveTraining:
 
     def status(self, since: int = 0) -> dict:
         """Everything the page shows: state, the batch points after `since`, epoch rows, the maps' step."""
+        with self.lock:
+            return self._status(since)
+
+    def _status(self, since: int) -> dict:
         if self.folder is None:
             return {"state": "idle", "message": "no training started from this page yet", "points": [], "epochs": [],
                     "total_points": 0}
@@ -290,9 +306,10 @@ class LiveTraining:
                 "messages": self.messages[-5:], "maps_step": maps_step, "running": self.running}
 
     def maps(self) -> dict | None:
-        if self.folder is None or not (self.folder / "maps.json").exists():
-            return None
-        return json.loads((self.folder / "maps.json").read_text(encoding="utf-8"))
+        with self.lock:
+            if self.folder is None or not (self.folder / "maps.json").exists():
+                return None
+            return json.loads((self.folder / "maps.json").read_text(encoding="utf-8"))
 
     def _remove_folder(self) -> None:
         if self.folder is not None:
