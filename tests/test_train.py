@@ -222,6 +222,26 @@ def test_the_python_api_fits_evaluates_and_predicts_through_the_same_code(tmp_pa
     assert probabilities.shape == (4, 10) and torch.allclose(probabilities.sum(dim=1), torch.ones(4))
 
 
+def test_the_python_api_evaluates_a_loaded_run_on_its_own_data_and_refuses_data_that_does_not_fit(tmp_path):
+    import dataclasses
+
+    import convolab
+    from convolab.errors import RunError
+    from train_fixtures import fashion_subset, train_tiny_run
+
+    train_tiny_run(tmp_path / "run", epochs=1, train=320, test=100)
+    loaded = convolab.load(tmp_path / "run")
+    assert loaded.evaluate().count == 10000      # the test set of the data config.json records, as `convolab evaluate`
+    data = fashion_subset(320, 100)
+    rgb = dataclasses.replace(data, train_images=data.train_images.expand(-1, 3, -1, -1),
+                              test_images=data.test_images.expand(-1, 3, -1, -1))
+    with pytest.raises(RunError, match=r"does not fit the model, which takes \(28, 28, 1\) images"):
+        loaded.evaluate(rgb)
+    fewer = dataclasses.replace(data, class_names=data.class_names[:2])
+    with pytest.raises(RunError, match="in 10 classes"):
+        loaded.evaluate(fewer)
+
+
 # --- --precision bf16: autocast with float32 weights and logits ------------------------------------------------------
 
 BF16_SPEC = "conv8x3,pool2,bn,flatten,dense32,dense"   # conv, pooling, BatchNormalization and dense under autocast

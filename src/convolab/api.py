@@ -128,12 +128,28 @@ class Sequential:
         from convolab.data import Dataset, load_dataset
         from convolab.evaluate import evaluate_model
 
-        network, _shape, _names, device, fitted_on = self._trained()
-        if data is None:
-            data = fitted_on or self.loaded.config.dataset.name
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=False)
-        return evaluate_model(network, dataset.test_images, dataset.test_labels, list(dataset.class_names),
-                              device=device)
+        from convolab.errors import RunError
+
+        network, input_shape, class_names, device, fitted_on = self._trained()
+        if isinstance(data, Dataset):
+            dataset = data
+        elif data is not None:
+            dataset = load_dataset(data, progress=False)
+        else:                                    # the data it was fitted on, or the data the loaded run recorded
+            dataset = fitted_on or self.loaded.config.dataset.load()
+        imported = self.loaded is not None and self.loaded.imported   # a Keras file knows its class count only
+        classes_fit = (len(dataset.class_names) == len(class_names) if imported
+                       else list(dataset.class_names) == list(class_names))
+        if not classes_fit or tuple(dataset.input_shape) != tuple(input_shape):
+            raise RunError(f"the data ({dataset.name}, {tuple(dataset.input_shape)}, {len(dataset.class_names)} "
+                           f"classes) does not fit the model, which takes {tuple(input_shape)} images in "
+                           f"{len(class_names)} classes",
+                           fix="evaluate on data of that shape and those classes: model.evaluate() uses the data it "
+                               "was fitted on")
+        flips = self.loaded is not None and self.loaded.config.train.test_time_flip   # a recipe's run tests so
+        return evaluate_model(network, dataset.test_images, dataset.test_labels,
+                              list(dataset.class_names) if imported else list(class_names), device=device,
+                              test_time_flip=flips)
 
     def predict(self, inputs, top: int = 3, invert="auto"):
         """Image files (a path or a list of paths) -> a list of Predictions (top classes with probabilities);
