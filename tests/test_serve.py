@@ -387,6 +387,17 @@ def test_training_bodies_that_are_not_forms_get_a_message(api):
     assert "nothing to resume" in error_of(api.post("/api/train/resume", json={"run": "lab/cnn"}), 409)
 
 
+def test_a_run_its_stop_at_goal_ended_is_not_resumed_for_more_epochs(runs, tmp_path):
+    folder = tmp_path / "runs"
+    shutil.copytree(runs / "lab" / "dnn", folder / "stopped")
+    checkpoint = torch.load(folder / "stopped" / "checkpoint.pt", weights_only=False)
+    torch.save({**checkpoint, "status": "stopped"}, folder / "stopped" / "checkpoint.pt")
+    with client(folder) as other:
+        response = other.post("/api/train/resume", json={"run": "stopped", "epochs": 100})
+        assert "it stopped after epoch 1" in error_of(response, 409)
+        assert response.json()["fix"] == "start a new run from the Train page"
+
+
 def wait_for(api, predicate, seconds: float = 120.0) -> dict:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -452,6 +463,10 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
             bind("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+    for host in ("999.1.1.1", "192.0.2.1"):      # not an address at all; an address of no interface here (TEST-NET-1)
+        with pytest.raises(ConvolabError, match="give --host an address of this machine") as caught:
+            bind(host, 0)
+        assert "--port" not in caught.value.fix
 
 
 def test_start_up_prints_the_url_with_a_token_and_warns_off_loopback(monkeypatch, capsys, tmp_path):

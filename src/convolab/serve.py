@@ -18,6 +18,7 @@ Security, as a local server must (Jupyter's model):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import json
 import re
@@ -455,7 +456,11 @@ def resume_job(lab: Lab, body: Any) -> Any:
     config = RunDirectory(path).read_config()
     planned = config.train.epochs
     epochs = int_argument(body.get("epochs"), "epochs", 1, 1000, planned)
-    if checkpoint.get("status") == "stopped" or checkpoint.get("epoch", 0) >= epochs:
+    if checkpoint.get("status") == "stopped":   # its stop-at goal or early stopping ended it: more epochs change nothing
+        raise RequestError(f"run {path.name!r}: nothing to resume: it stopped after epoch {checkpoint.get('epoch')} "
+                           "(its stop-at goal or early stopping ended it)",
+                           fix="start a new run from the Train page", status=409)
+    if checkpoint.get("epoch", 0) >= epochs:
         raise RequestError(f"run {path.name!r}: nothing to resume: it {checkpoint.get('status', 'ended')} after epoch "
                            f"{checkpoint.get('epoch')} of {epochs}", fix="ask for more epochs, or start a new run",
                            status=409)
@@ -721,8 +726,11 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise ConvolabError(f"cannot listen on {host}:{port} ({error.strerror})",
-                            fix="choose another --port (or --port 0 for any free one)") from None
+        if error.errno in (errno.EADDRINUSE, errno.EACCES):      # the port: taken, or below 1024
+            fix = "choose another --port (or --port 0 for any free one)"
+        else:                                                   # the host: not an address of this machine, or no address
+            fix = "give --host an address of this machine (127.0.0.1, the default; 0.0.0.0 for every interface)"
+        raise ConvolabError(f"cannot listen on {host}:{port} ({error.strerror or error})", fix=fix) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
