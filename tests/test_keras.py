@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -276,6 +277,20 @@ def test_optimizer_objects_validation_data_early_stopping_and_checkpoints(tmp_pa
     loss, accuracy = model.evaluate(images, labels, verbose=0)
     assert 0 <= accuracy <= 1 and loss > 0
     assert keras.optimizers.SGD().learning_rate == 0.01   # Keras's SGD default, not Adam's
+
+
+@pytest.mark.parametrize("template, word", [
+    ("m-{epoch:02d}-{val_loss:.2f}.pt", "{val_loss:.2f}"),       # no validation in this fit
+    ("m-{nope}.pt", "{nope}"),
+    ("m-{epoch.pt", "not a valid template"),
+])
+def test_a_checkpoint_name_this_fit_cannot_fill_is_refused_before_training(tmp_path, template, word):
+    images, labels = tiny_data()
+    model = tiny_model()
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / template))
+    with pytest.raises(ArgumentError, match=re.escape(word)):
+        model.fit(images, labels, epochs=1, callbacks=[checkpoint], verbose=0)
+    assert list(tmp_path.iterdir()) == [] and not checkpoint.saved
 
 
 def test_categorical_crossentropy_with_one_hot_labels():

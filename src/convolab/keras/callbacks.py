@@ -9,6 +9,7 @@ EarlyStopping and ModelCheckpoint are convolab's own callbacks (callbacks.py) wi
 """
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from convolab import callbacks as native
@@ -162,6 +163,21 @@ class ModelCheckpoint(native.Callback):
         self.saved: list[str] = []
 
     def check(self, metric_names: set[str]) -> None:
+        """Before the first epoch: every {name} of the file name is one this fit logs (else the first save would
+        fail after an epoch of training), and the monitor too when only the best is kept."""
+        logged = {"epoch", *keras_logs({name: 0.0 for name in metric_names})}
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(self.filepath) if field is not None]
+        except ValueError as error:              # an unmatched { or }
+            raise ArgumentError(f"keras.callbacks.ModelCheckpoint: filepath {self.filepath!r} is not a valid template "
+                                f"({error})", fix="write braces only around names, e.g. 'model-{epoch:02d}.keras'") from None
+        for field in fields:
+            name = field.split(".")[0].split("[")[0]
+            if name not in logged:
+                raise ArgumentError(f"keras.callbacks.ModelCheckpoint: filepath {self.filepath!r} names {{{field}}}, "
+                                    f"which this fit does not log; it logs {', '.join(sorted(logged))}",
+                                    fix="name only those (val_ ones need validation_split or validation_data), "
+                                        "e.g. 'model-{epoch:02d}.keras'")
         if self.save_best_only:
             native.check_metric(self.monitor, metric_names, f"ModelCheckpoint's monitor {self.monitor!r}")
 
