@@ -318,9 +318,10 @@ def bomb_png(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("body, status, word", [
     (b"", 400, "no image"),
     (b"this is not an image", 400, "cannot read as an image"),
+    (b"this is not an image", 400, "cannot identify image file the upload"),   # not Pillow's <_io.BytesIO ...>
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 400, "cannot read as an image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", 400, "cannot read as an image"),
-    (bomb_png(100_000, 100_000), 400, "pixels"),
+    (bomb_png(100_000, 100_000), 400, "the limit is 40 megapixels"),   # Pillow's own guard, the server's limit
     (bomb_png(30_000, 30_000), 400, "pixels"),
     (bomb_png(7_000, 7_000), 400, "7000x7000 pixels is too large"),   # under Pillow's guard, over the server's 40 MP
     (b"\xff\xd8\xff" + b"\x00" * (9 * 1024 * 1024), 413, "MB"),
@@ -364,6 +365,7 @@ GOOD_FORM = {"model": TINY_CNN, "name": "live", "epochs": 2, "batch_size": 32, "
     ({"stop_at": "val_accuracy>=0.9"}, 400, "val_accuracy"),
     ({"train_limit": 0}, 400, "train_limit"),
     ({"images": "0,99999"}, 400, "images"),
+    ({"images": [0, 99999]}, 400, "images=99999"),          # a JSON list is read as the list it is
 ])
 def test_bad_training_forms_get_a_message_and_start_nothing(api, runs, change, status, word):
     form = {**GOOD_FORM, **change}

@@ -51,10 +51,11 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
         raise DataError(f"{path}: no such image file", fix="check the path") from None
     except Image.DecompressionBombError as error:   # Pillow's own guard, raised by Image.open for the largest
         pixels = re.search(r"\((\d+) pixels\)", str(error))
-        raise too_large(path, f"{int(pixels.group(1)):,} pixels" if pixels else "its size") from None
+        raise too_large(path, f"{int(pixels.group(1)):,} pixels" if pixels else "its size", limit) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        said = str(error).replace(repr(source), str(path))   # Pillow names an upload by its BytesIO object's repr
         raise DataError(
-            f"{path}: cannot read as an image ({type(error).__name__}: {error})",
+            f"{path}: cannot read as an image ({type(error).__name__}: {said})",
             fix=f"use a PNG, JPEG, BMP, GIF or WebP file; this one is damaged or not an image",
         ) from None
 

@@ -88,11 +88,12 @@ def int_argument(value: Any, name: str, low: int | None = None, high: int | None
     return number
 
 
-def int_list_argument(text: str | None, name: str, high: int, default: list[int]) -> list[int]:
-    """'0,23,28' -> [0, 23, 28], each in 0..high-1, at most MAX_IMAGES."""
+def int_list_argument(text: str | list | None, name: str, high: int, default: list[int]) -> list[int]:
+    """'0,23,28' (or a JSON list [0, 23, 28]) -> [0, 23, 28], each in 0..high-1, at most MAX_IMAGES."""
     if not text:
         return default
-    parts = [part for part in str(text).replace(" ", "").split(",") if part]
+    parts = ([str(part) for part in text] if isinstance(text, list)
+             else [part for part in str(text).replace(" ", "").split(",") if part])
     if len(parts) > MAX_IMAGES:
         raise RequestError(f"{name}: {len(parts)} values; at most {MAX_IMAGES}", fix="choose fewer images")
     return [int_argument(part, name, 0, high - 1) for part in parts]
