@@ -213,6 +213,11 @@ def test_exporting_an_h5_never_replaces_a_keras_file_of_the_same_name(course_mod
 def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    assert main(["export", "cnn", "--format", "onnx", "--out", str(tmp_path / "wrong.keras")]) == 2
+    assert "a .keras name for an ONNX file" in capsys.readouterr().err
+    assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path / "wrong.ONNX")]) == 2
+    assert "name it wrong.keras, or use --format onnx" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
     model = convolab.Sequential([convolab.Flatten(input_shape=(4, 4, 1)), convolab.Dense(2)])
     with pytest.raises(ModelFileError, match="save writes Keras 3 .keras files"):
         model.save(tmp_path / "x.h5")

@@ -363,6 +363,14 @@ def test_an_oversized_spec_file_is_refused_before_it_is_read(tmp_path):
         load_spec(str(path))
 
 
+def test_an_onnx_file_is_named_as_one_not_as_a_spec_in_the_wrong_encoding(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x09\x12\x07pytorch\xff\xfe binary protobuf")
+    with pytest.raises(SpecError, match="is an ONNX file; convolab reads runs, Keras files") as caught:
+        load_spec(str(path))
+    assert "exported from" in caught.value.fix
+
+
 def test_two_activations_on_one_layer_are_refused():
     """cause 18: conv4x3-relu-tanh silently kept the last one."""
     with pytest.raises(SpecError, match="one activation, received -relu and -tanh"):

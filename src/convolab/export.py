@@ -110,6 +110,12 @@ def export_model(text: str, format: str, out: str | Path | None = None) -> Expor
     if format not in FORMATS:
         raise ModelFileError(f"expected an export format among {', '.join(FORMATS)}, received: {format!r}",
                              fix="--format keras or --format onnx")
+    wrong = {suffix: name for name, suffix in SUFFIXES.items() if name != format}
+    if out is not None and Path(out).suffix.lower() in wrong:      # an ONNX file named .keras, or the other way round
+        what = {"keras": "a Keras", "onnx": "an ONNX"}[format]
+        raise ModelFileError(f"--out {str(out)!r}: a {Path(out).suffix} name for {what} file",
+                             fix=f"name it {Path(out).stem}{SUFFIXES[format]}, or use --format "
+                                 f"{wrong[Path(out).suffix.lower()]}")
     source = resolve_source(text)
     path = default_path(source, format, out, text)
     if path.exists() and path.is_dir():

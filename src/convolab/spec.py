@@ -375,6 +375,10 @@ def read_spec_file(path: str | Path) -> ModelSpec:
         raise SpecError(f"cannot read the model file {short(str(path))}: {error.strerror or error}",
                         fix="check the path") from None
     except UnicodeDecodeError:
+        if path.suffix.lower() == ".onnx":       # convolab writes ONNX (convolab export) but cannot read it back
+            raise SpecError(f"{str(path)!r} is an ONNX file; convolab reads runs, Keras files (.keras, .h5) and specs "
+                            "(YAML, JSON, one line), not ONNX",
+                            fix="give the run or the Keras file the ONNX file was exported from") from None
         raise SpecError(f"the model file {str(path)!r} is not UTF-8 text", fix="save it as YAML or JSON text") from None
     try:
         data = _parse_file_text(path, text)
