@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import hashlib
 from pathlib import Path
 
@@ -437,6 +438,21 @@ def make_folder(root: Path, counts: dict[str, int], color: bool = False, size=(1
             suffix = formats[index % len(formats)]
             image.save(root / name / f"{index}.{'jpg' if suffix == 'jpeg' else suffix}", format=suffix.upper())
     return root
+
+
+def test_a_run_fitted_on_a_loaded_folder_in_python_reloads_its_data_from_any_folder(tmp_path, monkeypatch, capsys):
+    from convolab import Dense, Flatten, Sequential
+    from convolab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    make_folder(tmp_path / "shapes", {"dark": 12, "light": 12})
+    dataset = load_dataset("shapes", progress=False)               # relative to this folder, as a notebook would
+    assert dataset.options["source"] == str(tmp_path / "shapes")
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(2, activation="softmax")])
+    model.fit(dataset, epochs=1, out=tmp_path / "run", verbose=False)
+    monkeypatch.chdir(tmp_path.parent)                             # elsewhere: the run still finds its images
+    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["test_count"] == len(dataset.test_labels)
 
 
 def test_image_folder_split_by_fraction_is_stratified_and_seeded(tmp_path):

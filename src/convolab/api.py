@@ -90,7 +90,9 @@ class Sequential:
         from convolab.train import TrainConfig, make_progress
 
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
-        options = {"source": dataset.name} if isinstance(data, Dataset) else {"source": data}
+        # How the run can load its data again (evaluate, --resume): load_dataset's arguments when the Dataset came from
+        # it, else its name (a dataset convolab knows by name)
+        options = (dict(dataset.options) or {"source": dataset.name}) if isinstance(data, Dataset) else {"source": data}
         config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
                              validation_split=validation_split, seed=seed, device=device, precision=precision)
         self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,

@@ -5,7 +5,7 @@ batch (batches.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +27,9 @@ class Dataset:
     checks: tuple[FileCheck, ...] = ()
     looked: tuple[str, ...] = ()            # places tried before the one used, each with why it failed
     skipped_files: tuple[str, ...] = ()     # image files that could not be read, each with the reason
+    # load_dataset's arguments that give this data again (a run records them, so that evaluate and --resume reload
+    # it); empty when the dataset was made another way
+    options: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -77,14 +77,20 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     size = _parse_image_size(image_size)
     if channels is not None and channels not in (1, 3):
         raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
+    options = {"source": str(source), "data_dir": None if data_dir is None else str(data_dir), "offline": offline,
+               "channels": channels, "image_size": list(size) if size else None, "test_split": test_split, "seed": seed,
+               **({"stream": True} if stream else {})}
     if isinstance(source, str) and source in DATASETS:
         dataset = load_registry_dataset(DATASETS[source], data_dir=data_dir, offline=offline, progress=progress)
     elif _looks_like_path(source):
-        return load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed,
-                                 stream=stream, report=_print_to_stderr if progress else None)
+        dataset = load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed,
+                                    stream=stream, report=_print_to_stderr if progress else None)
+        dataset.options = {**options, "source": str(Path(source).expanduser().resolve())}   # wherever cwd goes next
+        return dataset
     else:
         dataset_info(str(source))   # raises the "unknown dataset" error
         raise AssertionError("unreachable")
     dataset.train_images = _reshape_images(dataset.train_images, channels, size)
     dataset.test_images = _reshape_images(dataset.test_images, channels, size)
+    dataset.options = options
     return dataset
