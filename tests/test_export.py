@@ -199,6 +199,17 @@ def test_a_failed_export_leaves_no_file(course_model, tmp_path, monkeypatch, cap
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_keras_model_for_other_shapes_evaluates_with_channels_and_size_alone(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "rgb.keras")
+    assert main(["evaluate", str(tmp_path / "rgb.keras"), "--test-limit", "40"]) == 2
+    assert "--channels 3 --image-size 32,32" in capsys.readouterr().err        # the fix says what fits
+    assert main(["evaluate", str(tmp_path / "rgb.keras"), "--channels", "3", "--image-size", "32,32",
+                 "--test-limit", "40", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_count"] == 40           # Fashion-MNIST, shaped as the model takes
+
+
 def test_exporting_an_h5_never_replaces_a_keras_file_of_the_same_name(course_model, tmp_path, capsys):
     _, keras_path, h5_path = course_model
     source, mine = tmp_path / "fashion.h5", tmp_path / "fashion.keras"

@@ -344,7 +344,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from convolab.evaluate import render_evaluation
     from convolab.experiment import evaluate_run
 
-    evaluation, dataset = evaluate_run(args.run, None if args.data is None else data_options(args),
+    reshaped = args.data is not None or args.channels is not None or args.image_size is not None
+    evaluation, dataset = evaluate_run(args.run, data_options(args) if reshaped else None,
                                        data_dir=args.data_dir, offline=args.offline, weights=args.weights,
                                        test_limit=args.test_limit, device=args.device, top_k_losses=args.top)
     if args.json:

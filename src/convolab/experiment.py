@@ -386,6 +386,9 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
     if data is None:
         dataset = run.config.dataset.load(data_dir, offline)
     else:
+        if data.get("source") is None:           # --channels or --image-size alone: the recorded data, shaped so
+            data = {**run.config.dataset.load_options(data_dir, offline),
+                    **{key: value for key, value in data.items() if value is not None and key != "source"}}
         dataset = load_dataset(**data, progress=False)
     # A Keras file knows its class count, not its class names: it takes the names of the data it is evaluated on.
     classes_fit = len(dataset.class_names) == len(run.class_names) if run.imported else \
@@ -394,7 +397,10 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
         what = "model, which takes" if run.imported else f"run, which was trained on {run.config.dataset.name}"
         raise RunError(f"the data ({dataset.name}, {dataset.input_shape}, {len(dataset.class_names)} classes) does not "
                        f"fit the {what} {run.input_shape} images in {len(run.class_names)} classes",
-                       fix="evaluate on the data the model was trained on (leave out --data; data=None in Python)")
+                       fix=f"give data of that shape, e.g. --channels {run.input_shape[2]} --image-size "
+                           f"{run.input_shape[0]},{run.input_shape[1]} (with --data for other data)"
+                           if run.imported else "evaluate on the data the model was trained on (leave out --data; "
+                                                "data=None in Python)")
     class_names = list(dataset.class_names) if run.imported else run.class_names
     images, labels = dataset.test_images, dataset.test_labels
     if test_limit:
