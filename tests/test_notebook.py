@@ -34,6 +34,15 @@ def test_outside_a_notebook_summary_prints_text_once(capsys):
     assert printed.count("Total params: 7,850") == 1 and "<table>" not in printed
 
 
+def test_an_empty_model_being_built_displays_instead_of_failing():
+    import convolab
+
+    model = convolab.Sequential()                  # a notebook shows it before the first model.add(...)
+    assert "no layers yet" in repr(model)
+    model.add(convolab.Flatten(input_shape=(4, 4, 1)))
+    assert "Flatten(input_shape=(4, 4, 1))" in repr(model)
+
+
 @needs_debian
 def test_a_run_displays_compactly_and_its_pictures_display_and_save(tmp_path):
     run = train_tiny_run(tmp_path / "cnn", spec="conv4x3,pool2,flatten,dense", epochs=1, train=128, test=64)

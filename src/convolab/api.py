@@ -209,6 +209,8 @@ class Sequential:
         return export_network(self._network_to_write(), path, formats[suffix], config)
 
     def __repr__(self) -> str:
+        if not self._layers:                     # a model still being built (model.add(...) comes next): shown, not refused
+            return f"Sequential([], name={self.name!r})  # no layers yet: model.add(Conv2D(...))"
         return self.spec.to_python()
 
 
