@@ -43,6 +43,28 @@ def test_a_run_directory_is_reused_and_a_different_setting_is_noted(tmp_path):
     assert "seed 3 (here 0)" in comparison.notes[0] and "epochs 1 (here 2)" in comparison.notes[0]
 
 
+def test_a_run_trained_differently_under_out_is_never_replaced_without_retrain(tmp_path, capsys):
+    from convolab.cli import main
+    from convolab.errors import RunError
+
+    spec = "flatten,dense8,dense"
+    train_tiny_run(tmp_path / "out" / "mine", spec=spec, epochs=2)          # the user's own run, two epochs
+    before = (tmp_path / "out" / "mine" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunError, match="holds a run trained differently"):
+        compare_models([spec], fashion(), TrainConfig(epochs=1, device="cpu"), tmp_path / "out", selection=SELECTION,
+                       progress=QuietProgress(), names=["mine"])
+    assert (tmp_path / "out" / "mine" / "checkpoint.pt").read_bytes() == before
+    argv = ["compare", spec, "--out", str(tmp_path / "cli"), "--train-limit", "320", "--test-limit", "200",
+            "--offline", "--quiet"]
+    assert main([*argv, "--epochs", "2"]) == 0
+    [run] = [path.parent for path in (tmp_path / "cli").glob("*/checkpoint.pt")]
+    first = (run / "checkpoint.pt").read_bytes()
+    assert main([*argv, "--epochs", "1"]) == 2 and "--retrain" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == first
+    assert main([*argv, "--epochs", "1", "--retrain"]) == 0                 # asked for: trained again in its place
+    assert (run / "checkpoint.pt").read_bytes() != first
+
+
 def test_epochs_to_target_is_the_first_epoch_that_meets_it():
     history = [{"epoch": 1, "accuracy": 0.8}, {"epoch": 2, "accuracy": 0.91}, {"epoch": 3, "accuracy": 0.95}]
     assert epochs_to_target(history, StopAtTarget.parse("acc>=0.9")) == 2

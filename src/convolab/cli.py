@@ -404,7 +404,9 @@ def add_compare_parser(subparsers) -> None:
     parser.add_argument("--out", default="runs/compare", metavar="DIR", help="where new runs go (default runs/compare)")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='stop each model at TARGET, e.g. "val_accuracy>=0.9"; the table gives epochs to reach it')
-    parser.add_argument("--retrain", action="store_true", help="train again even when a matching finished run exists")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again in place of any run already under --out (without it, a matching finished "
+                             "run is reused and one trained differently is never replaced)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -581,7 +583,9 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--out", default="runs/sweep", metavar="DIR", help="where the runs go (default runs/sweep)")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='the same target for every run, e.g. "val_accuracy>=0.9"')
-    parser.add_argument("--retrain", action="store_true", help="train again even when a matching finished run exists")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again in place of any run already under --out (without it, a matching finished "
+                             "run is reused and one trained differently is never replaced)")
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html comparing the runs")
 
 

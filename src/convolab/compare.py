@@ -133,17 +133,29 @@ def is_run_directory(entry: str) -> bool:
 def matching_finished_run(path: Path, spec: ModelSpec, dataset: Dataset, config: TrainConfig,
                           selection: DataSelection, stop_at: str | None) -> bool:
     """Whether `path` holds a finished run of this very spec, data, subset, hyperparameters and target."""
-    if not is_run_directory(str(path)) or not (path / METRICS).is_file():
+    if not (path / METRICS).is_file() or not same_experiment(path, spec, dataset, config, selection, stop_at):
         return False
     try:
-        saved = RunDirectory(path).read_config()
         status = read_checkpoint(path / CHECKPOINT).get("status")
     except ConvolabError:
         return False
+    return status in ("finished", "stopped")
+
+
+def same_experiment(path: Path, spec: ModelSpec, dataset: Dataset, config: TrainConfig, selection: DataSelection,
+                    stop_at: str | None) -> bool:
+    """Whether the run at `path` was started with this very spec, data, subset, hyperparameters and target (finished
+    or not: an interrupted try of this comparison may be trained again in its place)."""
+    if not is_run_directory(str(path)):
+        return False
+    try:
+        saved = RunDirectory(path).read_config()
+    except ConvolabError:
+        return False
     recorded = saved.dataset.selection
-    return (status in ("finished", "stopped") and saved.spec.to_line() == spec.to_line() and saved.train == config
-            and saved.dataset.name == dataset.name and recorded.train_limit == selection.train_limit
-            and recorded.test_limit == selection.test_limit and saved.stop_at == stop_at)
+    return (saved.spec.to_line() == spec.to_line() and saved.train == config and saved.dataset.name == dataset.name
+            and recorded.train_limit == selection.train_limit and recorded.test_limit == selection.test_limit
+            and saved.stop_at == stop_at)
 
 
 def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: DataSelection) -> list[str]:
@@ -167,8 +179,10 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
     """Train each model (or reuse runs) on the same data and seed, then gather one row per entry.
 
     entries: presets, spec files, one-line specs, ModelSpecs, or run directories. out_root: where new runs go
-    (out_root/NAME). retrain: ignore matching finished runs. names: directory names for the entries (default derived).
-    on_train_end: called with each new run's directory (pictures).
+    (out_root/NAME). retrain: train again in place of any run already at out_root/NAME (without it, a matching
+    finished run is reused, an unfinished try of this comparison trained again, and a run trained differently is
+    never replaced: RunError). names: directory names for the entries (default derived). on_train_end: called with
+    each new run's directory (pictures).
     """
     progress = progress or make_progress("auto")
     selection = selection or DataSelection(options={"source": dataset.name})
@@ -194,6 +208,10 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
             progress.message(f"{name}: reusing the finished run in {out} (same spec, data and settings)")
             comparison.rows.append(row_from_run(load_run(out), target))
             continue
+        if not retrain and is_run_directory(str(out)) and not same_experiment(out, spec, dataset, config, selection,
+                                                                                 stop_at):
+            raise RunError(f"{out} holds a run trained differently (another model, data or settings); this comparison "
+                           "would replace it", fix="give another --out, or add --retrain to train it again there")
         progress.message(f"{name}: training {spec.to_line()} -> {out}")
         result = train_run(spec, dataset, config, out, name=name, selection=selection, stop_at=stop_at,
                            progress=progress, overwrite=True, on_train_end=on_train_end, weights=weights)
