@@ -5,6 +5,8 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -224,6 +226,16 @@ def test_exporting_an_h5_never_replaces_a_keras_file_of_the_same_name(course_mod
 def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")                  # a run's own file is never replaced by an export
+    assert main(["export", "cnn", "--format", "onnx", "--out", str(tmp_path / "config.json")]) == 2
+    assert "exists and is not a .onnx file" in capsys.readouterr().err
+    assert (tmp_path / "config.json").read_text() == "{}"
+    (tmp_path / "config.json").unlink()
+    fifo = tmp_path / "fifo.keras"                                 # nor a device or pipe's node
+    os.mkfifo(fifo)
+    assert main(["export", "cnn", "--format", "keras", "--out", str(fifo)]) == 2
+    assert "not a regular file" in capsys.readouterr().err and stat.S_ISFIFO(fifo.lstat().st_mode)
+    fifo.unlink()
     assert main(["export", "cnn", "--format", "onnx", "--out", str(tmp_path / "wrong.keras")]) == 2
     assert "a .keras name for an ONNX file" in capsys.readouterr().err
     assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path / "wrong.ONNX")]) == 2

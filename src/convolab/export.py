@@ -116,6 +116,10 @@ def export_model(text: str, format: str, out: str | Path | None = None) -> Expor
         raise ModelFileError(f"--out {str(out)!r}: a {Path(out).suffix} name for {what} file",
                              fix=f"name it {Path(out).stem}{SUFFIXES[format]}, or use --format "
                                  f"{wrong[Path(out).suffix.lower()]}")
+    if out is not None and Path(out).is_file() and Path(out).suffix.lower() != SUFFIXES[format]:
+        raise ModelFileError(f"--out {str(out)!r} exists and is not a {SUFFIXES[format]} file (a run's config or "
+                             "checkpoint, or a file of yours): exporting would replace it",
+                             fix=f"give a new name ending in {SUFFIXES[format]}")
     source = resolve_source(text)
     path = default_path(source, format, out, text)
     if path.exists() and path.is_dir():

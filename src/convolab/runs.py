@@ -172,6 +172,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     with writing(path):
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if path.exists() and not path.is_file():      # a device or a pipe: renaming over it would replace the device node
+        raise WriteError(f"{path}: not a regular file (a device, a pipe or a socket); a checked file cannot be "
+                         "written there", fix="give a file name")
+    with writing(path):
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         os.close(handle)
         try:
