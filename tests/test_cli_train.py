@@ -32,6 +32,16 @@ def test_train_writes_a_run_and_prints_epochs_and_the_test_result(tmp_path, caps
     assert "50 images" in report and "confusion matrix (counts)" in report and "most confused" in report
 
 
+@pytest.mark.parametrize("name, folder", [("..", "model"), ("../escaped", "escaped"), ("/tmp/absolute", "tmp-absolute")])
+def test_a_spec_files_name_never_leads_the_default_run_out_of_runs(tmp_path, capsys, monkeypatch, name, folder):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": name, "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}))
+    assert main(["train", str(spec), "--epochs", "1", *QUICK, "--quiet"]) == 0
+    assert (tmp_path / "runs" / folder / "checkpoint.pt").is_file()
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "escaped").exists()
+
+
 def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2

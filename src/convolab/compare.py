@@ -10,7 +10,6 @@ too, unless `retrain=True`. `convolab compare`, `convolab lab` and `convolab swe
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,8 @@ from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
 from convolab.errors import ConvolabError, RunError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, load_model_source, load_run,
-                           read_checkpoint, require_run)
+from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, folder_name, load_model_source,
+                           load_run, read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
 from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
@@ -95,7 +94,7 @@ def row_from_run(run: Run, target: StopAtTarget | None = None) -> ComparisonRow:
 
 def run_name(entry: str, spec: ModelSpec, taken: set[str]) -> str:
     """A directory name for a model: its preset name, else its one-line form made path-safe; unique among `taken`."""
-    base = spec.name or re.sub(r"[^A-Za-z0-9._-]+", "-", entry.strip())[:60].strip("-") or "model"
+    base = folder_name(spec.name or entry.strip())
     name, number = base, 2
     while name in taken:
         name, number = f"{base}-{number}", number + 1

@@ -23,8 +23,8 @@ from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (ModelWeights, RunDirectory, hardware, load_model_source, load_run, load_weights, locked_run,
-                           next_free_directory, python_command, read_checkpoint, require_free_space, require_run,
+from convolab.runs import (ModelWeights, RunDirectory, folder_name, hardware, load_model_source, load_run,
+                           load_weights, locked_run, next_free_directory, python_command, read_checkpoint, require_free_space, require_run,
                            versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, resolve_spec
@@ -301,7 +301,7 @@ def new_run(model: str | None, config: TrainConfig, data: dict, *, recipe: str |
         raise TrainingError("train needs a MODEL (a preset, spec file or one-line spec)",
                             fix="name one, for example cnn (convolab train cnn, or new_run('cnn', ...) in Python)")
     spec, weights = load_model_source(model)   # a Keras file brings its weights: training continues from them
-    out = Path(out) if out else next_free_directory(Path("runs") / (spec.name or "model"))
+    out = Path(out) if out else next_free_directory(Path("runs") / folder_name(spec.name))
     callbacks, hooks = [], list(on_train_end)
     if tensorboard and (distributed_context is None or distributed_context.is_main):   # rank 0 alone writes the run
         from convolab.tensorboard import TensorBoardWriter

@@ -630,6 +630,14 @@ def imported_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
                checkpoint={"status": "imported", "epoch": 0, "model": model_file.state_dict})
 
 
+def folder_name(name: str | None, default: str = "model") -> str:
+    """A run folder's name from a model's name (a spec file's "name", a one-line spec): one path component of
+    letters, digits, '_', '.' and '-', at most 60 characters, never '.' or '..'; `default` when nothing is left. A
+    spec's name never leads a run out of runs/ ("../x", "/tmp/x")."""
+    cleaned = re.sub(r"[^\w.-]+", "-", name or "")[:60].strip("-.")
+    return cleaned or default
+
+
 def next_free_directory(base: str | Path) -> Path:
     """`base` if no run lives there, else base-2, base-3, ...: a default --out never replaces an earlier run."""
     base = Path(base)
