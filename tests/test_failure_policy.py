@@ -146,6 +146,16 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_pat
         assert "free at least" in error and "epoch 1/" not in capsys.readouterr().out
 
 
+def test_a_name_too_long_for_the_file_system_is_a_message_in_every_command(tmp_path, capsys):
+    run = copy_run("tinycnn", tmp_path)
+    long = "x" * 300                             # over the 255 bytes a name may have on ext4 and tmpfs
+    for argv in (["summary", long], ["summary", "cnn", "--diagram", str(tmp_path / f"{long}.svg")],
+                 ["evaluate", long], ["report", str(run), "--out", str(tmp_path / f"{long}.html")],
+                 ["export", str(run), "--format", "keras", "--out", str(tmp_path / f"{long}.keras")],
+                 ["train", TINY_SPEC, "--out", str(tmp_path / long), *QUICK]):
+        fails_with(argv, "too long for the file system", capsys)
+
+
 def test_an_onnx_export_onto_a_full_disk_blames_the_disk(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="the onnx extra (in dev) installs onnxruntime")
     with small_tmpfs(tmp_path / "disk", "2m") as disk:     # a 3.2 MB Dense layer does not fit

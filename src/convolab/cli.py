@@ -6,6 +6,7 @@ and returns the exit status. A ConvolabError anywhere becomes a short message on
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -797,20 +798,33 @@ def main(argv: list[str] | None = None) -> int:
         # `convolab summary cnn | head` closes our stdout early; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:    # any other OSError reaching here is a bug (writers say theirs)
+            return internal_error(args, error)
+        name = str(error.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:60]}...({len(name)} characters)"
+        print(f"convolab {args.command}: error: {shown}: the name is too long for the file system\n"
+              "  fix: choose a shorter name (most file systems allow 255 bytes per name)", file=sys.stderr)
+        return 2
     except Exception as error:  # noqa: BLE001 - the last line of defence against a bare traceback
         if is_out_of_memory(error):
             print(f"convolab {args.command}: error: out of memory: {first_line(error)}\n"
                   "  fix: use a smaller --batch-size, --image-size or model, or --train-limit/--test-limit; "
                   "`convolab summary MODEL` shows each layer's memory per image", file=sys.stderr)
             return 2
-        if args.debug:
-            traceback.print_exc()
-        print(
-            f"convolab {args.command}: internal error: {type(error).__name__}: {error}\n"
-            "  This is a bug in convolab. Run again with --debug for the traceback and report it.",
-            file=sys.stderr,
-        )
-        return 1
+        return internal_error(args, error)
+
+
+def internal_error(args: argparse.Namespace, error: BaseException) -> int:
+    """What a bug looks like to the user: one line, and how to get the traceback for the report."""
+    if args.debug:
+        traceback.print_exc()
+    print(
+        f"convolab {args.command}: internal error: {type(error).__name__}: {error}\n"
+        "  This is a bug in convolab. Run again with --debug for the traceback and report it.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

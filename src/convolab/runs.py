@@ -92,7 +92,11 @@ def write_failure(path: str | Path, error: OSError, size: int | None = None) -> 
         message += f"; it needs {readable_bytes(size)}" + (f", {readable_bytes(free)} are free there"
                                                             if free is not None else "")
         fix = f"free at least {readable_bytes(size)} on that disk, or write somewhere else"
-    if path.is_file():
+    try:
+        kept = path.is_file()
+    except OSError:                              # the name itself is the problem (too long): nothing was there
+        kept = False
+    if kept:
         message += f"; the previous {path.name} is kept as it was"
     return WriteError(message, fix=fix)
 
