@@ -42,6 +42,19 @@ def test_a_spec_files_name_never_leads_the_default_run_out_of_runs(tmp_path, cap
     assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "escaped").exists()
 
 
+def test_resume_refuses_flags_it_would_ignore_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    for extra, named in ((["dnn"], "MODEL"), (["--out", str(tmp_path / "elsewhere")], "--out"),
+                         (["--learning-rate", "0.5"], "--learning-rate"), (["--recipe", "fast"], "--recipe"),
+                         (["--train-limit", "64"], "--train-limit"), (["--stop-at", "accuracy>=0.5"], "--stop-at")):
+        assert main(["train", "--resume", str(out), "--epochs", "2", *extra]) == 2
+        error = capsys.readouterr().err
+        assert named in error and "config.json records" in error, error
+    assert (out / "checkpoint.pt").read_bytes() == before and not (tmp_path / "elsewhere").exists()
+
+
 def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2

@@ -212,7 +212,9 @@ def add_train_parser(subparsers) -> None:
                              "recipes train in bf16 on CPUs with AMX or AVX512-BF16 unless --precision says otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                        help="continue a stopped run (RUN, or --out) from its checkpoint; --epochs N trains to N in all")
+                        help="continue a stopped run (RUN, or --out) from its checkpoint with the settings its "
+                             "config.json records (flags that would change them are refused); --epochs N trains to N "
+                             "in all")
     parser.add_argument("--stop-at", default=None, metavar="TARGET",
                         help='stop when an epoch reaches TARGET, e.g. "accuracy>=0.998" (acc is accepted)')
     parser.add_argument("--early-stopping", type=arguments.COUNT, default=None, metavar="PATIENCE",
@@ -288,6 +290,7 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
 
         require_tensorboard()   # before any data is loaded or anything is written
     if args.resume is not None:
+        refuse_settings_a_resume_ignores(args)
         target = args.resume if isinstance(args.resume, str) else args.out or (f"runs/{args.model}" if args.model else None)
         if target is None:
             raise ConvolabError("--resume needs the run to continue", fix="convolab train --resume runs/cnn")
@@ -309,6 +312,25 @@ def train_in_this_process(args: argparse.Namespace, context) -> int:
     print(f"test loss {result.evaluation.loss:.4f}  test accuracy {result.evaluation.accuracy:.4f}  "
           f"run: {result.run_dir}" if args.quiet else f"run: {result.run_dir}")
     return 0
+
+
+# What a resumed run takes from its config.json, never from the command line: the weights must continue as they began.
+RESUME_KEEPS = ("recipe", "learning_rate", "batch_size", "optimizer", "validation_split", "seed", "device", "engine",
+                "threads", "precision", "train_limit", "test_limit", "stop_at", "early_stopping", "data", "channels",
+                "image_size", "test_split", "stream", "overwrite")
+
+
+def refuse_settings_a_resume_ignores(args: argparse.Namespace) -> None:
+    """ConvolabError when `train --resume` is given flags it would ignore (it continues with the run's own settings),
+    or a model or --out besides the RUN it names."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = [f"--{name.replace('_', '-')}" for name in RESUME_KEEPS if getattr(args, name, None) != defaults.get(name)]
+    if isinstance(args.resume, str):             # --resume RUN: the run is named; a model or --out would be another
+        given = (["MODEL"] if args.model else []) + (["--out"] if args.out else []) + given
+    if given:
+        raise ConvolabError(f"--resume continues a run with the settings its config.json records; "
+                            f"{', '.join(given)} would change them",
+                            fix="leave them out (--epochs may raise the total), or start a new run with another --out")
 
 
 def add_run_data_flags(parser: argparse.ArgumentParser) -> None:
