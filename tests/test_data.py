@@ -455,6 +455,21 @@ def test_a_run_fitted_on_a_loaded_folder_in_python_reloads_its_data_from_any_fol
     assert json.loads(capsys.readouterr().out)["test_count"] == len(dataset.test_labels)
 
 
+def test_a_run_trained_on_a_relative_folder_by_the_cli_finds_it_from_any_folder(tmp_path, monkeypatch, capsys):
+    from convolab.cli import main
+
+    (tmp_path / "project").mkdir()
+    make_folder(tmp_path / "project" / "pics", {"dark": 12, "light": 12})
+    monkeypatch.chdir(tmp_path / "project")
+    assert main(["train", "flatten,dense", "--data", "pics", "--epochs", "1", "--quiet", "--out", "../run"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"]["options"]["source"] == str(tmp_path / "project" / "pics")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", "run", "--json"]) == 0, capsys.readouterr().err
+    assert main(["train", "--resume", "run", "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+
+
 def test_image_folder_split_by_fraction_is_stratified_and_seeded(tmp_path):
     root = make_folder(tmp_path / "shapes", {"circle": 10, "square": 5, "star": 5})
     first = load_dataset(str(root), test_split=0.2, seed=3)
