@@ -500,6 +500,16 @@ def test_image_folder_with_train_and_test_subfolders_and_bad_files(tmp_path):
     assert "files left out: 3" in report and "empty.jpg" in report
 
 
+def test_an_image_folder_with_no_readable_image_names_its_files(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for index in range(3):
+            (tmp_path / "set" / name / f"{index}.png").write_text("x")      # named .png, not an image
+    with pytest.raises(DataError, match="no readable training images for class\\(es\\) cat, dog") as caught:
+        load_image_folder(tmp_path / "set")
+    assert "0.png: cannot read as an image" in caught.value.message
+
+
 def test_image_folder_channels_can_be_forced(tmp_path):
     root = make_folder(tmp_path / "c", {"a": 2, "b": 2}, color=True)
     assert load_dataset(root, channels=1, image_size=(6, 6)).input_shape == (6, 6, 1)

@@ -104,6 +104,9 @@ def _stratified_split(labels: torch.Tensor, test_split: float, seed: int) -> tup
         held_out = round(len(members) * test_split)
         test_parts.append(members[:held_out])
         train_parts.append(members[held_out:])
+    if not train_parts:                          # no readable image at all: check_every_class_readable says which
+        nothing = torch.empty(0, dtype=torch.int64)
+        return nothing, nothing
     return torch.cat(train_parts).sort().values, torch.cat(test_parts).sort().values
 
 
