@@ -146,6 +146,14 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_pat
         assert "free at least" in error and "epoch 1/" not in capsys.readouterr().out
 
 
+def test_a_metrics_file_that_is_not_an_object_is_named_by_the_report(tmp_path, capsys):
+    run = copy_run("tinydnn", tmp_path)
+    (run / "metrics.json").write_text("[1, 2]")
+    error = fails_with(["report", str(run)], "metrics.json: not the test metrics convolab writes", capsys)
+    assert "convolab evaluate" in error
+    assert main(["evaluate", str(run)]) == 0            # it measures them again; nothing else needs that file
+
+
 def test_a_name_too_long_for_the_file_system_is_a_message_in_every_command(tmp_path, capsys):
     run = copy_run("tinycnn", tmp_path)
     long = "x" * 300                             # over the 255 bytes a name may have on ext4 and tmpfs

@@ -24,7 +24,7 @@ import torch
 from convolab import __version__
 from convolab.activations import conv_layer_indices, visual_layer_indices
 from convolab.diagram import architecture_svg
-from convolab.errors import ConvolabError
+from convolab.errors import ConvolabError, RunError
 from convolab.evaluate import evaluate_logits, evaluate_model, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
                             run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
@@ -119,6 +119,10 @@ def gather(run: Run, test_sets: dict[str, tuple] | None = None) -> RunContent:
     """
     content = RunContent(run=run)
     content.reports = analyze(run.spec, run.input_shape, len(run.class_names))
+    if run.metrics is not None and not isinstance(run.metrics, dict):
+        raise RunError(f"{run.path / 'metrics.json'}: not the test metrics convolab writes (a JSON object); it holds "
+                       f"a {type(run.metrics).__name__}",
+                       fix="delete metrics.json and run `convolab evaluate` on the run, then the report again")
     content.metrics = dict(run.metrics or {})
     key = run.config.dataset.key
     test_sets = {} if test_sets is None else test_sets
