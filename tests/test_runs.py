@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,6 +79,45 @@ def test_a_corrupted_checkpoint_is_refused_and_nothing_is_overwritten(finished, 
     with pytest.raises(RunError, match="corrupted checkpoint"):
         resume_run(broken, epochs=3)
     assert {path.name: path.read_bytes() for path in broken.iterdir()} == before
+
+
+def copy_of_run(out, folder):
+    folder.mkdir()
+    for name in ("config.json", "history.json", "metrics.json", "checkpoint.pt"):
+        (folder / name).write_bytes((out / name).read_bytes())
+    return folder
+
+
+def test_random_bytes_in_a_checkpoint_are_corruption_without_torchs_advice(finished, tmp_path):
+    run = copy_of_run(finished[0], tmp_path / "run")
+    (run / "checkpoint.pt").write_bytes(bytes(range(256)) * 400)       # not a zip: torch falls back to unpickling
+    with pytest.raises(RunError, match="corrupted checkpoint") as caught:
+        load_run(run)
+    assert "weights_only" not in str(caught.value)                     # never torch's advice to load unsafely
+
+
+@pytest.mark.parametrize("name", ["config.json", "checkpoint.pt"])
+def test_a_run_file_another_user_cannot_read_is_permission_denied_not_corruption(finished, name):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("reading as another user needs root and setpriv (CI runs the tests as root)")
+    folder = Path(tempfile.mkdtemp(prefix="convolab-permission-"))    # outside pytest's 0700 folder: others may enter
+    try:
+        folder.chmod(0o755)
+        run = copy_of_run(finished[0], folder / "run")
+        run.chmod(0o755)
+        for path in run.iterdir():
+            path.chmod(0o644)
+        (run / name).chmod(0o600)                                      # root's alone
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+        if subprocess.run([*as_nobody, "import convolab.runs"], capture_output=True, timeout=120).returncode != 0:
+            pytest.skip("another user cannot import convolab from this checkout (its folder is private)")
+        code = f"from convolab.runs import load_run\ntry:\n    load_run({str(run)!r})\nexcept Exception as e:\n" \
+               f"    print(type(e).__name__, e)"
+        result = subprocess.run([*as_nobody, code], capture_output=True, text=True, timeout=120)
+        assert "RunError" in result.stdout and "permission denied" in result.stdout, result.stdout + result.stderr
+        assert "chmod u+r" in result.stdout and "corrupted" not in result.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_pickled_object_in_a_checkpoint_is_not_loaded(tmp_path):

@@ -363,6 +363,12 @@ def test_an_oversized_spec_file_is_refused_before_it_is_read(tmp_path):
         load_spec(str(path))
 
 
+def test_a_json_spec_saved_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}).encode())
+    assert load_spec(str(path)).to_line() == "flatten,dense10-linear"
+
+
 def test_an_onnx_file_is_named_as_one_not_as_a_spec_in_the_wrong_encoding(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x08\x09\x12\x07pytorch\xff\xfe binary protobuf")

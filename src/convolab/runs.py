@@ -242,10 +242,13 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) ->
                        fix="nothing was overwritten; train again with --overwrite, or restore the file from a copy")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise RunError(f"{path}: cannot be read (permission denied)",
+                       fix=f"give yourself read permission (chmod u+r {path}), or run as the user who trained it") from None
     except pickle.UnpicklingError as error:
         forbidden = _forbidden_global(error)
-        if forbidden is None:
-            raise RunError(f"{path}: corrupted checkpoint, cannot be read (UnpicklingError: {_first_line(str(error))})",
+        if forbidden is None:                    # torch's own text would suggest weights_only=False: never here
+            raise RunError(f"{path}: corrupted checkpoint, cannot be read (its bytes are not a checkpoint's)",
                            fix="nothing was overwritten; train again with another --out, or restore the file from a "
                                "copy") from None
         raise RunError(f"{path}: the file contains code ({forbidden}), which loading would run; convolab refuses to "
@@ -503,6 +506,9 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path}: missing", fix="give the directory that `convolab train` wrote") from None
+    except PermissionError:
+        raise RunError(f"{path}: cannot be read (permission denied)",
+                       fix=f"give yourself read permission (chmod u+r {path}), or run as the user who trained it") from None
     except (OSError, ValueError) as error:
         raise RunError(f"{path}: cannot be read as JSON ({error})",
                        fix="the run directory is damaged; train again with another --out") from None

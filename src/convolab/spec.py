@@ -370,7 +370,7 @@ def read_spec_file(path: str | Path) -> ModelSpec:
         if size > MAX_SPEC_FILE_BYTES:
             raise SpecError(f"the model file {str(path)!r} holds {size:,} bytes; a model file is at most "
                             f"{MAX_SPEC_FILE_BYTES:,}", fix="give the model's YAML or JSON file (a few hundred bytes)")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # a byte-order mark (Windows editors write one) is not text
     except OSError as error:
         raise SpecError(f"cannot read the model file {short(str(path))}: {error.strerror or error}",
                         fix="check the path") from None
