@@ -55,6 +55,18 @@ def test_resume_refuses_flags_it_would_ignore_and_trains_nothing(tmp_path, capsy
     assert (out / "checkpoint.pt").read_bytes() == before and not (tmp_path / "elsewhere").exists()
 
 
+def test_overwrite_removes_what_described_the_replaced_run_and_keeps_other_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
+    for name in ("report.html", "model.onnx", "model.keras", "activations.png", "filters.png"):
+        (out / name).write_text("of the replaced run")
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "flatten,dense", "--epochs", "1", *QUICK, "--out", str(out), "--overwrite", "--quiet"]) == 0
+    left = {path.name for path in out.iterdir()}
+    assert not left & {"report.html", "model.onnx", "model.keras", "activations.png", "filters.png"}
+    assert (out / "notes.txt").read_text() == "mine" and (out / "curves.png").is_file()
+
+
 def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2

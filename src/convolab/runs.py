@@ -392,6 +392,11 @@ def _same_file(handle: int, path: Path) -> bool:
         return False
 
 
+# What commands write into a run directory after its training (show, filters, report, export, training's pictures):
+# `train --overwrite` removes them with the run they describe. Files of any other name are the user's and stay.
+RUN_PRODUCTS = ("curves.png", "confusion.png", "activations.png", "filters.png", "report.html", "model.keras",
+                "model.onnx")
+
 # The files a training writes, whose leftover temporaries (.checkpoint.pt.XXXXXXXX.tmp from a kill -9 mid-write)
 # the next training of the run removes.
 TRAINING_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, "curves.png", "confusion.png")
@@ -460,8 +465,8 @@ class RunDirectory:
             raise RunError(f"{self.path}: already holds a run",
                            fix="continue it with --resume, choose another --out, or replace it with --overwrite")
         make_directory(self.path)
-        if overwrite:
-            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON):
+        if overwrite:   # what the replaced run made, so that nothing left describes another model
+            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS):
                 with writing(self.file(name)):
                     self.file(name).unlink(missing_ok=True)
 
