@@ -363,6 +363,13 @@ def test_an_oversized_spec_file_is_refused_before_it_is_read(tmp_path):
         load_spec(str(path))
 
 
+def test_a_path_that_is_no_model_is_named_as_a_path_not_parsed_as_layers(tmp_path):
+    with pytest.raises(SpecError, match="no such file or folder"):
+        load_spec(str(tmp_path / "runs" / "nonexist"))
+    with pytest.raises(SpecError, match="a folder, not a run directory"):
+        load_spec(str(tmp_path))
+
+
 def test_a_json_spec_saved_with_a_byte_order_mark_reads(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}).encode())

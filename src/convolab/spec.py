@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -442,6 +443,13 @@ def _is_existing_file(text: str) -> bool:
         return False
 
 
+def _is_directory(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:                              # a name too long for the file system is no folder either
+        return False
+
+
 def load_spec(text: str | Path) -> ModelSpec:
     """A ModelSpec from a preset name, a path to a .yaml/.yml/.json file, a Keras model file (.keras, .h5: its
     architecture; runs.load_model_source reads its weights too), or a one-line string (in that order)."""
@@ -459,6 +467,13 @@ def load_spec(text: str | Path) -> ModelSpec:
         return parse_line(PRESETS[stripped.lower()], name=stripped.lower())
     if stripped.lower().endswith(SPEC_FILE_SUFFIXES) or _is_existing_file(stripped):
         return read_spec_file(stripped)
+    if ("/" in stripped or os.sep in stripped) and "," not in stripped:   # a path: no layer token has a slash
+        where = Path(stripped).expanduser()
+        what = ("a folder, not a run directory (a run has config.json and checkpoint.pt)" if _is_directory(where)
+                else "no such file or folder")
+        raise SpecError(f"{short(stripped)}: {what}",
+                        fix="give a run directory that `convolab train` wrote, a Keras file (.keras, .h5), a spec "
+                            "file (.yaml, .json), a preset (cnn) or a one-line model")
     if "," not in stripped and _WORD.fullmatch(stripped.lower()) and KINDS.for_word(stripped.lower()) is None \
             and stripped.lower() != "input":
         nearest = suggestion(stripped, PRESETS)
