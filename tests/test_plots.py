@@ -159,6 +159,13 @@ def test_examples_show_the_images_with_their_captions(tmp_path):
     assert number not in plots.plt.get_fignums()  # a saved figure is closed
 
 
+@pytest.mark.parametrize("name, start", [("a.jpg", b"\xff\xd8\xff"), ("a.JPEG", b"\xff\xd8\xff"), ("a.svg", b"<?xml"),
+                                         ("a.pdf", b"%PDF"), ("a.png", b"\x89PNG"), ("a.picture", b"\x89PNG")])
+def test_a_picture_is_written_in_the_format_its_name_asks_for(tmp_path, name, start):
+    figure = plots.examples_figure(np.zeros((1, 1, 6, 6), dtype=np.uint8), ["x"], "one", columns=1)
+    assert plots.save_figure(figure, tmp_path / name).read_bytes().startswith(start)
+
+
 def test_training_end_hook_writes_curves_and_confusion_into_the_run(tmp_path):
     history = [{"epoch": 1, "loss": 0.9, "accuracy": 0.7, "val_loss": 0.8, "val_accuracy": 0.72, "seconds": 1.0}]
     (tmp_path / "history.json").write_text(json.dumps(history))

@@ -530,9 +530,9 @@ def add_show_parser(subparsers) -> None:
     parser.add_argument("--per-page", type=arguments.COUNT, default=32, metavar="K",
                         help="with --all-filters: filters per picture (default 32)")
     parser.add_argument("--out", default=None, metavar="FILE.png",
-                        help="where to write (default RUN/activations.png; with --all-filters "
-                             "RUN/activations-LAYER.png, -p1, -p2, ... when paged; beside a Keras file: "
-                             "NAME-activations.png)")
+                        help="where to write, as its suffix says (.png, .jpg, .svg, .pdf) (default "
+                             "RUN/activations.png; with --all-filters RUN/activations-LAYER.png, -p1, -p2, ... when "
+                             "paged; beside a Keras file: NAME-activations.png)")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -573,7 +573,8 @@ def add_filters_parser(subparsers) -> None:
     parser.add_argument("--max-inputs", type=arguments.COUNT, default=8, metavar="K",
                         help="input channels shown per filter (default 8)")
     parser.add_argument("--out", default=None, metavar="FILE.png",
-                        help="where to write (default RUN/filters.png; beside a Keras file: NAME-filters.png)")
+                        help="where to write, as its suffix says (.png, .jpg, .svg, .pdf) (default RUN/filters.png; "
+                             "beside a Keras file: NAME-filters.png)")
 
 
 def run_filters(args: argparse.Namespace) -> int:

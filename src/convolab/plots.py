@@ -32,15 +32,20 @@ SEPARATOR_COLOR = "#7a7a7a"  # between kernels: a mid gray, unlike any weight's 
 DPI = 100
 
 
+# The picture formats a file's suffix asks for (matplotlib writes each); any other name gets a PNG.
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".svg": "svg", ".pdf": "pdf"}
+
+
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `figure` as a PNG at `path` (folders made as needed) and free it.
+    """Write `figure` at `path` in the format its suffix names (.png, .jpg, .svg, .pdf; PNG otherwise), folders made
+    as needed, and free it.
 
     Rendered in memory, then written by runs.atomic_write_bytes: a failed write (full disk, read-only folder) is one
     message naming the file, and the previous picture stays whole.
     """
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, dpi=dpi, format="png")
+        figure.savefig(buffer, dpi=dpi, format=FIGURE_FORMATS.get(Path(path).suffix.lower(), "png"))
     finally:
         plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
