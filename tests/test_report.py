@@ -164,6 +164,8 @@ def test_report_command_writes_next_to_the_run(tmp_path, capsys):
     parse((run / "report.html").read_text(encoding="utf-8"))
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "new") + "/"]) == 0    # a folder, by its slash
+    assert (tmp_path / "new" / "report.html").is_file()
 
 
 def chromium(arguments: list[str], page: Path) -> subprocess.CompletedProcess:

@@ -657,7 +657,8 @@ def add_report_parser(subparsers) -> None:
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or Keras model files")
     parser.add_argument("--out", default=None, metavar="FILE.html",
-                        help="default RUN/report.html for one run, the runs' common folder/report.html for several")
+                        help="default RUN/report.html for one run, the runs' common folder/report.html for several; "
+                             "a folder (an existing one, or a name ending in /) gets FOLDER/report.html")
     parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
                         help="test images of the activation grid (default 0,23,28)")
     parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
@@ -665,10 +666,15 @@ def add_report_parser(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from convolab.report import ReportOptions, write_report
 
     options = ReportOptions(image_indices=tuple(args.images), filter_index=args.filter)
-    print(f"report: wrote {write_report(args.runs, args.out, options)}")
+    out = args.out
+    if out is not None and (out.endswith(("/", os.sep)) or Path(out).is_dir()):   # a folder: the report goes in it
+        out = str(Path(out) / "report.html")
+    print(f"report: wrote {write_report(args.runs, out, options)}")
     return 0
 
 
