@@ -146,6 +146,12 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_pat
         assert "free at least" in error and "epoch 1/" not in capsys.readouterr().out
 
 
+def test_a_name_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = str(tmp_path) + "/bad\udcffname"             # the byte 0xff as Python receives it from the shell
+    fails_with(["train", TINY_SPEC, "--out", out, *QUICK], "holds bytes that are not UTF-8 text", capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_metrics_file_that_is_not_an_object_is_named_by_the_report(tmp_path, capsys):
     run = copy_run("tinydnn", tmp_path)
     (run / "metrics.json").write_text("[1, 2]")

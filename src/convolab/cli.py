@@ -823,6 +823,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     run = {name: run for name, _add, run in COMMANDS}[args.command]
+    undecodable = [text for text in args.argv if not _is_utf8(text)]
+    if undecodable:    # a name the shell passed as raw bytes: titles, reports and config.json could not hold it
+        shown = undecodable[0].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        print(f"convolab {args.command}: error: {shown!r} holds bytes that are not UTF-8 text\n"
+              "  fix: rename the file or folder with UTF-8 characters (or plain ASCII)", file=sys.stderr)
+        return 2
     try:
         return run(args)
     except ConvolabError as error:
@@ -850,6 +856,14 @@ def main(argv: list[str] | None = None) -> int:
                   "`convolab summary MODEL` shows each layer's memory per image", file=sys.stderr)
             return 2
         return internal_error(args, error)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:                   # Python keeps undecodable bytes as lone surrogates (PEP 383)
+        return False
+    return True
 
 
 def internal_error(args: argparse.Namespace, error: BaseException) -> int:
