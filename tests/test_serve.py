@@ -449,8 +449,11 @@ def test_serve_without_the_extra_says_how_to_install(monkeypatch, capsys, tmp_pa
 
 
 @pytest.mark.parametrize("argv, word", [(["serve", "/nonexistent/runs"], "no such folder"),
+                                        (["serve", "{tmp}/file"], "a file, not a folder of runs"),
+                                        (["serve", "{tmp}", "--data", "bogusds"], "unknown dataset 'bogusds'"),
                                         (["serve", "{tmp}", "--port", "70000"], "--port")])
 def test_serve_bad_arguments_exit_2(capsys, tmp_path, argv, word):
+    (tmp_path / "file").write_text("not a folder")
     assert main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
     assert word in capsys.readouterr().err
 

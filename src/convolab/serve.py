@@ -751,8 +751,15 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, open_
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise RunError(f"{runs_dir}: no such folder of runs", fix="give the folder `convolab lab` or `train --out` "
+        what = "a file, not a folder of runs" if runs_dir.exists() else "no such folder of runs"
+        raise RunError(f"{runs_dir}: {what}", fix="give the folder `convolab lab` or `train --out` "
                        "wrote into, e.g. runs/ (it may be empty: train from the page)")
+    source = (data_options or {}).get("source")
+    if source is not None:                       # the page trains on it: a wrong name is said now, not at first use
+        from convolab.data.registry import DATASETS, dataset_info
+
+        if source not in DATASETS and not Path(source).expanduser().is_dir():
+            dataset_info(str(source))            # DataError: unknown dataset, the names convolab knows
     token = token or secrets.token_urlsafe(24)
     if host not in LOOPBACK:
         print(f"convolab serve: warning: listening on {host}, not only on this computer: anyone who can reach it and "
