@@ -222,6 +222,18 @@ def test_the_python_api_fits_evaluates_and_predicts_through_the_same_code(tmp_pa
     assert probabilities.shape == (4, 10) and torch.allclose(probabilities.sum(dim=1), torch.ones(4))
 
 
+@pytest.mark.parametrize("argument, value", [("train_limit", "a"), ("train_limit", 2.5), ("test_limit", True),
+                                             ("early_stopping", "2"), ("stop_at", 5), ("validation_split", "a"),
+                                             ("out", 5), ("callbacks", [1])])
+def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_data(argument, value):
+    from convolab import Dense, Flatten, Sequential
+    from convolab.errors import ArgumentError
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(ArgumentError, match=f"fit: {argument}="):
+        model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
+
+
 def test_the_python_api_evaluates_a_loaded_run_on_its_own_data_and_refuses_data_that_does_not_fit(tmp_path):
     import dataclasses
 

@@ -16,6 +16,7 @@ A Sequential is a list of layers and a name; `.spec` is the ModelSpec every othe
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Layer, ModelSpec
@@ -86,9 +87,30 @@ class Sequential:
             raise ArgumentError("Sequential.fit takes a dataset name, folder or Dataset; received an array",
                                 fix="for Keras's fit(x, y, ...) on arrays use `from convolab import keras` and "
                                     "keras.models.Sequential([...]) with model.compile(...)")
+        from convolab.callbacks import Callback
         from convolab.plots import write_run_pictures
         from convolab.train import TrainConfig, make_progress
 
+        # Checked before any data is loaded: a wrong type is a message naming the argument, not a TypeError inside.
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name, value, fits, expected, example in (
+                ("train_limit", train_limit, train_limit is None or (whole(train_limit) and train_limit > 0),
+                 "None or a positive whole number", "1000"),
+                ("test_limit", test_limit, test_limit is None or (whole(test_limit) and test_limit > 0),
+                 "None or a positive whole number", "1000"),
+                ("early_stopping", early_stopping, early_stopping is None or (whole(early_stopping) and early_stopping > 0),
+                 "None or a patience in epochs", "2"),
+                ("stop_at", stop_at, stop_at is None or isinstance(stop_at, str), "None or a target", "'accuracy>=0.9'"),
+                ("validation_split", validation_split, isinstance(validation_split, (int, float))
+                 and not isinstance(validation_split, bool), "a fraction", "0.1"),
+                ("out", out, out is None or isinstance(out, (str, os.PathLike)), "None or a folder path", "'runs/mine'"),
+                ("callbacks", callbacks, isinstance(callbacks, (list, tuple))
+                 and all(isinstance(callback, Callback) for callback in callbacks),
+                 "a list of convolab.callbacks.Callback objects", "[EarlyStopping(patience=2)]")):
+            if not fits:
+                raise ArgumentError(f"fit: {name}={value!r}; expected {expected}", fix=f"e.g. {name}={example}")
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
         # How the run can load its data again (evaluate, --resume): load_dataset's arguments when the Dataset came from
         # it, else its name (a dataset convolab knows by name)
