@@ -44,6 +44,21 @@ def test_an_empty_model_being_built_displays_instead_of_failing():
 
 
 @needs_debian
+def test_a_runs_pictures_name_a_bad_argument_instead_of_failing_inside(tmp_path):
+    from convolab.errors import ArgumentError, SpecError
+
+    run = train_tiny_run(tmp_path / "cnn", spec="conv4x3,pool2,flatten,dense", epochs=1, train=128, test=64)
+    for arguments in ({"images": []}, {"images": ["a"]}, {"images": "0,1"}, {"filter": 1.5}, {"layers": [0.5]}):
+        with pytest.raises(ArgumentError, match=next(iter(arguments))):
+            run.show(**arguments)
+    with pytest.raises(SpecError, match="layer 99 does not exist"):
+        run.filters(layers=[99])
+    with pytest.raises(SpecError, match="layer 1 is a MaxPooling2D"):
+        run.filters(layers=1)
+    assert run.show(images=5, layers=["conv2d"]) is not None and run.filters(layers=[0]) is not None
+
+
+@needs_debian
 def test_a_run_displays_compactly_and_its_pictures_display_and_save(tmp_path):
     run = train_tiny_run(tmp_path / "cnn", spec="conv4x3,pool2,flatten,dense", epochs=1, train=128, test=64)
     assert len(repr(run)) < 600 and "tensor(" not in repr(run) and "test loss" in repr(run)

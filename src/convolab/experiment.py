@@ -18,7 +18,7 @@ import torch
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
 from convolab.data import Dataset, load_dataset, split_validation
 from convolab.distributed import DistributedContext
-from convolab.errors import DataError, RunError, TrainingError
+from convolab.errors import ArgumentError, DataError, RunError, TrainingError
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
@@ -31,6 +31,29 @@ from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
                             choose_device, fit, make_progress, metric_names, seed_everything)
+
+
+def whole_numbers(name: str, value, example: str) -> list[int]:
+    """A notebook's list of indices (or one index) as a list of ints; ArgumentError naming `name` otherwise."""
+    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(values, (list, tuple)) or not values
+            or any(isinstance(item, bool) or not isinstance(item, int) for item in values)):
+        raise ArgumentError(f"{name}={value!r}; expected a list of whole numbers", fix=f"e.g. {name}={example}")
+    return list(values)
+
+
+def layer_positions(spec: ModelSpec, layers, allowed: tuple[type, ...]) -> list[int] | None:
+    """Layers given by position (2) or Keras name ('conv2d_1'), one or a list, as positions of `allowed` kinds
+    (activations.find_layer's SpecError names the choices); None stays None (every such layer)."""
+    from convolab.activations import find_layer
+
+    if layers is None:
+        return None
+    items = [layers] if isinstance(layers, (int, str)) and not isinstance(layers, bool) else layers
+    if (not isinstance(items, (list, tuple)) or not items
+            or any(isinstance(item, bool) or not isinstance(item, (int, str)) for item in items)):
+        raise ArgumentError(f"layers={layers!r}; expected layer positions or names", fix="e.g. layers=[0, 2]")
+    return [find_layer(spec, str(item), allowed) for item in items]
 
 
 @dataclass(repr=False)
@@ -63,18 +86,25 @@ class TrainResult:
 
     def show(self, images=(0, 23, 28), filter: int = 1, layers: list[int] | None = None):
         """The lab's grid: test `images` (rows) through every conv/pool layer (columns), channel `filter`."""
+        from convolab.activations import VISUAL_LAYER_TYPES
         from convolab.notebook import Picture
         from convolab.plots import run_activation_grid
 
+        images = whole_numbers("images", images, "[0, 23, 28]")
+        if isinstance(filter, bool) or not isinstance(filter, int):
+            raise ArgumentError(f"filter={filter!r}; expected a whole number (a channel of the layers)", fix="e.g. filter=1")
+        layers = layer_positions(self.spec, layers, VISUAL_LAYER_TYPES)
         figure = run_activation_grid(self.model, self.spec, self.dataset.test_images, self.dataset.test_labels,
-                                     list(self.dataset.class_names), list(images), filter, layers)
-        return Picture(figure, f"{self.name}: test images {list(images)}, filter {filter}")
+                                     list(self.dataset.class_names), images, filter, layers)
+        return Picture(figure, f"{self.name}: test images {images}, filter {filter}")
 
     def filters(self, layers: list[int] | None = None):
         """The learned kernels of the Conv2D layers (red excites, blue inhibits)."""
+        from convolab.activations import KERNEL_LAYER_TYPES
         from convolab.notebook import Picture
         from convolab.plots import run_kernels_figure
 
+        layers = layer_positions(self.spec, layers, KERNEL_LAYER_TYPES)
         return Picture(run_kernels_figure(self.model, self.spec, layers), f"{self.name}: learned kernels")
 
     def curves(self):
