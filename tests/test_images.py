@@ -1,6 +1,8 @@
 """convolab.images.load_image on generated pictures: formats, channels, aspect, inversion, EXIF, unreadable files."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,15 @@ def test_a_colour_mode_without_gray_is_refused_naming_the_file(tmp_path):
         load_image(path, (28, 28, 1))
     with pytest.raises(DataError, match="the upload: its colour mode LAB"):
         load_image(path.read_bytes(), (28, 28, 1))
+
+
+def test_a_folder_or_a_pipe_is_no_image_and_never_blocks(tmp_path):
+    with pytest.raises(DataError, match="a folder, not an image file"):
+        load_image(tmp_path, (28, 28, 1))
+    pipe = tmp_path / "fifo.png"
+    os.mkfifo(pipe)                               # reading it would wait forever for a writer
+    with pytest.raises(DataError, match="not a regular file"):
+        load_image(pipe, (28, 28, 1))
 
 
 def test_bad_arguments_are_refused(tmp_path):

@@ -35,6 +35,9 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
     source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     path = "the upload" if isinstance(path, bytes) else source
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if isinstance(source, Path) and source.exists() and not source.is_file():   # a pipe would block the read forever
+        kind = "a folder" if source.is_dir() else "not a regular file (a pipe or a device)"
+        raise DataError(f"{path}: {kind}, not an image file", fix="give the image files themselves")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below, with a clearer message
