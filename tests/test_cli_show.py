@@ -88,6 +88,8 @@ def test_filters_draws_every_conv_layers_kernels(run_dir, tmp_path, capsys):
     (["show", "{run}", "--all-filters", "--layer", "9"], "layer 9 does not exist: the model has layers 0 to 6"),
     (["show", "{run}", "--layers", "dense"], "layer 5 is a Dense"),
     (["show", "{run}", "--all-filters"], "--all-filters needs --layer N"),
+    (["show", "{run}", "--layer", "0"], "--layer works only with --all-filters"),          # never silently ignored
+    (["show", "{run}", "--sort", "variance", "--per-page", "4"], "--sort, --per-page work only with --all-filters"),
     (["show", "{run}", "--filter", "3"], "filter 3 does not exist in layer 2 (Conv2D), which has 3 filters"),
     (["show", "{run}", "--all-filters", "--layer", "1", "--filter", "9"], None),  # --filter is not used there
     (["filters", "{run}", "--layer", "1"], "layer 1 is a MaxPooling2D, expected a Conv2D layer"),

@@ -540,10 +540,16 @@ def run_show(args: argparse.Namespace) -> int:
     from convolab.plots import run_activation_grid, save_figure, write_all_filters
     from convolab.runs import load_run
 
-    run = load_run(args.run)
     if args.all_filters and args.layer is None:
         raise ConvolabError("--all-filters needs --layer N: the conv/pool layer whose filters to draw",
                             fix=f"for example: convolab show {args.run} --all-filters --layer 0")
+    alone = [flag for flag, given in (("--layer", args.layer is not None), ("--sort", args.sort != "index"),
+                                      ("--per-page", args.per_page != 32)) if given]
+    if alone and not args.all_filters:           # they shape the --all-filters pictures only: said, never ignored
+        raise ConvolabError(f"{', '.join(alone)} {'works' if len(alone) == 1 else 'work'} only with --all-filters "
+                            "(the lab's grid takes --layers N,M)",
+                            fix=f"add --all-filters, or use --layers for the grid: convolab show {args.run} --layers 0,1")
+    run = load_run(args.run)
     images, labels = run.test_data()
     if args.all_filters:
         layer, image_index = find_layer(run.spec, args.layer), args.images[0]
