@@ -500,6 +500,13 @@ def test_image_folder_with_train_and_test_subfolders_and_bad_files(tmp_path):
     assert "files left out: 3" in report and "empty.jpg" in report
 
 
+def test_a_test_split_that_takes_every_image_of_a_class_says_so(tmp_path):
+    make_folder(tmp_path / "one", {"a": 1, "b": 1})
+    with pytest.raises(DataError, match="the test split held every one of their images out") as caught:
+        load_image_folder(tmp_path / "one", test_split=0.9)
+    assert "lower --test-split" in caught.value.fix
+
+
 def test_an_image_folder_with_no_readable_image_names_its_files(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / "set" / name).mkdir(parents=True)

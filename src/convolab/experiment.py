@@ -190,8 +190,8 @@ def select_data(dataset: Dataset, selection: DataSelection, validation_split: fl
     if len(test_images) == 0:
         # Training would run to its end and then have nothing to measure: refuse before the first step.
         raise DataError(f"{dataset.name}: no test images ({dataset.source}); training could not be measured",
-                        fix="hold images out for test: --test-split 0.2 (a class needs 3 or more images for one to be "
-                            "held out at 0.2), or a test/ folder next to train/")
+                        fix="add images: each class needs enough for --test-split to hold one out (3 or more at the "
+                            "default 0.2, 2 at 0.5), or put a test/ folder next to train/")
     validation = None
     if validation_split > 0:
         (train_images, train_labels), validation = split_validation(train_images, train_labels, validation_split)

@@ -115,6 +115,10 @@ def check_every_class_readable(root: Path, class_names: tuple[str, ...], train_l
     """Training images per class; DataError naming the classes left with none (all their files unreadable)."""
     counts = torch.bincount(train_labels, minlength=len(class_names)).tolist()
     unreadable_classes = [name for name, count in zip(class_names, counts) if count == 0]
+    if unreadable_classes and not skipped:       # every file read; the test split took them all
+        raise DataError(f"{root}: no training images left for class(es) {', '.join(unreadable_classes)}: the test "
+                        "split held every one of their images out",
+                        fix="lower --test-split (e.g. 0.2), or add images to those classes")
     if unreadable_classes:
         raise DataError(
             f"{root}: no readable training images for class(es) {', '.join(unreadable_classes)} "
