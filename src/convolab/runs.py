@@ -463,7 +463,8 @@ class RunDirectory:
             if not self.file(CHECKPOINT).exists():
                 raise stopped_before_first_checkpoint(self.path)
             raise RunError(f"{self.path}: already holds a run",
-                           fix="continue it with --resume, choose another --out, or replace it with --overwrite")
+                           fix="continue it with --resume, choose another --out, or replace it with --overwrite "
+                               "(in Python: another out=, or overwrite=True)")
         make_directory(self.path)
         if overwrite:   # what the replaced run made, so that nothing left describes another model
             for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS):
