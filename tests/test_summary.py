@@ -133,3 +133,12 @@ def test_sequential_rejects_a_bad_layer_where_it_is_added():
         model.add("dense")
     with pytest.raises(SpecError, match="input_shape belongs on the first layer only"):
         Sequential([Flatten(), Dense(3, input_shape=(28, 28, 1))])
+
+
+@pytest.mark.parametrize("value", ["10", 0, -3, 2.5, True])
+def test_a_class_count_that_is_no_count_is_named_not_turned_into_a_layer(value):
+    from convolab import Dense, Flatten, Sequential
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(SpecError, match=r"num_classes=.*expected a whole number of classes"):
+        model.summary(num_classes=value)

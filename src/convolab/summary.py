@@ -45,6 +45,10 @@ def summary_inputs(spec: ModelSpec, input_shape=None, num_classes: int | None = 
     input shape, else the lab's 28x28x1; the lab's 10 classes when a last Dense leaves its units to the class count."""
     if input_shape is None and spec.input_shape is None:
         input_shape = DEFAULT_INPUT_SHAPE
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise SpecError(f"num_classes={num_classes!r}; expected a whole number of classes, 1 or more",
+                        fix="e.g. num_classes=10 (the lab's), or leave it out")
     if num_classes is None and any(sized_by_classes(layer) for layer in spec.layers):
         num_classes = DEFAULT_NUM_CLASSES
     return input_shape, num_classes
