@@ -219,6 +219,18 @@ def test_an_unsupported_layer_is_named_and_the_supported_ones_listed(tmp_path, c
     cli_refuses(tmp_path / "rescaling.keras", capsys, "Rescaling")
 
 
+def test_batch_normalization_over_another_axis_than_the_channels_is_named(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3), layers.BatchNormalization(axis=1),
+                              layers.Flatten(), layers.Dense(2)])
+    model.save(tmp_path / "rows.keras")
+    refused(tmp_path / "rows.keras", "(BatchNormalization) normalises axis 1", "the last axis (-1)")
+    cli_refuses(tmp_path / "rows.keras", capsys, "normalises axis 1")
+    vectors = keras.Sequential([keras.Input((4, 4, 1)), layers.Flatten(), layers.Dense(4),
+                                layers.BatchNormalization(axis=1), layers.Dense(2)])
+    vectors.save(tmp_path / "vectors.keras")                 # axis 1 of a vector IS its last axis: read as it is
+    assert read_keras_spec(tmp_path / "vectors.keras").layers[2].__class__.__name__ == "BatchNormalization"
+
+
 def test_an_unsupported_option_is_named(tmp_path):
     model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(2, 3, dilation_rate=2), layers.Flatten()])
     model.save(tmp_path / "dilated.keras")

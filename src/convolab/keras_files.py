@@ -406,6 +406,7 @@ def spec_from_keras_config(config: Any, path: Path, keras_version: str | None = 
         groups_iter = iter(groups)
         groups = [None if name in INPUT_CLASS_NAMES else next(groups_iter) for name in class_names]
     input_shape, layers, names, weight_groups = None, [], [], []
+    axes: dict[int, Any] = {}                    # BatchNormalization's axis, by the layer's position
     legacy_keras = keras_version is not None and keras_version.startswith(("1.", "2."))
     for position, (entry, group) in enumerate(zip(entries, groups), start=1):
         layer_config = entry.get("config") or {}
@@ -425,6 +426,8 @@ def spec_from_keras_config(config: Any, path: Path, keras_version: str | None = 
             raise ModelFileError(f"{path}: {where}: Keras {keras_version}'s {keras_activation(layer_config)} is not "
                                  "Keras 3's (different slope), which convolab computes",
                                  fix="use another activation, or save the model from Keras 3")
+        if class_name == "BatchNormalization" and "axis" in layer_config:
+            axes[len(layers)] = layer_config["axis"]
         try:
             layers.append(kind.from_keras_config({**layer_config, "activation": keras_activation(layer_config)}
                                                  if "activation" in layer_config else layer_config))
@@ -442,9 +445,16 @@ def spec_from_keras_config(config: Any, path: Path, keras_version: str | None = 
     model_name = (config.get("config") or {}).get("name") if isinstance(config.get("config"), dict) else None
     try:
         spec = ModelSpec(tuple(layers), input_shape, path.stem or model_name)
-        analyze(spec)   # shapes checked now: the file's layers must fit together as convolab computes them
+        reports = analyze(spec)   # shapes checked now: the file's layers must fit together as convolab computes them
     except SpecError as error:
         raise ModelFileError(f"{path}: {error.message}", fix=error.fix) from None
+    for position, axis in axes.items():          # Keras counts the batch as axis 0; channels are the last axis
+        rank = len(reports[position].input_shape) + 1
+        given = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if given not in (-1, rank - 1):
+            raise ModelFileError(f"{path}: layer {names[position]!r} (BatchNormalization) normalises axis {axis!r}; "
+                                 f"convolab normalises the channels, the last axis (-1)",
+                                 fix="rebuild the layer as BatchNormalization() (axis=-1, Keras's default)")
     return spec, names, weight_groups
 
 
