@@ -219,6 +219,13 @@ def test_an_unsupported_layer_is_named_and_the_supported_ones_listed(tmp_path, c
     cli_refuses(tmp_path / "rescaling.keras", capsys, "Rescaling")
 
 
+def test_an_activation_without_a_name_is_refused_not_read_as_linear(saved_models, tmp_path):
+    _, keras_path, _ = saved_models["cnn"]
+    path = with_config(keras_path, tmp_path / "nameless.keras",
+                       lambda config: first_layer(config)["config"].update(activation={"x": 1}))
+    refused(path, "expected activation to be one of", "received: activation='{\"x\": 1}'")
+
+
 def test_batch_normalization_over_another_axis_than_the_channels_is_named(tmp_path, capsys):
     model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3), layers.BatchNormalization(axis=1),
                               layers.Flatten(), layers.Dense(2)])

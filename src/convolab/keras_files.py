@@ -81,7 +81,8 @@ def keras_activation(config: dict) -> str:
     value = config.get("activation")
     if isinstance(value, dict):   # a serialized function: its name is the config (or the registered name)
         inner = value.get("config")
-        value = inner if isinstance(inner, str) else value.get("registered_name") or value.get("class_name")
+        named = inner if isinstance(inner, str) else value.get("registered_name") or value.get("class_name")
+        value = named if isinstance(named, str) else json.dumps(value)   # nameless: refused by the kind, not linear
     return KERAS_ACTIVATION_ALIASES.get(value, value)
 
 
