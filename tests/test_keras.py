@@ -293,6 +293,14 @@ def test_a_checkpoint_name_this_fit_cannot_fill_is_refused_before_training(tmp_p
     assert list(tmp_path.iterdir()) == [] and not checkpoint.saved
 
 
+@pytest.mark.parametrize("argument, value", [("epochs", 1.5), ("epochs", 0), ("batch_size", 0), ("batch_size", "a"),
+                                             ("batch_size", True)])
+def test_fit_refuses_a_count_it_would_otherwise_round_or_replace(argument, value):
+    images, labels = tiny_data()
+    with pytest.raises(ArgumentError, match=f"fit: {argument}="):
+        tiny_model().fit(images, labels, verbose=0, **{"epochs": 1, argument: value})
+
+
 def test_categorical_crossentropy_with_one_hot_labels():
     images, labels = tiny_data()
     model = tiny_model(loss="categorical_crossentropy")

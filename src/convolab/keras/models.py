@@ -270,6 +270,11 @@ class Sequential(api.Sequential):
                                 fix="leave shuffle out")
         compiled = self._require_compiled("fit")
         self._check_loss_matches_output(compiled["loss"])
+        for name, value, default in (("epochs", epochs, 1), ("batch_size", batch_size, 32)):
+            # Keras refuses these too; int() would turn 1.5 epochs into 1, and `or 32` batch_size=0 into 32
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ArgumentError(f"fit: {name}={value!r}; expected a whole number of 1 or more",
+                                    fix=f"e.g. {name}={default if name == 'batch_size' else 5}")
         images = self._images(x, "fit x")
         labels = self._labels(y, len(images), "fit y")
         self._build(images.shape[1:], self._num_classes())
