@@ -244,6 +244,12 @@ def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     model = convolab.Sequential([convolab.Flatten(input_shape=(4, 4, 1)), convolab.Dense(2)])
     with pytest.raises(ModelFileError, match="save writes Keras 3 .keras files"):
         model.save(tmp_path / "x.h5")
+    with pytest.raises(ModelFileError, match="save writes Keras 3 .keras files"):
+        model.save(5)
+    from convolab.errors import ArgumentError
+    for path in (5, None, b"runs/cnn"):
+        with pytest.raises(ArgumentError, match="expected the path of a run directory or a Keras file"):
+            convolab.load(path)
     with pytest.raises(ModelFileError, match="export writes .onnx or .keras"):
         model.export(tmp_path / "x.pb")
     assert main(["evaluate", str(tmp_path / "missing.keras")]) == 2

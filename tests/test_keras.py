@@ -301,6 +301,16 @@ def test_fit_refuses_a_count_it_would_otherwise_round_or_replace(argument, value
         tiny_model().fit(images, labels, verbose=0, **{"epochs": 1, argument: value})
 
 
+def test_get_layer_beyond_the_model_names_its_layers():
+    from convolab.errors import SpecError
+
+    model = tiny_model()
+    assert model.get_layer(index=-1).name == model.layers[-1].name
+    for index in (99, -99, "0"):
+        with pytest.raises(SpecError, match="the model has layers 0 to 3"):
+            model.get_layer(index=index)
+
+
 def test_categorical_crossentropy_with_one_hot_labels():
     images, labels = tiny_data()
     model = tiny_model(loss="categorical_crossentropy")

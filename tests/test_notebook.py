@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convolab import Sequential, keras
-from convolab.errors import RunError
+from convolab.errors import RunError, WriteError
 from convolab.notebook import Page, Picture, history_html, in_notebook
 from convolab.spec import load_spec
 from convolab.summary import Summary
@@ -68,6 +68,9 @@ def test_a_run_displays_compactly_and_its_pictures_display_and_save(tmp_path):
     pictures = [run.show(images=[0, 23, 28], filter=1), run.filters(), run.curves(), run.confusion()]
     for picture in pictures:
         assert isinstance(picture, Picture) and picture._repr_png_().startswith(PNG_MAGIC)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(WriteError, match="a part of the path is a file, not a directory"):
+        pictures[0].save(tmp_path / "a-file" / "grid.png")
     saved = pictures[0].save(tmp_path / "pictures" / "grid.png")
     assert saved.read_bytes() == pictures[0].png
     report = run.report()

@@ -209,7 +209,7 @@ class Sequential:
         from convolab.errors import ModelFileError
         from convolab.export import export_network
 
-        if Path(path).suffix.lower() != ".keras":
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or Path(path).suffix.lower() != ".keras":
             raise ModelFileError(f"save writes Keras 3 .keras files, received: {str(path)!r}",
                                  fix="model.save('model.keras'); for ONNX: model.export('model.onnx')")
         export_network(self._network_to_write(), path, "keras")
@@ -241,8 +241,12 @@ def load(path) -> Sequential:
     evaluate, predict, fit (continuing from them), save and export work on it at once."""
     import dataclasses
 
+    from convolab.errors import ArgumentError
     from convolab.runs import load_run
 
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise ArgumentError(f"load({path!r}): expected the path of a run directory or a Keras file",
+                            fix="e.g. convolab.load('runs/cnn') or convolab.load('fashion.keras')")
     run = load_run(path)
     spec = run.spec
     first = dataclasses.replace(spec.layers[0], input_shape=spec.input_shape)

@@ -60,10 +60,9 @@ class Picture:
         return self.png
 
     def save(self, path: str | Path) -> Path:
-        """Write the PNG (folders made as needed); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write_bytes(path, self.png)
+        """Write the PNG (folders made as needed: atomic_write_bytes makes them, a failure is its WriteError);
+        returns the path."""
+        return atomic_write_bytes(Path(path), self.png)
 
     def __repr__(self) -> str:
         return f"<Picture: {self.description}, {len(self.png):,} bytes of PNG; .save(path) writes it>"

@@ -157,6 +157,10 @@ class Sequential(api.Sequential):
     def get_layer(self, name: str | None = None, index: int | None = None) -> LayerView:
         names = keras_names(self.spec.layers)
         if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or not -len(names) <= index < len(names):
+                raise SpecError(f"get_layer(index={index!r}): the model has layers 0 to {len(names) - 1}",
+                                fix=f"an index between 0 and {len(names) - 1}, or get_layer(name) with one of "
+                                    f"{', '.join(names)}")
             return self.layers[index]
         if name not in names:
             raise SpecError(f"no layer named {name!r}; the layers are {', '.join(names)}")
