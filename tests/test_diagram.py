@@ -82,3 +82,10 @@ def test_a_spec_that_does_not_fit_writes_nothing(tmp_path, capsys, argv, monkeyp
     assert cli.main(argv) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x.svg").exists()
+
+
+def test_a_diagram_named_as_another_format_is_refused_before_anything_is_printed(tmp_path, capsys):
+    assert cli.main(["summary", "cnn", "--diagram", str(tmp_path / "d.png")]) == 2
+    captured = capsys.readouterr()
+    assert "the diagram is an SVG picture, not .png" in captured.err and "name it d.svg" in captured.err
+    assert captured.out == "" and not (tmp_path / "d.png").exists()
