@@ -404,3 +404,9 @@ def test_keras_edges_convolab_refuses_are_explained():
     with pytest.raises(SpecError, match="epsilon=inf"):
         spec_from_dict({"layers": [{"type": "Flatten"}, {"type": "BatchNormalization", "epsilon": float("inf")},
                                    {"type": "Dense", "units": 3}]})
+
+
+def test_a_preset_inside_a_line_of_layers_is_named_as_a_preset():
+    with pytest.raises(SpecError, match="'cnn' at column 1 is a preset \\(a whole model\\), not a layer") as caught:
+        load_spec("cnn,dropout0.5")
+    assert caught.value.fix == f"write its layers out: {PRESETS['cnn']}"

@@ -240,6 +240,10 @@ def _split_tokens(line: str) -> list[tuple[int, str]]:
 def _parse_token_or_raise(line: str, tokens: list[tuple[int, str]], index: int, last: bool = False) -> Any:
     """One token as a layer (or the input shape), or a SpecError with a caret under the token."""
     column, text = tokens[index]
+    if text.lower() in PRESETS and len(tokens) > 1:   # a whole model named inside a line of layers
+        pointer = f"  {line}\n  {' ' * column}{'^' * len(text)}"
+        raise SpecError(f"{text!r} at column {column + 1} is a preset (a whole model), not a layer; a one-line model is "
+                        f"layers only\n{pointer}", fix=f"write its layers out: {PRESETS[text.lower()]}")
     try:
         return _parse_token(text.lower(), last)
     except (TokenError, SpecError) as error:
