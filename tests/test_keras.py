@@ -301,6 +301,13 @@ def test_fit_refuses_a_count_it_would_otherwise_round_or_replace(argument, value
         tiny_model().fit(images, labels, verbose=0, **{"epochs": 1, argument: value})
 
 
+def test_callbacks_that_are_not_a_list_are_named():
+    images, labels = tiny_data()
+    for callbacks in (print, keras.callbacks.EarlyStopping()):
+        with pytest.raises(ArgumentError, match="fit: callbacks must be a list"):
+            tiny_model().fit(images, labels, epochs=1, verbose=0, callbacks=callbacks)
+
+
 def test_get_layer_beyond_the_model_names_its_layers():
     from convolab.errors import SpecError
 

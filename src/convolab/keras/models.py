@@ -304,6 +304,9 @@ class Sequential(api.Sequential):
             self._optimizer = make_optimizer(config.optimizer, self.network.parameters(), config.learning_rate,
                                              device, config.weight_decay)
         keras_callbacks, native_callbacks = [], []
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):   # Keras takes a list; one is a slip
+            raise ArgumentError(f"fit: callbacks must be a list of keras.callbacks.Callback objects, received "
+                                f"{type(callbacks).__name__}", fix="callbacks=[myCallback()]")
         for callback in list(callbacks or []):
             if isinstance(callback, Callback):
                 keras_callbacks.append(callback)
