@@ -234,6 +234,16 @@ def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_
         model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
 
 
+def test_the_python_apis_model_and_summary_name_a_misused_argument():
+    from convolab import Conv2D, Flatten, Sequential
+    from convolab.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="Sequential takes a list of layers, received a Conv2D"):
+        Sequential(Conv2D(4, (3, 3), input_shape=(28, 28, 1)))
+    with pytest.raises(ArgumentError, match="print_fn=5; expected a function"):
+        Sequential([Flatten(input_shape=(28, 28, 1))]).summary(print_fn=5)
+
+
 def test_the_python_api_evaluates_a_loaded_run_on_its_own_data_and_refuses_data_that_does_not_fit(tmp_path):
     import dataclasses
 

@@ -30,6 +30,11 @@ class Sequential:
         self.result = None      # the TrainResult of the last fit
         self.loaded = None      # the Run this model was read from (convolab.load)
         self._layers: list[Layer] = []
+        if layers is not None and not isinstance(layers, (list, tuple)):   # Sequential(Conv2D(...)): a list was meant
+            from convolab.errors import ArgumentError
+
+            raise ArgumentError(f"Sequential takes a list of layers, received a {type(layers).__name__}",
+                                fix="Sequential([Conv2D(64, (3, 3), input_shape=(28, 28, 1)), ...])")
         for layer in layers or []:
             self.add(layer)
 
@@ -59,6 +64,11 @@ class Sequential:
         from convolab.summary import Summary, summarize, summary_inputs
 
         input_shape, num_classes = summary_inputs(self.spec, input_shape, num_classes)
+        if print_fn is not None and not callable(print_fn):
+            from convolab.errors import ArgumentError
+
+            raise ArgumentError(f"summary: print_fn={print_fn!r}; expected a function called with each line",
+                                fix="e.g. summary(print_fn=lines.append), or leave it out to print")
         if print_fn is None and format == "text":
             return show(Summary(self.spec, input_shape, num_classes))
         text = summarize(self.spec, input_shape, num_classes, format=format)
