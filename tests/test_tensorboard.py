@@ -94,6 +94,18 @@ def test_the_keras_tensorboard_callback_writes_epochs_and_one_hparams_record(tmp
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
+def test_a_log_dir_that_is_a_file_is_a_message_before_training(tmp_path):
+    from convolab.errors import WriteError
+
+    (tmp_path / "logs").write_text("a file, not a folder")
+    model = keras.models.Sequential([keras.layers.Flatten(input_shape=(8, 8, 1)),
+                                     keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(WriteError, match="logs: cannot write it"):
+        model.fit(np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int64), epochs=1, verbose=0,
+                  callbacks=[keras.callbacks.TensorBoard(tmp_path / "logs")])
+
+
 def test_keras_write_images_draws_each_weight_as_grey_images_on_the_histogram_epochs(tmp_path):
     from convolab.tensorboard import weight_images
 

@@ -62,6 +62,9 @@ class TensorBoardWriter(Callback):
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            from convolab.runs import make_directory
+
+            make_directory(self.log_dir)     # a file in the way, a read-only disk: its WriteError, before training
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
         return self.writer
 
