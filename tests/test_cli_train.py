@@ -58,12 +58,14 @@ def test_resume_refuses_flags_it_would_ignore_and_trains_nothing(tmp_path, capsy
 def test_overwrite_removes_what_described_the_replaced_run_and_keeps_other_files(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
-    for name in ("report.html", "model.onnx", "model.keras", "activations.png", "filters.png"):
+    for name in ("report.html", "model.onnx", "model.keras", "activations.png", "filters.png",
+                 "events.out.tfevents.1764400000.host.1.0"):
         (out / name).write_text("of the replaced run")
     (out / "notes.txt").write_text("mine")
     assert main(["train", "flatten,dense", "--epochs", "1", *QUICK, "--out", str(out), "--overwrite", "--quiet"]) == 0
     left = {path.name for path in out.iterdir()}
-    assert not left & {"report.html", "model.onnx", "model.keras", "activations.png", "filters.png"}
+    assert not left & {"report.html", "model.onnx", "model.keras", "activations.png", "filters.png",
+                       "events.out.tfevents.1764400000.host.1.0"}
     assert (out / "notes.txt").read_text() == "mine" and (out / "curves.png").is_file()
 
 

@@ -396,6 +396,7 @@ def _same_file(handle: int, path: Path) -> bool:
 # `train --overwrite` removes them with the run they describe. Files of any other name are the user's and stay.
 RUN_PRODUCTS = ("curves.png", "confusion.png", "activations.png", "filters.png", "report.html", "model.keras",
                 "model.onnx")
+TENSORBOARD_EVENTS = "events.out.tfevents.*"   # what `train --tensorboard` writes into the run (TensorBoard's names)
 
 # The files a training writes, whose leftover temporaries (.checkpoint.pt.XXXXXXXX.tmp from a kill -9 mid-write)
 # the next training of the run removes.
@@ -467,7 +468,8 @@ class RunDirectory:
                                "(in Python: another out=, or overwrite=True)")
         make_directory(self.path)
         if overwrite:   # what the replaced run made, so that nothing left describes another model
-            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS):
+            events = [path.name for path in self.path.glob(TENSORBOARD_EVENTS)]   # --tensorboard's, one file a run
+            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS, *events):
                 with writing(self.file(name)):
                     self.file(name).unlink(missing_ok=True)
 
