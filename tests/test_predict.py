@@ -48,6 +48,20 @@ def test_a_dataset_image_is_predicted_exactly_as_the_model_sees_it(run, images):
     assert prediction.top[0][0] == "Ankle boot"
 
 
+def test_the_python_api_predicts_an_images_bytes_and_names_arrays_it_cannot_take(run, images, tmp_path):
+    import convolab
+    from convolab.errors import ArgumentError
+
+    model = convolab.load(run.path)
+    [from_file] = model.predict(images / "boot.png")
+    [from_bytes] = model.predict((images / "boot.png").read_bytes())     # a file's contents, as an upload
+    assert from_bytes.path == "image 1" and from_bytes.top == from_file.top
+    with pytest.raises(ArgumentError, match=r"this model takes \(N, 1, 28, 28\) images"):
+        model.predict(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ArgumentError, match="a NumPy array of shape"):
+        model.predict(np.zeros((2, 28, 28, 1), dtype=np.uint8))
+
+
 def test_a_light_background_rgb_photo_is_inverted_and_predicted_like_the_original(run, images):
     original, light = predict_images(run.model, [images / "boot.png", images / "boot_on_white.jpg"], run.input_shape,
                                      run.class_names)

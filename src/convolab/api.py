@@ -193,10 +193,21 @@ class Sequential:
         from convolab.evaluate import predict_logits
         from convolab.predict import predict_images
 
+        from convolab.errors import ArgumentError
+
         network, input_shape, class_names, device, _dataset = self._trained()
+        height, width, channels = input_shape
         if isinstance(inputs, torch.Tensor):
+            if inputs.dim() != 4 or tuple(inputs.shape[1:]) != (channels, height, width):
+                raise ArgumentError(f"predict: a tensor of shape {tuple(inputs.shape)}; this model takes (N, {channels}, "
+                                    f"{height}, {width}) images", fix="give images (N, C, H, W) of the model's size")
             images = inputs if inputs.dtype == torch.uint8 else (inputs.clamp(0, 1) * 255).round().to(torch.uint8)
             return predict_logits(network, images, device=device).softmax(dim=1)
+        if hasattr(inputs, "__array_interface__"):   # a NumPy array: its layout (NHWC or NCHW) cannot be told apart
+            raise ArgumentError(f"predict: a NumPy array of shape {getattr(inputs, 'shape', '?')}",
+                                fix=f"torch.from_numpy(images) as (N, {channels}, {height}, {width}) images, or "
+                                    "`from convolab import keras` whose predict takes Keras's (N, H, W, C)")
+        # bytes are an image file's contents (an upload), as load_image reads them; str and paths name files
         paths = [inputs] if isinstance(inputs, (str, bytes)) or hasattr(inputs, "__fspath__") else list(inputs)
         return predict_images(network, paths, input_shape, class_names, invert=invert, top=top, device=device)
 

@@ -41,12 +41,15 @@ def top_classes(probabilities: torch.Tensor, class_names: list[str], k: int = 3)
 def predict_images(model: torch.nn.Module, paths: list[str | Path], input_shape: tuple[int, int, int],
                    class_names: list[str], invert: bool | str = "auto", top: int = 3,
                    device: torch.device | str = "cpu") -> list[Prediction]:
-    """Top-`top` classes for each image file; a file that cannot be read gets a Prediction with `error` set."""
-    predictions = [Prediction(path=str(path)) for path in paths]
+    """Top-`top` classes for each image file (or a file's bytes, named "image N"); a file that cannot be read gets a
+    Prediction with `error` set."""
+    predictions = [Prediction(path=f"image {number}" if isinstance(path, bytes) else str(path))
+                   for number, path in enumerate(paths, start=1)]
     tensors, usable = [], []
-    for prediction in predictions:
+    for prediction, path in zip(predictions, paths):
         try:
-            tensors.append(load_image(prediction.path, input_shape, invert=invert))   # (C, H, W) uint8
+            tensors.append(load_image(path if isinstance(path, bytes) else prediction.path, input_shape,
+                                      invert=invert))   # (C, H, W) uint8
             usable.append(prediction)
         except ConvolabError as error:
             prediction.error = error.message
