@@ -186,8 +186,9 @@ class Sequential:
                               test_time_flip=flips)
 
     def predict(self, inputs, top: int = 3, invert="auto"):
-        """Image files (a path or a list of paths) -> a list of Predictions (top classes with probabilities);
-        a uint8 or float tensor (N, C, H, W) -> its (N, classes) probabilities, like Keras's model.predict."""
+        """Image files (a path, a file's bytes, or a list of them) -> a list of Predictions (top classes with
+        probabilities); a uint8 or float tensor (N, C, H, W) -> its (N, classes) probabilities, like Keras's
+        model.predict."""
         import torch
 
         from convolab.evaluate import predict_logits
