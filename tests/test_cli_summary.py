@@ -122,3 +122,26 @@ def test_summary_takes_a_run_directory(capsys, tmp_path):
     train_tiny_run(tmp_path / "tiny", epochs=1, train=64, test=32)
     code, out, _ = run(capsys, str(tmp_path / "tiny"))
     assert code == 0 and "Total params: 12,730" in out and "on input (28, 28, 1)" in out
+
+
+def test_a_libraries_warning_is_one_line_without_python_source(monkeypatch, capsys):
+    import warnings
+
+    from convolab import cli
+
+    def warns(args):
+        warnings.warn("Glyph 12354 missing from font(s) DejaVu Sans.", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "COMMANDS", [(name, add, warns if name == "summary" else run)
+                                          for name, add, run in cli.COMMANDS])
+    python_format = warnings.formatwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        # Python's own way of showing a warning (pytest records them instead): formatwarning's text on stderr
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        assert cli.main(["summary", "cnn"]) == 0
+    assert capsys.readouterr().err == ("convolab summary: warning: Glyph 12354 missing from font(s) DejaVu Sans. "
+                                       "(UserWarning)\n")
+    assert warnings.formatwarning is python_format        # the library's own format again afterwards

@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 import traceback
+import warnings
 
 from convolab import __version__, arguments
 from convolab.errors import ConvolabError
@@ -838,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convolab {args.command}: error: {shown!r} holds bytes that are not UTF-8 text\n"
               "  fix: rename the file or folder with UTF-8 characters (or plain ASCII)", file=sys.stderr)
         return 2
+    # A library's warning (a glyph missing from the font, a kernel's note) is one line for the user, not Python's two
+    # with a source line from inside a library; the library's own format again once the command is done.
+    python_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_rest, **_options: \
+        f"convolab {args.command}: warning: {message} ({category.__name__})\n"
     try:
         return run(args)
     except ConvolabError as error:
@@ -865,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
                   "`convolab summary MODEL` shows each layer's memory per image", file=sys.stderr)
             return 2
         return internal_error(args, error)
+    finally:
+        warnings.formatwarning = python_format
 
 
 def _is_utf8(text: str) -> bool:
