@@ -389,6 +389,18 @@ def test_training_bodies_that_are_not_forms_get_a_message(api):
     assert "nothing to resume" in error_of(api.post("/api/train/resume", json={"run": "lab/cnn"}), 409)
 
 
+def test_a_new_run_named_like_a_link_out_of_the_runs_folder_is_refused(runs, tmp_path):
+    folder, outside = tmp_path / "runs", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "esc").symlink_to(outside, target_is_directory=True)
+    with client(folder) as other:
+        message = error_of(other.post("/api/train/start", json={**GOOD_FORM, "name": "esc"}), 409)
+        assert "is a link to another folder" in message
+        assert other.get("/api/train").json()["state"] == "idle"
+    assert list(outside.iterdir()) == []
+
+
 def test_a_run_its_stop_at_goal_ended_is_not_resumed_for_more_epochs(runs, tmp_path):
     folder = tmp_path / "runs"
     shutil.copytree(runs / "lab" / "dnn", folder / "stopped")

@@ -426,6 +426,9 @@ def training_job(lab: Lab, body: Any) -> Any:
     if RunDirectory(out).has_run():
         raise RequestError(f"a run named {name!r} already exists in {lab.runs_dir}", fix="choose another name",
                            status=409)
+    if out.is_symlink() or (out.exists() and lab.runs_dir.resolve() not in out.resolve().parents):
+        raise RequestError(f"{name!r} in {lab.runs_dir} is a link to another folder: the run would not be in the runs "
+                           "folder, and the page could not open it", fix="choose another name", status=409)
     text = model_text(body.get("model"))
     spec = load_spec(text)
     dataset = load_dataset(**lab.data_options, progress=False)
