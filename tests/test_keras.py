@@ -301,6 +301,13 @@ def test_fit_refuses_a_count_it_would_otherwise_round_or_replace(argument, value
         tiny_model().fit(images, labels, verbose=0, **{"epochs": 1, argument: value})
 
 
+def test_an_optimizer_learning_rate_that_is_no_number_is_named():
+    for rate in ("a", None, -1):
+        with pytest.raises(ArgumentError, match="expected learning_rate to be a positive number"):
+            keras.optimizers.Adam(learning_rate=rate)
+    assert keras.optimizers.Adam(learning_rate=np.float32(0.5)).learning_rate == 0.5
+
+
 def test_callbacks_that_are_not_a_list_are_named():
     images, labels = tiny_data()
     for callbacks in (print, keras.callbacks.EarlyStopping()):

@@ -5,6 +5,7 @@ is fitted. Keras's defaults: Adam, RMSprop, AdamW 0.001; SGD 0.01 (note: not 0.0
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from convolab.errors import ArgumentError
@@ -39,7 +40,10 @@ def _make(kind: str, default_rate: float, weight_decay_default: float = 0.0):
             raise ArgumentError(f"keras.optimizers.{factory.__name__}: weight_decay is supported with AdamW only",
                                 fix=f"use keras.optimizers.AdamW(learning_rate={learning_rate}, "
                                     f"weight_decay={weight_decay})")
-        return Optimizer(kind, float(learning_rate), weight_decay_default if weight_decay is None else weight_decay)
+        # a number (NumPy's too) becomes a float; anything else goes as it is, for Optimizer to name it
+        number = isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool)
+        return Optimizer(kind, float(learning_rate) if number else learning_rate,
+                         weight_decay_default if weight_decay is None else weight_decay)
     return factory
 
 
