@@ -410,3 +410,9 @@ def test_a_preset_inside_a_line_of_layers_is_named_as_a_preset():
     with pytest.raises(SpecError, match="'cnn' at column 1 is a preset \\(a whole model\\), not a layer") as caught:
         load_spec("cnn,dropout0.5")
     assert caught.value.fix == f"write its layers out: {PRESETS['cnn']}"
+
+
+@pytest.mark.parametrize("line", ["input28x28x1,input28x28x1,flatten,dense", "flatten,input28x28x1,dense"])
+def test_an_input_token_anywhere_but_first_is_named_as_such(line):
+    with pytest.raises(SpecError, match="the input shape comes once, as the first token"):
+        load_spec(line)

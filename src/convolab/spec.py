@@ -211,6 +211,11 @@ def parse_line(line: str, name: str | None = None) -> ModelSpec:
         tokens = tokens[1:]
     if not tokens:
         raise SpecError(f"expected layers after the input shape, received: {line!r}", fix=f"for example {PRESETS['cnn']}")
+    for column, text in tokens:
+        if _is_input(text):                      # the input shape comes once, first: anywhere else it is no layer
+            pointer = f"  {line}\n  {' ' * column}{'^' * len(text)}"
+            raise SpecError(f"{text!r} at column {column + 1}: the input shape comes once, as the first token\n{pointer}",
+                            fix=f"start the line with it, e.g. input28x28x1,{PRESETS['cnn']}")
     output_positions = [index for index, (_, text) in enumerate(tokens) if _takes_output_activation(text)]
     last_output = output_positions[-1] if output_positions else None
     layers = [_parse_token_or_raise(line, tokens, index, last=(index == last_output)) for index in range(len(tokens))]
