@@ -107,15 +107,10 @@ def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) ->
 def data_options(args: argparse.Namespace) -> dict:
     """load_dataset keyword arguments from the flags add_data_flags declared. A folder of images is recorded by its
     absolute path: the run finds it again from any folder (evaluate, show, --resume)."""
-    from pathlib import Path
+    from convolab.data.load import source_to_record
 
-    from convolab.data.registry import DATASETS
-
-    source = args.data
-    if source is not None and source not in DATASETS and Path(source).expanduser().is_dir():
-        source = str(Path(source).expanduser().resolve())
     return {
-        "source": source,
+        "source": None if args.data is None else source_to_record(args.data),
         "data_dir": args.data_dir,
         "offline": args.offline,
         "channels": args.channels,

@@ -21,6 +21,14 @@ def _looks_like_path(source: str | Path) -> bool:
     return isinstance(source, Path) or os.sep in text or text.startswith((".", "~")) or Path(text).is_dir()
 
 
+def source_to_record(source: str | Path) -> str:
+    """How a run records where its data is: a dataset's name as it is, a folder of images by its absolute path, so
+    that evaluate, show and --resume find it again from any working directory."""
+    if (isinstance(source, str) and source in DATASETS) or not Path(source).expanduser().is_dir():
+        return str(source)
+    return str(Path(source).expanduser().resolve())
+
+
 def _reshape_images(images: torch.Tensor, channels: int | None, image_size: tuple[int, int] | None) -> torch.Tensor:
     """Whole-tensor conversion of (N, C, H, W) uint8 images to `channels` and to fit `image_size`, aspect kept."""
     if channels is not None and channels != images.shape[1]:
@@ -77,7 +85,7 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     size = _parse_image_size(image_size)
     if channels is not None and channels not in (1, 3):
         raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
-    options = {"source": str(source), "data_dir": None if data_dir is None else str(data_dir), "offline": offline,
+    options = {"source": source_to_record(source), "data_dir": None if data_dir is None else str(data_dir), "offline": offline,
                "channels": channels, "image_size": list(size) if size else None, "test_split": test_split, "seed": seed,
                **({"stream": True} if stream else {})}
     if isinstance(source, str) and source in DATASETS:
@@ -85,7 +93,7 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     elif _looks_like_path(source):
         dataset = load_image_folder(source, channels=channels, image_size=size, test_split=test_split, seed=seed,
                                     stream=stream, report=_print_to_stderr if progress else None)
-        dataset.options = {**options, "source": str(Path(source).expanduser().resolve())}   # wherever cwd goes next
+        dataset.options = options
         return dataset
     else:
         dataset_info(str(source))   # raises the "unknown dataset" error
