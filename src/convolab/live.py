@@ -239,17 +239,14 @@ class LiveTraining:
 
     def start(self, job: TrainingJob) -> None:
         with self.lock:
-            self._start(job)
-
-    def _start(self, job: TrainingJob) -> None:
-        self.require_idle()
-        self._remove_folder()     # the last training's messages; its run directory stays, of course
-        self.folder = Path(tempfile.mkdtemp(prefix="convolab-live-"))
-        self.job, self.points, self.epochs, self.messages, self.plan, self.offset = job, [], [], [], {}, 0
-        write_status(self.folder, "starting", "starting a training process", job.out)
-        self.process = multiprocessing.get_context("spawn").Process(target=train_worker, args=(job, str(self.folder)),
-                                                                   name="convolab-training", daemon=True)
-        self.process.start()
+            self.require_idle()
+            self._remove_folder()     # the last training's messages; its run directory stays, of course
+            self.folder = Path(tempfile.mkdtemp(prefix="convolab-live-"))
+            self.job, self.points, self.epochs, self.messages, self.plan, self.offset = job, [], [], [], {}, 0
+            write_status(self.folder, "starting", "starting a training process", job.out)
+            self.process = multiprocessing.get_context("spawn").Process(
+                target=train_worker, args=(job, str(self.folder)), name="convolab-training", daemon=True)
+            self.process.start()
 
     def _final(self) -> bool:
         status = json.loads((self.folder / "status.json").read_text(encoding="utf-8"))
@@ -257,12 +254,9 @@ class LiveTraining:
 
     def stop(self) -> None:
         with self.lock:
-            self._stop()
-
-    def _stop(self) -> None:
-        if not self.running:
-            raise RunError("no training is running", fix="start one first")
-        (self.folder / "stop").touch()
+            if not self.running:
+                raise RunError("no training is running", fix="start one first")
+            (self.folder / "stop").touch()
 
     def _read_progress(self) -> None:
         """Parse the lines appended since the last read (a partial last line waits for the next read)."""
@@ -288,22 +282,19 @@ class LiveTraining:
     def status(self, since: int = 0) -> dict:
         """Everything the page shows: state, the batch points after `since`, epoch rows, the maps' step."""
         with self.lock:
-            return self._status(since)
-
-    def _status(self, since: int) -> dict:
-        if self.folder is None:
-            return {"state": "idle", "message": "no training started from this page yet", "points": [], "epochs": [],
-                    "total_points": 0}
-        self._read_progress()
-        status = json.loads((self.folder / "status.json").read_text(encoding="utf-8"))
-        if status["state"] in ("running", "starting") and not self.running:
-            status = {**status, "state": "failed", "message": "the training process ended without a word "
-                      f"(exit code {self.process.exitcode})"}
-        maps_file = self.folder / "maps.json"
-        maps_step = json.loads(maps_file.read_text(encoding="utf-8"))["step"] if maps_file.exists() else None
-        return {**status, "run_name": Path(self.job.out).name, "points": self.points[max(since, 0):],
-                "total_points": len(self.points), "epochs": self.epochs, "plan": self.plan,
-                "messages": self.messages[-5:], "maps_step": maps_step, "running": self.running}
+            if self.folder is None:
+                return {"state": "idle", "message": "no training started from this page yet", "points": [],
+                        "epochs": [], "total_points": 0}
+            self._read_progress()
+            status = json.loads((self.folder / "status.json").read_text(encoding="utf-8"))
+            if status["state"] in ("running", "starting") and not self.running:
+                status = {**status, "state": "failed", "message": "the training process ended without a word "
+                          f"(exit code {self.process.exitcode})"}
+            maps_file = self.folder / "maps.json"
+            maps_step = json.loads(maps_file.read_text(encoding="utf-8"))["step"] if maps_file.exists() else None
+            return {**status, "run_name": Path(self.job.out).name, "points": self.points[max(since, 0):],
+                    "total_points": len(self.points), "epochs": self.epochs, "plan": self.plan,
+                    "messages": self.messages[-5:], "maps_step": maps_step, "running": self.running}
 
     def maps(self) -> dict | None:
         with self.lock:

@@ -48,8 +48,7 @@ def predict_images(model: torch.nn.Module, paths: list[str | Path], input_shape:
     tensors, usable = [], []
     for prediction, path in zip(predictions, paths):
         try:
-            tensors.append(load_image(path if isinstance(path, bytes) else prediction.path, input_shape,
-                                      invert=invert))   # (C, H, W) uint8
+            tensors.append(load_image(path, input_shape, invert=invert))   # (C, H, W) uint8
             usable.append(prediction)
         except ConvolabError as error:
             prediction.error = error.message
