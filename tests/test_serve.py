@@ -20,7 +20,9 @@ from serve_fixtures import HOSTILE_NAME, TINY_CNN, TOKEN, client, make_runs  # n
 
 from convolab.activations import capture  # noqa: E402
 from convolab.cli import main  # noqa: E402
+from convolab import serve  # noqa: E402
 from convolab.runs import load_run, read_checkpoint  # noqa: E402
+from convolab.serve import PAGE_FIELDS, in_page_words  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +363,7 @@ GOOD_FORM = {"model": TINY_CNN, "name": "live", "epochs": 2, "batch_size": 32, "
     ({"learning_rate": "fast"}, 400, "learning_rate"),
     ({"learning_rate": "nan"}, 400, "learning_rate"),
     ({"learning_rate": -0.1}, 400, "learning_rate"),
-    ({"stop_at": "accuracy>"}, 400, "stop-at"),
+    ({"stop_at": "accuracy>"}, 400, '"stop at" expects METRIC>=VALUE'),     # the form's label, not the flag --stop-at
     ({"stop_at": "val_accuracy>=0.9"}, 400, "val_accuracy"),
     ({"train_limit": 0}, 400, "train_limit"),
     ({"images": "0,99999"}, 400, "images"),
@@ -376,6 +378,40 @@ def test_bad_training_forms_get_a_message_and_start_nothing(api, runs, change, s
     assert word in message
     assert api.get("/api/train").json()["state"] == "idle"
     assert not (runs / "live").exists()
+
+
+@pytest.mark.parametrize("text, page_words", [
+    ("use --batch-size 32, say", 'set "batch size" to 32, say'),
+    ("use --validation-split 0.1, say (0 for none)", 'set "validation split" to 0.1, say (0 for none)'),
+    ("(val_ metrics need a validation set: add --validation-split 0.1)",
+     '(val_ metrics need a validation set: set "validation split" to 0.1)'),
+    ("lower --learning-rate (e.g. 0.001), or check the data", 'lower "learning rate" (e.g. 0.001), or check the data'),
+    ("a larger --train-limit or a smaller --validation-split", 'a larger "training images" or a smaller "validation split"'),
+    ("--stop-at expects a number after >=", '"stop at" expects a number after >='),
+    ("use --epochs 5", 'set "epochs" to 5'),
+    # flags the form has no field for are the server's own settings, and flag-like words are left alone
+    ("use --device cpu or auto", "use --device cpu or auto"),
+    ("restart convolab serve with --data fashion", "restart convolab serve with --data fashion"),
+    ("--epochs-per-save 3", "--epochs-per-save 3"),
+])
+def test_library_messages_name_the_training_forms_fields(text, page_words):
+    assert in_page_words(text) == page_words
+
+
+def test_the_form_says_which_of_its_fields_to_change(api, runs):
+    response = api.post("/api/train/start", json={**GOOD_FORM, "stop_at": "val_accuracy>=0.9"})
+    assert "val_accuracy" in error_of(response, 400)
+    assert 'set "validation split" to 0.1' in response.json()["fix"] and "--" not in response.json()["fix"]
+    response = api.post("/api/train/start", json={**GOOD_FORM, "validation_split": 1.5})
+    assert "validation_split=1.5" in error_of(response, 400)
+    assert response.json()["fix"] == 'set "validation split" to 0.1, say (0 for none)'
+    assert api.get("/api/train").json()["state"] == "idle"
+
+
+def test_the_training_form_has_a_field_for_each_label_its_messages_name():
+    page = (Path(serve.__file__).with_name("web") / "index.html").read_text(encoding="utf-8")
+    for label in PAGE_FIELDS.values():
+        assert f"<label>{label} <" in page
 
 
 def test_training_bodies_that_are_not_forms_get_a_message(api):

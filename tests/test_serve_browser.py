@@ -7,6 +7,7 @@ Screenshots of each page go to $CONVOLAB_SCREENSHOTS when set (to look at them),
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -235,6 +236,14 @@ def test_a_live_training_grows_its_curve_and_stops_with_a_checkpoint(page, serve
     page.fill("#train-batch", "16")
     page.fill("#train-limit", "640")
     page.fill("#train-images", "0,23,28")
+    page.fill("#train-stop-at", "val_accuracy>=0.99")
+    page.click("#train-start")          # a val_ goal without a validation split: the message names the form's field
+    wait_until(page, "document.querySelector('#message').textContent.includes('set \"validation split\" to 0.1')")
+    assert "--" not in page.text_content("#message")
+    assert [error for error in page.errors if "400 (Bad Request)" not in error] == []
+    page.errors.clear()                 # Chromium logs the refused request itself; that one was asked for
+    screenshot(page, "train-message", tmp_path)
+    page.fill("#train-validation", "0.25")
     page.click("#train-start")
     wait_until(page, "Number(document.querySelector('#train-loss').dataset.points || 0) > 0", 120)
     first = int(page.get_attribute("#train-loss", "data-points"))
@@ -244,4 +253,5 @@ def test_a_live_training_grows_its_curve_and_stops_with_a_checkpoint(page, serve
     page.click("#train-stop")
     wait_until(page, "document.querySelector('#train-status').dataset.state === 'interrupted'", 120)
     assert read_checkpoint(runs / "browser-live" / "checkpoint.pt")["status"] == "interrupted"
+    assert json.loads((runs / "browser-live" / "config.json").read_text())["train"]["validation_split"] == 0.25
     wait_until(page, "[...document.querySelectorAll('#resume-run option')].some(o => o.value === 'browser-live')")

@@ -123,6 +123,22 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+# The training form's labels for the command-line flags that the library's messages name (train.py's and callbacks.py's
+# checks serve both): on the page, "set "batch size" to 32" instead of "use --batch-size 32". Flags the page has no
+# field for (--data, --device, ...) are the server's settings and stay as they are.
+PAGE_FIELDS = {"--epochs": "epochs", "--batch-size": "batch size", "--learning-rate": "learning rate",
+               "--stop-at": "stop at", "--train-limit": "training images", "--validation-split": "validation split"}
+_PAGE_FLAG = "|".join(re.escape(flag) for flag in PAGE_FIELDS)
+_USE_FLAG = re.compile(rf"\b(?:use|add) ({_PAGE_FLAG}) ([^\s,;)]+)")
+_FLAG = re.compile(rf"({_PAGE_FLAG})(?![\w-])")
+
+
+def in_page_words(text: str) -> str:
+    """A message of the library's in the training form's words: each flag the form has a field for named by its label."""
+    text = _USE_FLAG.sub(lambda match: f'set "{PAGE_FIELDS[match[1]]}" to {match[2]}', text)
+    return _FLAG.sub(lambda match: f'"{PAGE_FIELDS[match[1]]}"', text)
+
+
 def printable(text: str) -> str:
     """`text` as valid UTF-8: a lone surrogate (from a JSON escape such as \\ud800) shown escaped, not a failed reply."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -531,7 +547,8 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
         return endpoint
 
     def error_response(message: str, fix: str | None, status: int) -> Response:
-        return JSONResponse({"error": printable(message), "fix": printable(fix or "")}, status_code=status)
+        return JSONResponse({"error": printable(in_page_words(message)), "fix": printable(in_page_words(fix or ""))},
+                            status_code=status)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -646,7 +663,8 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
         return predict_payload(loaded, body, invert, int_argument(query(request, "filter"), "filter", 0, 4096, 1))
 
     def train_status(request, body):
-        return lab.training.status(int_argument(query(request, "since"), "since", 0, 10 ** 9, 0))
+        status = lab.training.status(int_argument(query(request, "since"), "since", 0, 10 ** 9, 0))
+        return {**status, "message": in_page_words(str(status.get("message") or ""))}
 
     def train_maps(request, body):
         return {"maps": lab.training.maps()}

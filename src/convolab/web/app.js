@@ -577,8 +577,8 @@ renderers.train = async () => {
 function trainForm() {
   const spec = $("train-spec").value.trim();
   return {model: spec || $("train-model").value, name: $("train-name").value, epochs: $("train-epochs").value,
-    batch_size: $("train-batch").value, learning_rate: $("train-lr").value, stop_at: $("train-stop-at").value,
-    train_limit: $("train-limit").value, images: $("train-images").value, filter: $("train-filter").value};
+    batch_size: $("train-batch").value, learning_rate: $("train-lr").value,
+    validation_split: $("train-validation").value, stop_at: $("train-stop-at").value, train_limit: $("train-limit").value, images: $("train-images").value, filter: $("train-filter").value};
 }
 
 async function startTraining(path, body) {
