@@ -1,10 +1,12 @@
 """machine.py: the CPU's bfloat16 hardware read from /proc/cpuinfo text (fakes for each kind), and the float32 limit."""
 from __future__ import annotations
 
+import os
+
 import torch
 
-from convolab.machine import (bf16_units, cpu_flags, cpu_name, precision_hint, read_cpuinfo, sgemm_flops,
-                              training_flops_per_image)
+from convolab.machine import (bf16_units, cores_busy_elsewhere, cpu_flags, cpu_name, cpu_times, precision_hint,
+                              read_cpuinfo, sgemm_flops, training_flops_per_image)
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -56,3 +58,47 @@ def test_the_float32_limit_and_the_lab_cnns_flops():
     # conv64x3 on 28x28x1: 26·26·64·9 MACs (forward + weight gradient only), then every later layer x3
     first = 26 * 26 * 64 * 9
     assert training_flops_per_image("conv64x3,flatten,dense") == 2 * first * 2 + 2 * (26 * 26 * 64 * 10 + 0) * 3
+
+
+# /proc/stat: user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks
+STAT_BEFORE = """cpu  300 0 100 1000 0 0 0 0 0 0
+cpu0 100 0 50 500 0 0 0 0 0 0
+cpu1 200 0 50 500 0 0 0 0 0 0
+intr 12345
+"""
+# over the window: cpu0 25 busy + 75 idle (one program's quarter), cpu1 90 user + 10 steal (all taken)
+STAT_AFTER = """cpu  400 0 100 1075 0 0 0 10 0 0
+cpu0 125 0 50 575 0 0 0 0 0 0
+cpu1 290 0 50 500 0 0 0 10 0 0
+intr 23456
+"""
+
+
+def test_cpu_times_sum_the_named_cores_with_steal_as_busy():
+    assert cpu_times(STAT_AFTER, {0}) == (175, 575)
+    assert cpu_times(STAT_AFTER, {1}) == (350, 500)
+    assert cpu_times(STAT_AFTER, {0, 1}) == (525, 1075)
+    assert cpu_times("cpu0 1 2 3\n", {0}) == (6, 0)      # an old kernel's shorter line: the missing fields are 0
+
+
+def test_cores_busy_elsewhere_is_the_busy_share_of_this_process_cores_over_the_window():
+    texts, slept = iter([STAT_BEFORE, STAT_AFTER]), []
+    busy = cores_busy_elsewhere(0.25, read_stat=lambda: next(texts), sleep=slept.append, cpus={0, 1})
+    assert slept == [0.25]
+    assert busy == 2 * 125 / 200          # 25 + 100 busy ticks of 200 on 2 cores: 1.25 cores' worth
+    texts = iter([STAT_BEFORE, STAT_AFTER])
+    assert cores_busy_elsewhere(0.25, read_stat=lambda: next(texts), sleep=slept.append, cpus={1}) == 1.0
+
+
+def test_cores_busy_elsewhere_is_none_where_proc_stat_cannot_be_read_or_did_not_move():
+    def missing():
+        raise FileNotFoundError("/proc/stat")
+    assert cores_busy_elsewhere(0.0, read_stat=missing, sleep=lambda seconds: None, cpus={0}) is None
+    assert cores_busy_elsewhere(0.0, read_stat=lambda: STAT_BEFORE, sleep=lambda seconds: None, cpus={0}) is None
+    assert cores_busy_elsewhere(0.0, read_stat=lambda: "garbage x y\n", sleep=lambda seconds: None, cpus={0}) is None
+    assert cores_busy_elsewhere(0.0, read_stat=lambda: "cpu0 a b\n", sleep=lambda seconds: None, cpus={0}) is None
+
+
+def test_cores_busy_elsewhere_reads_this_machine():
+    busy = cores_busy_elsewhere(0.05)
+    assert busy is None or 0.0 <= busy <= len(os.sched_getaffinity(0))

@@ -3,6 +3,7 @@ weights whatever number of threads ran the shards, mid-epoch resume included, Dr
 from __future__ import annotations
 
 import gc
+import io
 import threading
 import time
 from functools import partial
@@ -16,11 +17,11 @@ from convolab.errors import TrainingError
 from convolab.model import build_model
 from convolab.runs import RunDirectory, read_checkpoint
 from convolab.shards import (
-    MAX_SHARDS, ShardPolicy, ShardPool, choose_policy, in_shard, infer_in_shards, parse_threads, shard_context,
-    split_sizes, workers_now,
+    MAX_SHARDS, ShardPolicy, ShardPool, busy_machine_hint, choose_policy, in_shard, infer_in_shards, parse_threads,
+    shard_context, split_sizes, torch_threads, workers_now,
 )
 from convolab.spec import load_spec
-from convolab.train import (QuietProgress, TrainConfig, TrainingInterrupted, cross_entropy, fit,
+from convolab.train import (Progress, QuietProgress, TrainConfig, TrainingInterrupted, cross_entropy, fit,
                             forward_and_backward, is_batch_mean, train_one_epoch)
 from train_fixtures import StopAtStep
 
@@ -51,6 +52,30 @@ def test_a_checkpoints_shard_count_wins_over_the_cores_and_batch_normalization_i
     unsharded = choose_policy("all", 2, has_batch_norm=True)
     assert (unsharded.shards, unsharded.torch_threads) == (1, None)        # PyTorch's threads, as before
     assert choose_policy("2", 8, has_batch_norm=True).torch_threads == 2
+
+
+UNSHARDED = choose_policy("all", 2, has_batch_norm=True)
+
+
+@pytest.mark.parametrize("policy, threads, torch_threads, cores, busy, suggested", [
+    (UNSHARDED, "all", 2, 2, 1.0, 1),          # this project's machine with one busy program: one thread
+    (UNSHARDED, "all", 2, 2, 0.75, 1),         # a core three quarters busy counts as taken
+    (UNSHARDED, "all", 2, 2, 1.9, 1),          # never fewer than one
+    (UNSHARDED, "all", 8, 8, 2.2, 6),          # a bigger machine: the cores left
+    (UNSHARDED, "all", 2, 2, 0.3, None),       # a quiet machine (a browser idling)
+    (UNSHARDED, "all", 2, 2, None, None),      # not measurable (not Linux)
+    (UNSHARDED, "all", 4, 8, 3.0, None),       # fewer threads than free cores: nothing to wait for
+    (UNSHARDED, "1", 2, 2, 1.0, None),         # the user chose a count
+    (choose_policy("all", 2, has_batch_norm=False), "all", 2, 2, 1.0, None),   # shards already hold on a busy machine
+])
+def test_a_busy_machine_hint_suggests_the_free_cores_for_models_on_pytorchs_threads(policy, threads, torch_threads,
+                                                                                     cores, busy, suggested):
+    hint = busy_machine_hint(policy, threads, torch_threads, cores, busy)
+    if suggested is None:
+        assert hint is None
+    else:
+        assert f"--threads {suggested} (threads={suggested} in Python)" in hint
+        assert f"about {busy:.1f} of this machine's {cores} cores" in hint
 
 
 def test_threads_must_be_all_or_a_positive_count():
@@ -331,3 +356,47 @@ def test_a_resumed_run_cuts_batches_as_its_checkpoint_says_and_ends_with_the_uni
     assert resumed.shards == 2
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+class Notes(Progress):
+    """Records the notes fit prints; epoch lines go to a string."""
+
+    def __init__(self):
+        super().__init__(stream=io.StringIO())
+        self.notes: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_fit_notes_a_busy_machine_before_a_new_run_on_pytorchs_threads_and_only_then(monkeypatch, tmp_path):
+    import convolab.train as train
+
+    looks: list[float] = []
+    monkeypatch.setattr(train, "cores_busy_elsewhere", lambda: looks.append(1.0) or 1.0)   # one busy program
+    monkeypatch.setattr(train, "usable_cores", lambda: 2)
+    generator = torch.Generator().manual_seed(3)
+    data = (torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 10, (64,), generator=generator))
+
+    def notes(line: str, threads: str = "all", **options) -> list[str]:
+        progress = Notes()
+        torch.manual_seed(0)
+        with torch_threads(2):
+            state = fit(build_model(load_spec(line), (28, 28, 1), 10), data,
+                        TrainConfig(epochs=1, device="cpu", threads=threads), progress=progress, **options)
+        if state.model.sharded is not None:
+            state.model.sharded.pool.close()
+        return [note for note in progress.notes if "cores busy" in note]
+
+    with_bn = "conv4x3,pool2,bn,flatten,dense"
+    (note,) = notes(with_bn)
+    assert note.startswith("note: other programs keep about 1.0 of this machine's 2 cores busy")
+    assert "--threads 1 (threads=1 in Python)" in note
+    assert notes(with_bn, threads="1") == []          # a count the user chose
+    assert notes(SMALL_CNN) == []                     # shards: nothing to suggest
+    assert len(looks) == 1                            # the machine is looked at only where a note could follow
+    fit(build_model(load_spec(with_bn), (28, 28, 1), 10), data, TrainConfig(epochs=1, device="cpu"),
+        run=RunDirectory(tmp_path / "run"), progress=QuietProgress())     # quiet: nothing would be seen
+    assert notes(with_bn, resume_from=read_checkpoint(tmp_path / "run" / "checkpoint.pt")) == []   # its count is kept
+    assert len(looks) == 1

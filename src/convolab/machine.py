@@ -3,6 +3,7 @@
     cpu_name(), cpu_flags()          -> from /proc/cpuinfo (Linux); "" and an empty set elsewhere
     bf16_units(flags)                -> "AMX" / "AVX512-BF16" / None: hardware that runs bfloat16 matrix work faster
     precision_hint(device, precision, flags) -> one line suggesting --precision bf16, or None
+    cores_busy_elsewhere(seconds)    -> how many of this process's cores other programs keep busy now (Linux), or None
     sgemm_flops(size, repeats)       -> float32 FLOP/s of a size x size matmul
     float32_limit()                  -> the faster of that at all threads and at one: the rate a step is judged by
     training_flops_per_image(spec)   -> FLOPs of one image's forward and backward, counted as Keras's layers define them
@@ -11,6 +12,7 @@ bench/bench_engine.py and `convolab bench` (benchmark.py) measure with these, so
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -22,6 +24,7 @@ from convolab.shapes import analyze
 from convolab.spec import load_spec
 
 CPUINFO = Path("/proc/cpuinfo")
+PROC_STAT = Path("/proc/stat")
 # Flags in /proc/cpuinfo naming bfloat16 matrix hardware, best first: Intel's AMX tiles (Sapphire Rapids and later),
 # then the AVX-512 bfloat16 dot products (Intel Cooper Lake, AMD Zen 4 and later).
 BF16_FLAGS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"))
@@ -70,6 +73,42 @@ def precision_hint(device: torch.device, precision: str, flags: set[str]) -> str
         return None
     return (f"this CPU has {units}: --precision bf16 may train faster (float32 weights, slightly different results; "
             "see `convolab bench`)")
+
+
+# --- other programs' load ------------------------------------------------------------------------------------------------
+
+def cpu_times(stat_text: str, cpus: set[int]) -> tuple[int, int]:
+    """(busy, idle) clock ticks summed over the `cpus` lines (cpu0, cpu1, ...) of /proc/stat text. Busy counts user,
+    nice, system, irq, softirq and steal (a virtual machine's core that the host gave to another guest is taken too);
+    idle counts idle and iowait."""
+    busy = idle = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(field) for field in fields[:8]] + [0] * (8 - len(fields[:8]))
+        user, nice, system, idle_ticks, iowait, irq, softirq, steal = ticks
+        busy += user + nice + system + irq + softirq + steal
+        idle += idle_ticks + iowait
+    return busy, idle
+
+
+def cores_busy_elsewhere(seconds: float = 0.25, read_stat=lambda: PROC_STAT.read_text(encoding="ascii"),
+                         sleep=time.sleep, cpus: set[int] | None = None) -> float | None:
+    """How many of this process's cores (its CPU affinity) other programs keep busy now, in cores (1.0: one core's
+    worth): the busy share of those cores over `seconds` while this thread sleeps. None where /proc/stat is not
+    readable (not Linux). Other threads of this process count as other programs: call it before training starts."""
+    try:
+        cpus = cpus if cpus is not None else set(os.sched_getaffinity(0))
+        before = cpu_times(read_stat(), cpus)
+        sleep(seconds)
+        after = cpu_times(read_stat(), cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    if busy + idle <= 0:
+        return None
+    return len(cpus) * busy / (busy + idle)
 
 
 # --- the float32 limit ---------------------------------------------------------------------------------------------------

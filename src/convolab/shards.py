@@ -25,6 +25,7 @@ would each use their own. A model with it trains unsharded (choose_policy), with
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -105,6 +106,27 @@ def choose_policy(threads: str, cores: int, has_batch_norm: bool, recorded_shard
         shards, why = min(cores, MAX_SHARDS), f"{cores} usable core{'s' if cores != 1 else ''}"
     workers = min(shards, wanted if wanted is not None else cores)
     return ShardPolicy(shards, max(workers, 1), 1, f"{shards} single-threaded shard(s) per batch ({why})")
+
+
+def busy_machine_hint(policy: ShardPolicy, threads: str, torch_thread_count: int, cores: int,
+                      busy_elsewhere: float | None) -> str | None:
+    """One line for a new run on PyTorch's threads (a BatchNormalization model, which is not cut into shards) when
+    other programs already keep some of the cores busy; None otherwise.
+
+    Those threads wait for each other at every operation, and one that shares its core with another program is
+    descheduled while the rest wait: `fast` and `best` trained about 3 times slower with one busy program on 2 cores,
+    and 1.5-1.8 times their quiet time on one thread (BENCHMARKS.md, "A busy machine"). The count is never changed
+    by itself: the weights depend on it, and the same command must give the same weights.
+    """
+    if policy.sharded or parse_threads(threads) is not None or busy_elsewhere is None:
+        return None
+    free = max(1, cores - math.floor(busy_elsewhere + 0.3))   # a core 70% busy counts as taken
+    if free >= min(torch_thread_count, cores):
+        return None
+    return (f"other programs keep about {busy_elsewhere:.1f} of this machine's {cores} cores busy, and a model with "
+            f"BatchNormalization trains on PyTorch's {torch_thread_count} threads, which wait for each other when one "
+            f"is descheduled (about 3x slower with one busy program on 2 cores): --threads {free} (threads={free} in "
+            "Python) may train much faster, with other, equally repeatable, results")
 
 
 def workers_now(shards: int, limit: int | None, cores: int) -> int:

@@ -40,7 +40,9 @@ from convolab.engine import PRECISIONS, FastConvNet, accelerate
 from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at, mirror_average
 from convolab.runs import RunDirectory
-from convolab.shards import ShardPolicy, choose_policy, has_batch_norm, parse_threads, torch_threads, usable_cores
+from convolab.machine import cores_busy_elsewhere
+from convolab.shards import (ShardPolicy, busy_machine_hint, choose_policy, has_batch_norm, parse_threads, torch_threads,
+                             usable_cores)
 from convolab.timing import describe_timing, epoch_timing
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
@@ -606,6 +608,16 @@ def training_policy(model: torch.nn.Module, config: TrainConfig, device: torch.d
     return choose_policy(config.threads, usable_cores(), has_batch_norm(model), recorded_shards=recorded)
 
 
+def suggest_threads(policy: ShardPolicy, threads: str, progress: Progress) -> None:
+    """A note before a new run on PyTorch's threads when other programs already keep cores busy (shards.py's
+    busy_machine_hint). The quarter-second look at the machine is taken only where a note could follow and be seen."""
+    if policy.sharded or parse_threads(threads) is not None or isinstance(progress, QuietProgress):
+        return
+    hint = busy_machine_hint(policy, threads, torch.get_num_threads(), usable_cores(), cores_busy_elsewhere())
+    if hint:
+        progress.message(f"note: {hint}")
+
+
 def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, *,
         validation_data: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | None = None,
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = cross_entropy,
@@ -631,6 +643,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
     policy = training_policy(model, config, device, resume_from)
     if policy is None and parse_threads(config.threads) is not None:
         torch.set_num_threads(parse_threads(config.threads))
+    if policy is not None and resume_from is None and distributed_context is None:
+        suggest_threads(policy, config.threads, progress)
     if config.engine == "fast":
         # engine.py: the same function and parameters (state_dict), faster kernels
         model = accelerate(model, device, policy, precision=config.precision)
