@@ -3,6 +3,7 @@
 usage: .venv/bin/python bench/bench_busy.py [--epochs 1] [--train-n 12000] [--rounds 1] [--quiet-pairs 4]
        [--keras-python /tmp/keras-venv/bin/python] [--keras-backend tensorflow] [--sides convolab,before,keras]
        .venv/bin/python bench/bench_busy.py --pool bench/results/bench_busy-*.txt   # earlier runs' pairs, pooled
+       .venv/bin/python bench/bench_busy.py --recipe fast   # a BatchNormalization recipe: PyTorch's threads or one
 
 "Busy" is one other program holding one core: `python3 -c "while True: pass"`, which this script starts before each
 busy measurement and ends right after it (a laptop's browser or video call, simplified). Each side trains the lab's
@@ -13,6 +14,10 @@ Fashion-MNIST training images for --epochs epochs, quiet then busy, in this orde
   batch unsharded): the baseline for "quiet speed within 5% of today's" and for the busy slowdown.
 - keras: bench/keras_lab.py (the course notebook's model.fit) on the same images in a separate Python
   (--keras-python; TensorFlow when that Python has it, as the course runs it; KERAS_BACKEND=torch otherwise).
+- one-thread: `convolab train ... --threads 1`, what the busy-machine note suggests on 2 cores.
+With --recipe fast or best, convolab and one-thread train that recipe instead (`convolab train NAME --recipe NAME`):
+its BatchNormalization model is not cut into shards, so convolab runs on PyTorch's threads; before and keras, which
+are about the lab's CNN, are not run.
 Seconds per epoch are each program's own training time (convolab: history.json's per-epoch seconds; Keras: model.fit's
 wall time, its graph tracing included), so loading data and testing count for neither. The report ends with the
 ratios busy/quiet, convolab/before (quiet) and convolab/Keras, and records the CPU, the usable cores, the load
@@ -49,7 +54,9 @@ from bench_lab import run_convolab, run_keras  # noqa: E402  (the lab benchmark'
 
 BUSY_PROGRAM = ["python3", "-c", "while True: pass"]
 PR_SET_PDEATHSIG = 1
-SIDES = ("convolab", "before", "keras")
+SIDES = ("convolab", "before", "keras", "one-thread")
+LAB_SIDES = ("convolab", "before", "keras")
+RECIPE_SIDES = ("convolab", "one-thread")
 
 # `convolab train` with the policy that puts every batch in one shard and leaves PyTorch's threads alone: the engine's
 # CPU behaviour before shards.py (bench-only; users have no switch for it).
@@ -118,8 +125,9 @@ def measure(side: str, args: argparse.Namespace) -> float:
     """Seconds per epoch of one side, once."""
     if side == "keras":
         return run_keras(args.keras_python, "cnn", args.epochs, args.train_n)["s_per_epoch"]
-    program = None if side == "convolab" else [sys.executable, "-c", BEFORE_SHARDS]
-    return run_convolab("cnn", args.epochs, args.train_n, [], program=program)["s_per_epoch"]
+    extra = (["--recipe", args.recipe] if args.recipe else []) + (["--threads", "1"] if side == "one-thread" else [])
+    program = [sys.executable, "-c", BEFORE_SHARDS] if side == "before" else None
+    return run_convolab(args.recipe or "cnn", args.epochs, args.train_n, extra, program=program)["s_per_epoch"]
 
 
 def keras_backend_for(python: str) -> str:
@@ -196,7 +204,10 @@ def main() -> int:
                         help="a Python with keras (and TensorFlow for the course's Keras); default: /tmp/keras-venv, "
                              "else this one")
     parser.add_argument("--keras-backend", default=None, help="tensorflow or torch (default: tensorflow if present)")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"which of {','.join(SIDES)} to run")
+    parser.add_argument("--sides", default=None, help=f"which of {','.join(SIDES)} to run (default: "
+                        f"{','.join(LAB_SIDES)}; with --recipe {','.join(RECIPE_SIDES)})")
+    parser.add_argument("--recipe", choices=("fast", "best"), default=None,
+                        help="train this recipe instead of the lab's CNN (sides convolab and one-thread only)")
     parser.add_argument("--quiet-pairs", type=int, default=4,
                         help="extra quiet-only convolab/before pairs, order alternating (default 4; 0: none)")
     parser.add_argument("--pool", nargs="+", metavar="FILE",
@@ -205,9 +216,11 @@ def main() -> int:
     if args.pool:
         return pool(args.pool)
     end_on_sigterm()
-    sides = [side.strip() for side in args.sides.split(",") if side.strip()]
-    if unknown := set(sides) - set(SIDES):
-        raise SystemExit(f"--sides: unknown {sorted(unknown)}; expected some of {','.join(SIDES)}")
+    allowed = RECIPE_SIDES if args.recipe else SIDES
+    sides = [side.strip() for side in (args.sides or ",".join(RECIPE_SIDES if args.recipe else LAB_SIDES)).split(",")
+             if side.strip()]
+    if unknown := set(sides) - set(allowed):
+        raise SystemExit(f"--sides: {sorted(unknown)} not possible here; expected some of {','.join(allowed)}")
     if not Path(args.keras_python).is_file():
         args.keras_python = sys.executable
     if "keras" in sides:
@@ -218,12 +231,13 @@ def main() -> int:
     import torch
 
     cores = usable_cores()
-    print(f"bench_busy: lab CNN, {args.epochs} epoch(s) on the first {args.train_n} Fashion-MNIST images, batch 32, "
-          f"Adam 0.001; busy = one `{' '.join(BUSY_PROGRAM)}`")
+    what = f"recipe {args.recipe!r}" if args.recipe else "lab CNN"
+    print(f"bench_busy: {what}, {args.epochs} epoch(s) on the first {args.train_n} Fashion-MNIST images"
+          + ("" if args.recipe else ", batch 32, Adam 0.001") + f"; busy = one `{' '.join(BUSY_PROGRAM)}`")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({cores} usable); torch {torch.__version__}; "
           f"load average at start {load_average():.2f}")
-    print(f"policy (convolab): {choose_policy('all', cores, has_batch_norm=False).reason}; "
-          f"before: one shard, PyTorch's {torch.get_num_threads()} OpenMP threads"
+    print(f"policy (convolab): {choose_policy('all', cores, has_batch_norm=bool(args.recipe)).reason}; "
+          f"before: one shard, PyTorch's {torch.get_num_threads()} OpenMP threads; one-thread: --threads 1"
           + (f"; keras: {args.keras_python} with KERAS_BACKEND={args.keras_backend}" if "keras" in sides else ""),
           flush=True)
     times: dict[tuple[str, str], list[float]] = {}
@@ -264,6 +278,10 @@ def main() -> int:
         print(f"convolab quiet / before quiet: median of the pairs {statistics.median(ratios):.3f} (goal <= 1.05; "
               f"range {ratios[0]:.3f}-{ratios[-1]:.3f}); convolab busy / convolab quiet: "
               f"{median[('convolab', 'busy')] / median[('convolab', 'quiet')]:.2f} (goal <= 2)")
+    if {"convolab", "one-thread"} <= set(sides):
+        print(f"one-thread / convolab: quiet {median[('one-thread', 'quiet')] / median[('convolab', 'quiet')]:.2f}, "
+              f"busy {median[('one-thread', 'busy')] / median[('convolab', 'busy')]:.2f}; one-thread busy / convolab "
+              f"quiet: {median[('one-thread', 'busy')] / median[('convolab', 'quiet')]:.2f}")
     if {"convolab", "keras"} <= set(sides):
         print(f"convolab / keras: quiet {median[('convolab', 'quiet')] / median[('keras', 'quiet')]:.3f}, "
               f"busy {median[('convolab', 'busy')] / median[('keras', 'busy')]:.3f}")
