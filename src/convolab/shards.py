@@ -115,7 +115,7 @@ def busy_machine_hint(policy: ShardPolicy, threads: str, torch_thread_count: int
 
     Those threads wait for each other at every operation, and one that shares its core with another program is
     descheduled while the rest wait: `fast` and `best` trained about 3 times slower with one busy program on 2 cores,
-    and 1.5-1.8 times their quiet time on one thread (BENCHMARKS.md, "A busy machine"). The count is never changed
+    and 1.4-1.7 times their quiet time on one thread (BENCHMARKS.md, "A busy machine"). The count is never changed
     by itself: the weights depend on it, and the same command must give the same weights.
     """
     if policy.sharded or parse_threads(threads) is not None or busy_elsewhere is None:
