@@ -124,3 +124,19 @@ def test_show_leaves_the_model_file_untouched(run_dir):
     before = (run_dir / "checkpoint.pt").read_bytes()
     assert cli.main(["show", str(run_dir), "--out", str(run_dir / "again.png")]) == 0
     assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [["show", "{run}", "--out", "{run}/checkpoint.pt"],
+                                  ["show", "{run}", "--all-filters", "--layer", "0", "--out", "{run}/config.json"],
+                                  ["filters", "{run}", "--out", "{run}/best.pt"],
+                                  ["report", "{run}", "--out", "{run}/config.json"],
+                                  ["report", "{run}", "--out", "{run}/notes"],
+                                  ["data", "fashion-mnist", "--offline", "--grid", "{run}/history.json"]])
+def test_a_picture_or_report_is_never_written_over_a_file_of_another_kind(argv, tmp_path, capsys):
+    run = copy_run("tinycnn", tmp_path)
+    (run / "notes").write_text("the user's own notes")
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    assert cli.main([part.format(run=run) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "fix: name it " in err and "Traceback" not in err
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from convolab import plots
 from convolab.activations import capture, kernels, variance_by_filter
+from convolab.errors import ArgumentError
 from convolab.model import build_model
 from convolab.spec import load_spec
 
@@ -160,10 +162,21 @@ def test_examples_show_the_images_with_their_captions(tmp_path):
 
 
 @pytest.mark.parametrize("name, start", [("a.jpg", b"\xff\xd8\xff"), ("a.JPEG", b"\xff\xd8\xff"), ("a.svg", b"<?xml"),
-                                         ("a.pdf", b"%PDF"), ("a.png", b"\x89PNG"), ("a.picture", b"\x89PNG")])
+                                         ("a.pdf", b"%PDF"), ("a.png", b"\x89PNG")])
 def test_a_picture_is_written_in_the_format_its_name_asks_for(tmp_path, name, start):
     figure = plots.examples_figure(np.zeros((1, 1, 6, 6), dtype=np.uint8), ["x"], "one", columns=1)
     assert plots.save_figure(figure, tmp_path / name).read_bytes().startswith(start)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "config.json", "notes.txt", "a.picture", "grid"])
+def test_a_picture_is_never_written_under_another_kind_of_name(tmp_path, name):
+    (tmp_path / name).write_bytes(b"the user's own file")
+    figure = plots.examples_figure(np.zeros((1, 1, 6, 6), dtype=np.uint8), ["x"], "one", columns=1)
+    with pytest.raises(ArgumentError, match="not a picture's name, and nothing was written") as refused:
+        plots.save_figure(figure, tmp_path / name)
+    assert refused.value.fix == f"name it {Path(name).with_suffix('.png').name}"
+    assert (tmp_path / name).read_bytes() == b"the user's own file"
+    assert figure.number not in plots.plt.get_fignums()          # freed all the same
 
 
 def test_training_end_hook_writes_curves_and_confusion_into_the_run(tmp_path):

@@ -137,9 +137,10 @@ def run_data(args: argparse.Namespace) -> int:
     from convolab.data import describe_dataset, load_dataset
 
     if args.grid:
-        from convolab.plots import check_grid_size, save_sample_grid
+        from convolab.plots import check_grid_size, picture_format, save_sample_grid
 
         check_grid_size(args.per_class)   # before the data loads: a refusal costs nothing
+        picture_format(args.grid)
     dataset = load_dataset(**data_options(args))
     print(describe_dataset(dataset))
     if args.grid:
@@ -536,7 +537,7 @@ def add_show_parser(subparsers) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     from convolab.activations import find_layer
-    from convolab.plots import run_activation_grid, save_figure, write_all_filters
+    from convolab.plots import picture_format, run_activation_grid, save_figure, write_all_filters
     from convolab.runs import load_run
 
     if args.all_filters and args.layer is None:
@@ -548,6 +549,8 @@ def run_show(args: argparse.Namespace) -> int:
         raise ConvolabError(f"{', '.join(alone)} {'works' if len(alone) == 1 else 'work'} only with --all-filters "
                             "(the lab's grid takes --layers N,M)",
                             fix=f"add --all-filters, or use --layers for the grid: convolab show {args.run} --layers 0,1")
+    if args.out:
+        picture_format(args.out)                 # before the run loads: a refusal costs nothing
     run = load_run(args.run)
     images, labels = run.test_data()
     if args.all_filters:
@@ -584,10 +587,12 @@ def add_filters_parser(subparsers) -> None:
 
 def run_filters(args: argparse.Namespace) -> int:
     from convolab.activations import conv_layer_indices, find_layer, layer_names
-    from convolab.plots import run_kernels_figure, save_figure
+    from convolab.plots import picture_format, run_kernels_figure, save_figure
     from convolab.runs import load_run
     from convolab.activations import KERNEL_LAYER_TYPES
 
+    if args.out:
+        picture_format(args.out)
     run = load_run(args.run)
     layers = None if args.layer is None else [find_layer(run.spec, part, allowed=KERNEL_LAYER_TYPES)
                                               for part in args.layer.split(",")]
@@ -673,12 +678,14 @@ def add_report_parser(subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from convolab.report import ReportOptions, write_report
+    from convolab.report import ReportOptions, check_report_name, write_report
 
     options = ReportOptions(image_indices=tuple(args.images), filter_index=args.filter)
     out = args.out
     if out is not None and (out.endswith(("/", os.sep)) or Path(out).is_dir()):   # a folder: the report goes in it
         out = str(Path(out) / "report.html")
+    if out is not None:
+        check_report_name(out)                   # before the runs load
     print(f"report: wrote {write_report(args.runs, out, options)}")
     return 0
 

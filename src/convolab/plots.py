@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from convolab.activations import (Activations, LayerMaps, capture, check_filter_index,  # noqa: E402
                                   check_image_indices, conv_layer_indices, filters_by_variance, kernels, layer_names,
                                   variance_by_filter)
-from convolab.errors import ConvolabError, SpecError  # noqa: E402
+from convolab.errors import ArgumentError, ConvolabError, SpecError  # noqa: E402
 from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  # noqa: E402
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
@@ -32,20 +32,31 @@ SEPARATOR_COLOR = "#7a7a7a"  # between kernels: a mid gray, unlike any weight's 
 DPI = 100
 
 
-# The picture formats a file's suffix asks for (matplotlib writes each); any other name gets a PNG.
+# The picture formats a file's suffix asks for (matplotlib writes each).
 FIGURE_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".svg": "svg", ".pdf": "pdf"}
 
 
+def picture_format(path: str | Path) -> str:
+    """The format `path`'s suffix names; ArgumentError for any other name. A picture is never written under another
+    kind of name: `--out RUN/checkpoint.pt` (or notes.txt) would have replaced that file with a PNG."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise ArgumentError(f"{path}: a picture is written as {', '.join(FIGURE_FORMATS)}; "
+                            f"{suffix + ' is' if suffix else 'a name without a suffix is'} not a picture's name, "
+                            "and nothing was written", fix=f"name it {Path(path).with_suffix('.png').name}")
+    return FIGURE_FORMATS[suffix]
+
+
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `figure` at `path` in the format its suffix names (.png, .jpg, .svg, .pdf; PNG otherwise), folders made
-    as needed, and free it.
+    """Write `figure` at `path` in the format its suffix names (.png, .jpg, .svg, .pdf; picture_format refuses any
+    other name), folders made as needed, and free it.
 
     Rendered in memory, then written by runs.atomic_write_bytes: a failed write (full disk, read-only folder) is one
     message naming the file, and the previous picture stays whole.
     """
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, dpi=dpi, format=FIGURE_FORMATS.get(Path(path).suffix.lower(), "png"))
+        figure.savefig(buffer, dpi=dpi, format=picture_format(path))
     finally:
         plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())

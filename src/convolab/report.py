@@ -24,7 +24,7 @@ import torch
 from convolab import __version__
 from convolab.activations import conv_layer_indices, visual_layer_indices
 from convolab.diagram import architecture_svg
-from convolab.errors import ConvolabError, RunError
+from convolab.errors import ArgumentError, ConvolabError, RunError
 from convolab.evaluate import evaluate_logits, evaluate_model, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
                             run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
@@ -367,10 +367,22 @@ def write_html(path: Path, html: str) -> Path:
     return atomic_write_text(path, html)
 
 
+def check_report_name(out: str | Path) -> None:
+    """ArgumentError unless `out` is named as a web page (.html, .htm): a report is never written under another kind
+    of name (`--out RUN/config.json` would have replaced the run's own file)."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".html", ".htm"):
+        raise ArgumentError(f"{out}: the report is a web page; {suffix + ' is' if suffix else 'a name without a suffix is'}"
+                            " not a page's name, and nothing was written",
+                            fix=f"name it {Path(out).with_suffix('.html').name}, or give a folder to write report.html in")
+
+
 def write_report(run_paths: list[str | Path], out: str | Path | None = None,
                  options: ReportOptions | None = None) -> Path:
     """Read the run directories, write the report, return its path. Default `out`: report.html in the run's directory
     for one run, in the runs' common folder for several."""
+    if out is not None:
+        check_report_name(out)
     runs = [load_run(path) for path in run_paths]
     if out is None:
         folder = Path(os.path.commonpath([str(run.path.resolve()) for run in runs])) if len(runs) > 1 else None
