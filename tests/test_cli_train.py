@@ -69,6 +69,32 @@ def test_overwrite_removes_what_described_the_replaced_run_and_keeps_other_files
     assert (out / "notes.txt").read_text() == "mine" and (out / "curves.png").is_file()
 
 
+@pytest.mark.parametrize("files, overwrite", [
+    ({"report.html": "my draft", "model.keras": "my model", "filters.png": "my picture"}, ["--overwrite"]),
+    ({"metrics.json": '{"mine": 1}', "curves.png": "my curves"}, []),
+    ({"config.json": '{"name": "my project"}'}, ["--overwrite"]),     # another program's config.json: not a run
+    ({"checkpoint.pt": "my own PyTorch checkpoint"}, ["--overwrite"]),
+])
+def test_a_folder_that_holds_no_run_is_never_written_over_overwrite_or_not(files, overwrite, tmp_path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    for name, text in {**files, "notes.txt": "mine"}.items():
+        (out / name).write_text(text)
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), *overwrite]) == 2
+    error = capsys.readouterr().err
+    assert "holds no convolab run" in error and "would write over" in error and "choose another --out" in error
+    assert all(name in error for name in files)
+    assert {path.name: path.read_text() for path in out.iterdir() if path.name != ".lock"} == {**files, "notes.txt": "mine"}
+
+
+def test_a_folder_of_other_files_takes_a_run_beside_them(tmp_path, capsys):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "checkpoint.pt").is_file()
+
+
 def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2

@@ -453,13 +453,25 @@ class RunDirectory:
         """Whether a run already lives here (a config or a checkpoint)."""
         return self.file(CONFIG).exists() or self.file(CHECKPOINT).exists()
 
+    def holds_convolab_run(self) -> bool:
+        """Whether config.json here is a convolab run's (it reads as a RunConfig), not another program's."""
+        try:
+            self.read_config()
+        except ConvolabError:
+            return False
+        return True
+
     def create(self, overwrite: bool = False) -> None:
         """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently).
 
+        A folder that holds no convolab run is never written over: if it holds files of the names a run writes (the
+        user's own report.html, metrics.json, config.json, ...), RunError, with or without `overwrite`.
         Call it holding the run's RunLock, so that two trainings cannot both find the directory free.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory", fix="choose another --out")
+        if self.path.is_dir() and not self.holds_convolab_run():
+            self.refuse_files_a_run_would_replace()
         if self.has_run() and not overwrite:
             if not self.file(CHECKPOINT).exists():
                 raise stopped_before_first_checkpoint(self.path)
@@ -472,6 +484,18 @@ class RunDirectory:
             for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS, *events):
                 with writing(self.file(name)):
                     self.file(name).unlink(missing_ok=True)
+
+    def refuse_files_a_run_would_replace(self) -> None:
+        """RunError naming the files of this folder (which holds no convolab run) that a training would write over."""
+        names = (CONFIG, CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS)
+        taken = [name for name in names if self.file(name).exists()]
+        taken += sorted(path.name for path in self.path.glob(TENSORBOARD_EVENTS))
+        if taken:
+            what = ("its config.json is not a convolab run's" if self.file(CONFIG).exists()
+                    else "it has no config.json")
+            raise RunError(f"{self.path}: holds no convolab run ({what}), and training there would write over "
+                           f"{', '.join(taken)}", fix="choose another --out (a new or empty folder): convolab never "
+                                                     "removes or replaces files it did not make, --overwrite included")
 
     def write_config(self, config: RunConfig) -> None:
         atomic_write_json(self.file(CONFIG), config.to_json())
