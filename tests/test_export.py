@@ -223,6 +223,19 @@ def test_exporting_an_h5_never_replaces_a_keras_file_of_the_same_name(course_mod
     assert (tmp_path / "fashion-export.keras").is_file()
 
 
+def test_a_keras_file_is_never_exported_over_itself(course_model, tmp_path, capsys):
+    _, keras_path, _ = course_model
+    source = tmp_path / "trained.keras"
+    source.write_bytes(keras_path.read_bytes())
+    (tmp_path / "link.keras").symlink_to(source)
+    for out in (source, tmp_path / "link.keras", tmp_path / "." / "trained.keras"):
+        assert main(["export", str(source), "--format", "keras", "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert "is the file being exported" in error and f"--out {out.stem}-export.keras" in error
+    assert source.read_bytes() == keras_path.read_bytes()
+    assert keras.models.load_model(source).optimizer is not None     # its compile settings and optimizer kept
+
+
 def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     assert main(["export", "cnn", "--format", "keras", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,10 @@ def export_model(text: str, format: str, out: str | Path | None = None) -> Expor
                              fix=f"give a new name ending in {SUFFIXES[format]}")
     source = resolve_source(text)
     path = default_path(source, format, out, text)
+    if path.exists() and Path(text).is_file() and os.path.samefile(path, text):
+        raise ModelFileError(f"--out {str(out)!r} is the file being exported: writing it would replace the original "
+                             "(its compile settings and optimizer state, which an export does not carry)",
+                             fix=f"give another name, e.g. --out {path.stem}-export{SUFFIXES[format]}")
     if path.exists() and path.is_dir():
         raise ModelFileError(f"{path}: is a directory", fix=f"give a file name, e.g. --out model{SUFFIXES[format]}")
     return export_network(source.model, path, format, source.config)
