@@ -95,6 +95,22 @@ def test_a_folder_of_other_files_takes_a_run_beside_them(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine" and (out / "checkpoint.pt").is_file()
 
 
+def test_a_resume_removes_what_other_commands_made_from_the_weights_it_changes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
+    for name in ("report.html", "model.onnx", "model.keras", "activations.png", "filters.png"):
+        (out / name).write_text("of epoch 1")
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "removed activations.png, filters.png, report.html, model.keras, model.onnx: made from the weights " \
+           "before this resume" in said
+    left = {path.name for path in out.iterdir()}
+    assert not left & {"report.html", "model.onnx", "model.keras", "activations.png", "filters.png"}
+    assert (out / "notes.txt").read_text() == "mine" and (out / "curves.png").is_file()
+
+
 def test_an_unknown_stop_at_metric_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["train", TINY_SPEC, "--out", str(out), "--stop-at", "accurcy>=0.9", *QUICK]) == 2

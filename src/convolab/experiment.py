@@ -23,9 +23,9 @@ from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (ModelWeights, RunDirectory, folder_name, hardware, load_model_source, load_run,
-                           load_weights, locked_run, next_free_directory, python_command, read_checkpoint, require_free_space, require_run,
-                           versions)
+from convolab.runs import (RUN_PRODUCTS, TRAINING_FILES, ModelWeights, RunDirectory, folder_name, hardware, load_model_source,
+                           load_run, load_weights, locked_run, next_free_directory, python_command, read_checkpoint,
+                           require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
@@ -399,6 +399,11 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     where = (f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step'] + 1}" if checkpoint["step"]
              else f"epoch {checkpoint['epoch'] + 1}")
     progress.message(f"resuming {path} at {where} of {config.epochs}")
+    # What other commands made from the weights this resume changes (training redraws its own curves at the end).
+    outdated = run.remove(*(name for name in RUN_PRODUCTS if name not in TRAINING_FILES)) if run is not None else []
+    if outdated:
+        progress.message(f"removed {', '.join(outdated)}: made from the weights before this resume "
+                         "(`convolab show`, `filters`, `report` and `export` make them again)")
     state = fit(network, train_data, config, validation_data=validation_data, device=device, callbacks=all_callbacks,
                 run=run, progress=progress, resume_from=checkpoint, generator=generator,
                 distributed_context=distributed_context)

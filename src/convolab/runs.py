@@ -481,9 +481,17 @@ class RunDirectory:
         make_directory(self.path)
         if overwrite:   # what the replaced run made, so that nothing left describes another model
             events = [path.name for path in self.path.glob(TENSORBOARD_EVENTS)]   # --tensorboard's, one file a run
-            for name in (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS, *events):
+            self.remove(CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS, *events)
+
+    def remove(self, *names: str) -> list[str]:
+        """Delete these files of the run (those present); returns the names deleted."""
+        removed = []
+        for name in names:
+            if self.file(name).exists():
                 with writing(self.file(name)):
                     self.file(name).unlink(missing_ok=True)
+                removed.append(name)
+        return removed
 
     def refuse_files_a_run_would_replace(self) -> None:
         """RunError naming the files of this folder (which holds no convolab run) that a training would write over."""
