@@ -2,6 +2,8 @@
 that also save; outside a kernel everything is plain text, printed once."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,21 @@ def test_a_keras_history_is_a_small_table():
     assert html.count("<tr>") == 3 and "0.8500" in html
     assert "<th>val_loss</th>" not in history_html(history.rows())
     assert np.isclose(history.history["accuracy"][-1], 0.85)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("ipykernel") is None,
+                    reason="nbclient and ipykernel are in the dev extra")
+def test_a_convolab_error_in_a_notebook_shows_its_message_and_fix_not_convolabs_frames():
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from convolab import Sequential, layers\n"
+                                  "Sequential([layers.Conv2D(8, (3, 3))]).fit('no-such-data', epochs=1)"),
+        nbformat.v4.new_code_cell("1 / 0")])                     # any other error keeps its whole traceback
+    NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True).execute()
+    ours, other = (cell.outputs[-1] for cell in notebook.cells)
+    assert ours.output_type == "error" and other.output_type == "error"
+    assert len(ours.traceback) == 1 and ours.traceback[0].startswith(f"{ours.ename}: ")
+    assert "fix:" in ours.traceback[0] and "convolab/" not in "\n".join(ours.traceback)
+    assert len(other.traceback) > 1 and other.ename == "ZeroDivisionError"

@@ -20,6 +20,11 @@ class ConvolabError(Exception):
             return f"{self.message}\n  fix: {self.fix}"
         return self.message
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show for this error instead of a traceback (their protocol for exceptions that
+        carry their own display): the message and the fix, not the frames inside convolab above them."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class SpecError(ConvolabError, ValueError):
     """A model spec that cannot be parsed or cannot be built on its input."""
