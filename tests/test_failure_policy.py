@@ -183,10 +183,14 @@ def test_a_read_only_run_directory_is_one_message_per_command(tmp_path, capsys):
     run = copy_run("tinycnn", tmp_path / "source")
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     with read_only_view(run, tmp_path / "read-only") as view:
-        for argv in (["show", str(view)], ["filters", str(view)], ["report", str(view)],
-                     ["train", "--resume", str(view), "--epochs", "3", "--quiet"]):
+        for argv in (["show", str(view)], ["filters", str(view)], ["report", str(view)]):
             error = fails_with(argv, "the file system is read-only", capsys)
             assert "fix: write somewhere else" in error
+        # --resume takes no other --out: the fix is a copy to resume
+        error = fails_with(["train", "--resume", str(view), "--epochs", "3", "--quiet"],
+                           "cannot resume it here: the folder cannot be written", capsys)
+        assert f"fix: copy the run to a folder you may write and resume the copy: cp -r {view} {view}-copy && " \
+               f"convolab train --resume {view}-copy" in error
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
 
@@ -197,7 +201,7 @@ def test_an_out_under_a_regular_file_and_a_full_device_are_messages(tmp_path, ca
     fails_with(["summary", "cnn", "--diagram", str(tmp_path / "file" / "cnn.svg")], "not a directory", capsys)
     if Path("/dev/full").exists():
         run = copy_run("tinycnn", tmp_path)
-        fails_with(["show", str(run), "--out", "/dev/full"], "/dev/full: cannot write it (no space left", capsys)
+        fails_with(["show", str(run), "--out", "/dev/full"], "/dev/full: a picture is written as", capsys)
 
 
 # --- causes 5, 11, 15: checkpoints that cannot be used ---------------------------------------------------------------

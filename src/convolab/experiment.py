@@ -8,6 +8,8 @@ below `evaluate` (it writes metrics.json with the confusion matrix) and above `c
 """
 from __future__ import annotations
 
+import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -355,6 +357,11 @@ def resume_run(path: str | Path, *, dataset: Dataset | None = None, epochs: int 
     """
     path = require_run(path)
     writes = distributed_context is None or distributed_context.is_main   # in a torchrun job, rank 0 only
+    if writes and not os.access(path, os.W_OK):  # a read-only disk or folder: --resume takes no other --out
+        copy = path.with_name(f"{path.name}-copy")
+        raise RunError(f"{path}: cannot resume it here: the folder cannot be written (read-only, or not yours)",
+                       fix=f"copy the run to a folder you may write and resume the copy: cp -r {shlex.quote(str(path))} "
+                           f"{shlex.quote(str(copy))} && convolab train --resume {shlex.quote(str(copy))}")
     with locked_run(path if writes else None):   # no second trainer (or resume) of this run while it trains
         return _resume_locked(path, dataset=dataset, epochs=epochs, callbacks=callbacks, progress=progress,
                               on_train_end=on_train_end, distributed_context=distributed_context)
