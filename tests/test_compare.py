@@ -34,6 +34,19 @@ def test_two_models_are_trained_on_the_same_data_and_seed_with_their_costs(tmp_p
     assert [row.test_accuracy for row in again.rows] == [row.test_accuracy for row in comparison.rows]
 
 
+def test_a_reused_run_stopped_before_its_pictures_gets_them_drawn(tmp_path):
+    from convolab.plots import write_run_pictures
+
+    config, specs = TrainConfig(epochs=1, device="cpu"), ["flatten,dense8,dense"]
+    compare_models(specs, fashion(), config, tmp_path, selection=SELECTION, progress=QuietProgress(),
+                   on_train_end=[write_run_pictures])
+    [run] = [path.parent for path in tmp_path.glob("*/metrics.json")]
+    (run / "confusion.png").unlink()                 # as a Ctrl-C between metrics.json and the pictures leaves it
+    again = compare_models(specs, fashion(), config, tmp_path, selection=SELECTION, progress=QuietProgress(),
+                           on_train_end=[write_run_pictures])
+    assert again.rows[0].reused and (run / "confusion.png").is_file()
+
+
 def test_a_run_directory_is_reused_and_a_different_setting_is_noted(tmp_path):
     result = train_tiny_run(tmp_path / "old", epochs=1, seed=3)
     comparison = compare_models([str(tmp_path / "old")], fashion(), TrainConfig(epochs=2, device="cpu"),

@@ -205,6 +205,9 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
         # A Keras file's run started from its weights: a finished run of the same spec need not have.
         if not retrain and weights is None and matching_finished_run(out, spec, dataset, config, selection, stop_at):
             progress.message(f"{name}: reusing the finished run in {out} (same spec, data and settings)")
+            if not all((out / picture).is_file() for picture in ("curves.png", "confusion.png")):
+                for hook in on_train_end:        # a try stopped after its metrics, before its pictures
+                    hook(out)
             comparison.rows.append(row_from_run(load_run(out), target))
             continue
         if not retrain and is_run_directory(str(out)) and not same_experiment(out, spec, dataset, config, selection,
