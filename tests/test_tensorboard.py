@@ -131,3 +131,21 @@ def test_keras_write_images_draws_each_weight_as_grey_images_on_the_histogram_ep
     drawn = read_events(tmp_path / "logs").Images(kernel_tag)
     assert [event.step for event in drawn] == [1, 2]
     assert drawn[0].height == 4 and drawn[0].width == 4 * 4     # the 4 filters' 3x3 images and lines, side by side
+
+
+def test_a_full_disk_under_the_logs_is_one_message_without_a_threads_traceback(tmp_path, capfd):
+    from test_failure_policy import small_tmpfs
+
+    from convolab.errors import WriteError
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((64, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 64)
+    model = keras.models.Sequential([keras.layers.Conv2D(32, (3, 3), input_shape=(28, 28, 1)),
+                                     keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with small_tmpfs(tmp_path / "full", "24k") as full:
+        with pytest.raises(WriteError, match="cannot write it \\(no space left on the device\\)"):
+            model.fit(images, labels, epochs=3, verbose=0,        # weight images: more than 24 KB an epoch
+                      callbacks=[keras.callbacks.TensorBoard(full / "logs", histogram_freq=1, write_images=True)])
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err, err

@@ -15,6 +15,8 @@ The hparams record is written here by hand: torch's add_hparams puts each call i
 from __future__ import annotations
 
 import importlib.util
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,19 @@ class TensorBoardWriter(Callback):
             from convolab.runs import make_directory
 
             make_directory(self.log_dir)     # a file in the way, a read-only disk: its WriteError, before training
+            quiet_event_writer_threads()
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
         return self.writer
+
+    @contextmanager
+    def _writes(self):
+        """A failed write of the event files (a full disk) as one WriteError naming the folder, not an OSError."""
+        from convolab.runs import write_failure
+
+        try:
+            yield
+        except OSError as error:
+            raise write_failure(self.log_dir, error) from None
 
     def on_train_begin(self, state: Any) -> None:
         self._open()
@@ -77,10 +90,16 @@ class TensorBoardWriter(Callback):
         self.global_step += 1
         if self.global_step % self.update_freq == 0:
             metrics = totals.metrics()
-            self.writer.add_scalar("step/loss", metrics["loss"], self.global_step)
-            self.writer.add_scalar("step/accuracy", metrics["accuracy"], self.global_step)
+            with self._writes():
+                self.writer.add_scalar("step/loss", metrics["loss"], self.global_step)
+                self.writer.add_scalar("step/accuracy", metrics["accuracy"], self.global_step)
 
     def on_epoch_end(self, state: Any) -> str | None:
+        with self._writes():
+            self._write_epoch(state)
+        return None
+
+    def _write_epoch(self, state: Any) -> None:
         for key, value in state.logs.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, state.epoch)
@@ -92,7 +111,6 @@ class TensorBoardWriter(Callback):
                     self.writer.add_images(f"weights/{name}/image", weight_images(values), state.epoch,
                                            dataformats="NCHW")
         self.writer.flush()
-        return None
 
     def on_train_end(self, state: Any) -> None:
         if self.close_at_train_end:
@@ -108,11 +126,12 @@ class TensorBoardWriter(Callback):
 
         writer = self._open()
         experiment, session_start, session_end = hparams_summaries(plain_hparams(hparams), metrics)
-        for summary in (experiment, session_start, session_end):
-            writer.file_writer.add_summary(summary)
-        for key, value in metrics.items():
-            writer.add_scalar(key, value, 0)
-        writer.flush()
+        with self._writes():
+            for summary in (experiment, session_start, session_end):
+                writer.file_writer.add_summary(summary)
+            for key, value in metrics.items():
+                writer.add_scalar(key, value, 0)
+            writer.flush()
 
     def finish_run(self, run_dir: str | Path) -> None:
         """After testing (train_run's on_train_end hook): the lab's activation grid and the confusion matrix as
@@ -128,13 +147,14 @@ class TensorBoardWriter(Callback):
         writer = self._open()
         step = len(run.history)
         metrics = run.metrics or {}
-        if "confusion_matrix" in metrics:
-            writer.add_figure("pictures/confusion_matrix", confusion_figure(
-                np.array(metrics["confusion_matrix"]), run.class_names, title=f"{run.name}: test confusion matrix"),
-                step)
-        if conv_layer_indices(run.spec):
-            figure, _images, _filter = lab_grid(run, run.test_data(), ReportOptions())
-            writer.add_figure("pictures/activations", figure, step)
+        with self._writes():
+            if "confusion_matrix" in metrics:
+                writer.add_figure("pictures/confusion_matrix", confusion_figure(
+                    np.array(metrics["confusion_matrix"]), run.class_names,
+                    title=f"{run.name}: test confusion matrix"), step)
+            if conv_layer_indices(run.spec):
+                figure, _images, _filter = lab_grid(run, run.test_data(), ReportOptions())
+                writer.add_figure("pictures/activations", figure, step)
         final = {f"final/{key}": float(metrics[key]) for key in ("test_loss", "test_accuracy") if key in metrics}
         if run.history:
             final.update({f"final/{key}": float(value) for key, value in run.history[-1].items()
@@ -145,8 +165,27 @@ class TensorBoardWriter(Callback):
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with self._writes():
+                writer.close()
+
+
+def quiet_event_writer_threads() -> None:
+    """Leave unprinted what TensorBoard's event-writer thread raises (once per process). That thread re-raises a
+    failed write (a full disk) on its own, where Python prints the traceback, and the training's next write raises
+    the same error, which TensorBoardWriter reports as one message: the traceback would only say it twice."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "convolab_event_writer", False):
+        return
+
+    def excepthook(args) -> None:
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    excepthook.convolab_event_writer = True
+    threading.excepthook = excepthook
 
 
 def weight_images(weights: torch.Tensor) -> torch.Tensor:
