@@ -234,6 +234,18 @@ def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_
         model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
 
 
+@pytest.mark.parametrize("data", [123, None, ["a.png"]])
+def test_the_python_apis_fit_names_data_of_the_wrong_type(data):
+    from convolab import Dense, Flatten, Sequential
+    from convolab.errors import ArgumentError
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(ArgumentError, match=r"fit: data=.*expected a dataset name, an image folder or a loaded Dataset") \
+            as refused:
+        model.fit(data, epochs=1)
+    assert "fit('fashion-mnist')" in refused.value.fix
+
+
 def test_the_python_apis_model_and_summary_name_a_misused_argument():
     from convolab import Conv2D, Flatten, Sequential
     from convolab.errors import ArgumentError
