@@ -420,3 +420,10 @@ def test_history_keys_are_the_compiled_metric_names_as_in_real_keras(metrics):
     assert sorted(ours) == sorted(expected)
     if "acc" in metrics:
         assert 0 <= ours["acc"][0] <= 1 and 0 <= ours["val_acc"][0] <= 1
+
+
+def test_early_stopping_on_val_loss_without_validation_names_the_python_argument():
+    images, labels = tiny_data()
+    with pytest.raises(TrainingError, match="val_loss") as refused:
+        tiny_model().fit(images, labels, epochs=1, callbacks=[keras.callbacks.EarlyStopping("val_loss")], verbose=0)
+    assert "validation_split=0.1 in Python" in refused.value.fix

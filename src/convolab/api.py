@@ -126,12 +126,13 @@ class Sequential:
                                 "folder or a loaded Dataset",
                                 fix="e.g. fit('fashion-mnist') or fit('path/to/images'); for arrays use `from convolab "
                                     "import keras`")
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+                             validation_split=validation_split, seed=seed, device=device, precision=precision)
+        config.validate()
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
         # How the run can load its data again (evaluate, --resume): load_dataset's arguments when the Dataset came from
         # it, else its name (a dataset convolab knows by name)
         options = (dict(dataset.options) or {"source": dataset.name}) if isinstance(data, Dataset) else {"source": data}
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-                             validation_split=validation_split, seed=seed, device=device, precision=precision)
         self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
