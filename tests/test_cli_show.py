@@ -144,4 +144,3 @@ def test_show_leaves_the_model_file_untouched(run_dir):
     before = (run_dir / "checkpoint.pt").read_bytes()
     assert cli.main(["show", str(run_dir), "--out", str(run_dir / "again.png")]) == 0
     assert (run_dir / "checkpoint.pt").read_bytes() == before
-
