@@ -27,6 +27,26 @@ def figure_pixels(figure, tmp_path, name: str) -> np.ndarray:
     return plt.imread(str(path))
 
 
+@pytest.mark.parametrize("input_shape, classes", [((32, 32, 3), 5), ((28, 28, 1), 5)])
+def test_show_and_report_refuse_a_keras_file_whose_model_does_not_fit_the_labs_data(tmp_path, capsys, input_shape,
+                                                                                    classes):
+    """Real Keras 3 files of another input or class count: said before anything is computed (once an internal
+    error: a channel mismatch, a target out of bounds), as evaluate says it, with exit 2 and nothing written."""
+    from keras_reference import keras   # skips without Keras; sets KERAS_BACKEND=torch
+
+    path = tmp_path / "other.keras"
+    keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                      keras.layers.Dense(classes, activation="softmax")]).save(path)
+    height, width, channels = input_shape
+    for command in ("show", "report"):
+        assert cli.main([command, str(path)]) == 2
+        error = capsys.readouterr().err
+        assert f"does not fit the model, which takes {input_shape} images in {classes} classes" in error
+        assert "internal error" not in error and "(28, 28, 1), 10 classes" in error
+        assert f"convolab evaluate {path} --data FOLDER --channels {channels} --image-size {height},{width}" in error
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["other.keras"]
+
+
 def test_show_draws_the_lab_grid_of_the_runs_test_images(run_dir, tmp_path, capsys):
     assert cli.main(["show", str(run_dir)]) == 0
     out = capsys.readouterr().out

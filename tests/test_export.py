@@ -175,7 +175,7 @@ def test_the_course_codes_model_save_writes_a_keras_file_that_keras_and_convolab
     real, keras_path, _ = course_model                  # and the course code loads a file real Keras saved
     loaded = course.models.load_model(keras_path)
     assert np.abs(loaded.predict(images, verbose=0) - keras_outputs(real, images)).max() <= 1e-5
-    with pytest.raises(RunError, match="not legacy HDF5"):
+    with pytest.raises(ModelFileError, match="not legacy HDF5"):
         model.save(tmp_path / "fashion.h5")
 
 

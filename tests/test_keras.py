@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from convolab import keras
-from convolab.errors import ArgumentError, ConvolabError, DataError, TrainingError, UnsupportedError
+from convolab.errors import ArgumentError, ConvolabError, DataError, ModelFileError, TrainingError, UnsupportedError
 from convolab.keras.arrays import class_indices, stored_images
 
 from idx_fixtures import DEBIAN, needs_debian
@@ -265,14 +265,14 @@ def test_callbacks_see_acc_and_accuracy_batches_and_can_stop(capsys):
 def test_optimizer_objects_validation_data_early_stopping_and_checkpoints(tmp_path):
     images, labels = tiny_data()
     model = tiny_model(optimizer=keras.optimizers.Adam(learning_rate=0.01))
-    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}.pt"), monitor="val_accuracy",
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}.keras"), monitor="val_accuracy",
                                                  save_best_only=True)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
     history = model.fit(images, labels, epochs=3, batch_size=8, validation_data=(images[:12], labels[:12]),
                         callbacks=[checkpoint, stop], verbose=0)
     assert history.history["val_loss"] and checkpoint.saved
-    model.save(tmp_path / "final.pt")
-    again = keras.models.load_model(tmp_path / "final.pt")
+    model.save(tmp_path / "final.keras")
+    again = keras.models.load_model(tmp_path / "final.keras")
     assert np.allclose(again.predict(images[:4]), model.predict(images[:4]), atol=1e-6)
     loss, accuracy = model.evaluate(images, labels, verbose=0)
     assert 0 <= accuracy <= 1 and loss > 0
@@ -280,9 +280,9 @@ def test_optimizer_objects_validation_data_early_stopping_and_checkpoints(tmp_pa
 
 
 @pytest.mark.parametrize("template, word", [
-    ("m-{epoch:02d}-{val_loss:.2f}.pt", "{val_loss:.2f}"),       # no validation in this fit
-    ("m-{nope}.pt", "{nope}"),
-    ("m-{epoch.pt", "not a valid template"),
+    ("m-{epoch:02d}-{val_loss:.2f}.keras", "{val_loss:.2f}"),       # no validation in this fit
+    ("m-{nope}.keras", "{nope}"),
+    ("m-{epoch.keras", "not a valid template"),
 ])
 def test_a_checkpoint_name_this_fit_cannot_fill_is_refused_before_training(tmp_path, template, word):
     images, labels = tiny_data()
@@ -369,3 +369,61 @@ def test_every_convolab_layer_kind_is_a_keras_layer():
         assert getattr(keras.layers, name) is kind
     from convolab.keras.layers import Conv2D   # `from keras.layers import ...` works too
     assert Conv2D is LAYER_TYPES["Conv2D"]
+
+
+# --- model.save and ModelCheckpoint names; History's keys -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["xmodel", "config.json", "model.pt", "model.h5"])
+def test_model_save_refuses_a_name_that_is_not_keras_and_writes_nothing(tmp_path, name):
+    """Keras 3 refuses these names too; convolab once wrote its own torch file there (over a run's config.json)."""
+    images, labels = tiny_data()
+    model = tiny_model()
+    model.fit(images, labels, epochs=1, verbose=0)
+    (tmp_path / "config.json").write_text('{"keep": true}')
+    with pytest.raises(ModelFileError, match=re.escape(name)) as refused:
+        model.save(tmp_path / name)
+    assert ".keras" in refused.value.fix and refused.value.fix.endswith(".keras')")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json"]
+    assert (tmp_path / "config.json").read_text() == '{"keep": true}'
+    model.save(tmp_path / "model.keras")
+    assert np.allclose(keras.models.load_model(tmp_path / "model.keras").predict(images[:4]), model.predict(images[:4]),
+                       atol=1e-6)
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ({"filepath": "w.weights.h5", "save_weights_only": True}, "does not support save_weights_only"),
+    ({"filepath": "m.h5"}, "not legacy HDF5"),
+    ({"filepath": "m-{epoch:02d}"}, "must end in .keras"),
+])
+def test_a_checkpoint_convolab_cannot_write_is_refused_before_training(tmp_path, arguments, words):
+    images, labels = tiny_data()
+    model = tiny_model()
+    trained = []
+    watch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: trained.append(epoch))
+    with pytest.raises(ConvolabError, match=re.escape(words)) as refused:
+        checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / arguments.pop("filepath")), **arguments)
+        model.fit(images, labels, epochs=1, callbacks=[checkpoint, watch], verbose=0)
+    assert "ModelCheckpoint" in str(refused.value) and ".keras" in refused.value.fix
+    assert trained == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("metrics", [["acc"], ["accuracy"], [], ["acc", "accuracy"]])
+def test_history_keys_are_the_compiled_metric_names_as_in_real_keras(metrics):
+    from keras_reference import keras as real_keras    # skips without Keras; sets KERAS_BACKEND=torch
+
+    images, labels = tiny_data(count=16)
+    real = real_keras.Sequential([real_keras.Input((8, 8, 1)), real_keras.layers.Flatten(),
+                                  real_keras.layers.Dense(3, activation="softmax")])
+    real.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=metrics)
+    expected = real.fit(images, labels, epochs=1, validation_split=0.25, verbose=0).history
+    ours = tiny_model(metrics=metrics).fit(images, labels, epochs=1, validation_split=0.25, verbose=0).history
+    assert sorted(ours) == sorted(expected)
+    if "acc" in metrics:
+        assert 0 <= ours["acc"][0] <= 1 and 0 <= ours["val_acc"][0] <= 1
+
+
+def test_early_stopping_on_val_loss_without_validation_names_the_python_argument():
+    images, labels = tiny_data()
+    with pytest.raises(TrainingError, match="val_loss") as refused:
+        tiny_model().fit(images, labels, epochs=1, callbacks=[keras.callbacks.EarlyStopping("val_loss")], verbose=0)
+    assert "validation_split=0.1 in Python" in refused.value.fix

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -60,6 +61,11 @@ def test_the_python_api_predicts_an_images_bytes_and_names_arrays_it_cannot_take
         model.predict(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
     with pytest.raises(ArgumentError, match="a NumPy array of shape"):
         model.predict(np.zeros((2, 28, 28, 1), dtype=np.uint8))
+    for wrong, named in (([[1, 2, 3]], "list [1, 2, 3]"), (5, "int 5"), ([], "list []"), ({"a": 1}, "dict")):
+        with pytest.raises(ArgumentError, match=re.escape(f"predict: received {named}")) as refused:
+            model.predict(wrong)
+        assert "expected an image file's path, its bytes, a list of them, or a tensor" in str(refused.value)
+        assert "torch tensor (N, 1, 28, 28)" in refused.value.fix
 
 
 def test_a_light_background_rgb_photo_is_inverted_and_predicted_like_the_original(run, images):

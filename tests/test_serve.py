@@ -389,6 +389,11 @@ def test_bad_training_forms_get_a_message_and_start_nothing(api, runs, change, s
     ("a larger --train-limit or a smaller --validation-split", 'a larger "training images" or a smaller "validation split"'),
     ("--stop-at expects a number after >=", '"stop at" expects a number after >='),
     ("use --epochs 5", 'set "epochs" to 5'),
+    ("use --epochs 5, say (epochs=5 in Python)", 'set "epochs" to 5, say'),   # the Python argument is left out
+    ("lower --learning-rate, e.g. 0.001 (learning_rate=0.001 in Python), or check the data",
+     'lower "learning rate", e.g. 0.001, or check the data'),
+    ("use one of: loss; val_ metrics need a validation set: add --validation-split 0.1 (validation_split=0.1 in Python)",
+     'use one of: loss; val_ metrics need a validation set: set "validation split" to 0.1'),
     # flags the form has no field for are the server's own settings, and flag-like words are left alone
     ("use --device cpu or auto", "use --device cpu or auto"),
     ("restart convolab serve with --data fashion", "restart convolab serve with --data fashion"),
@@ -404,7 +409,7 @@ def test_the_form_says_which_of_its_fields_to_change(api, runs):
     assert 'set "validation split" to 0.1' in response.json()["fix"] and "--" not in response.json()["fix"]
     response = api.post("/api/train/start", json={**GOOD_FORM, "validation_split": 1.5})
     assert "validation_split=1.5" in error_of(response, 400)
-    assert response.json()["fix"] == 'set "validation split" to 0.1, say (0 for none)'
+    assert response.json()["fix"] == 'set "validation split" to 0.1, say, or 0 for none'
     assert api.get("/api/train").json()["state"] == "idle"
 
 

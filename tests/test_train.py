@@ -159,6 +159,19 @@ def test_a_huge_learning_rate_ends_in_a_non_finite_loss_error():
     with pytest.raises(NonFiniteLoss) as raised:
         fit(tiny_mlp(), train, TrainConfig(epochs=2, optimizer="sgd", learning_rate=1e10, device="cpu"), progress=QuietProgress())
     assert raised.value.step >= 1 and "lower --learning-rate" in str(raised.value)
+    assert "learning_rate=0.001 in Python" in raised.value.fix        # the Python API's name beside the flag's
+
+
+@pytest.mark.parametrize("argument, value, python", [("epochs", "1", "epochs=5"), ("batch_size", 0, "batch_size=32"),
+                                                     ("learning_rate", -1.0, "learning_rate=0.001"),
+                                                     ("validation_split", 1.5, "validation_split=0.1")])
+def test_the_python_apis_fit_names_its_own_argument_in_the_fix(argument, value, python):
+    from convolab import Dense, Flatten, Sequential
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(TrainingError, match=f"{argument}=") as refused:
+        model.fit("no-such-dataset", **{argument: value})          # refused before the data is looked for
+    assert f"({python} in Python)" in refused.value.fix
 
 
 def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_an_error():
@@ -232,6 +245,18 @@ def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_
     model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
     with pytest.raises(ArgumentError, match=f"fit: {argument}="):
         model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
+
+
+@pytest.mark.parametrize("data", [123, None, ["a.png"]])
+def test_the_python_apis_fit_names_data_of_the_wrong_type(data):
+    from convolab import Dense, Flatten, Sequential
+    from convolab.errors import ArgumentError
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(ArgumentError, match=r"fit: data=.*expected a dataset name, an image folder or a loaded Dataset") \
+            as refused:
+        model.fit(data, epochs=1)
+    assert "fit('fashion-mnist')" in refused.value.fix
 
 
 def test_the_python_apis_model_and_summary_name_a_misused_argument():

@@ -121,12 +121,18 @@ class Sequential:
                  "a list of convolab.callbacks.Callback objects", "[EarlyStopping(patience=2)]")):
             if not fits:
                 raise ArgumentError(f"fit: {name}={value!r}; expected {expected}", fix=f"e.g. {name}={example}")
+        if not isinstance(data, (str, os.PathLike, Dataset)):
+            raise ArgumentError(f"fit: data={data!r:.60}, a {type(data).__name__}; expected a dataset name, an image "
+                                "folder or a loaded Dataset",
+                                fix="e.g. fit('fashion-mnist') or fit('path/to/images'); for arrays use `from convolab "
+                                    "import keras`")
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+                             validation_split=validation_split, seed=seed, device=device, precision=precision)
+        config.validate()
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
         # How the run can load its data again (evaluate, --resume): load_dataset's arguments when the Dataset came from
         # it, else its name (a dataset convolab knows by name)
         options = (dict(dataset.options) or {"source": dataset.name}) if isinstance(data, Dataset) else {"source": data}
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-                             validation_split=validation_split, seed=seed, device=device, precision=precision)
         self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
@@ -209,7 +215,16 @@ class Sequential:
                                 fix=f"torch.from_numpy(images) as (N, {channels}, {height}, {width}) images, or "
                                     "`from convolab import keras` whose predict takes Keras's (N, H, W, C)")
         # bytes are an image file's contents (an upload), as load_image reads them; str and paths name files
-        paths = [inputs] if isinstance(inputs, (str, bytes)) or hasattr(inputs, "__fspath__") else list(inputs)
+        def image_file(item) -> bool:
+            return isinstance(item, (str, bytes, os.PathLike))
+
+        paths = [inputs] if image_file(inputs) else list(inputs) if isinstance(inputs, (list, tuple)) else None
+        if paths is None or not paths or not all(image_file(path) for path in paths):
+            odd = inputs if paths is None or not paths else next(path for path in paths if not image_file(path))
+            raise ArgumentError(f"predict: received {type(odd).__name__} {odd!r:.60}; expected an image file's path, "
+                                "its bytes, a list of them, or a tensor of images",
+                                fix=f"model.predict('shirt.png'), model.predict(['a.png', 'b.png']), or "
+                                    f"model.predict(images) with a torch tensor (N, {channels}, {height}, {width})")
         return predict_images(network, paths, input_shape, class_names, invert=invert, top=top, device=device)
 
     # --- files: Keras 3 and ONNX ------------------------------------------------------------------------------------

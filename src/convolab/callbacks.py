@@ -45,7 +45,7 @@ def check_metric(name: str, metric_names: set[str] | list[str], what: str) -> No
     valid = ", ".join(sorted(metric_names))
     fix = f"use one of: {valid}"
     if name.startswith("val_") and not any(known.startswith("val_") for known in metric_names):
-        fix += " (val_ metrics need a validation set: add --validation-split 0.1)"
+        fix += "; val_ metrics need a validation set: add --validation-split 0.1 (validation_split=0.1 in Python)"
     raise TrainingError(f"{what} names the metric {name!r}, which this run does not record", fix=fix)
 
 

@@ -25,9 +25,9 @@ from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (RUN_PRODUCTS, TRAINING_FILES, ModelWeights, RunDirectory, folder_name, hardware, load_model_source,
-                           load_run, load_weights, locked_run, next_free_directory, python_command, read_checkpoint,
-                           require_free_space, require_run, versions)
+from convolab.runs import (RUN_PRODUCTS, TRAINING_FILES, ModelWeights, RunDirectory, check_data_fits, folder_name,
+                           hardware, load_model_source, load_run, load_weights, locked_run, next_free_directory,
+                           python_command, read_checkpoint, require_free_space, require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
@@ -432,17 +432,11 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
             data = {**run.config.dataset.load_options(data_dir, offline),
                     **{key: value for key, value in data.items() if value is not None and key != "source"}}
         dataset = load_dataset(**data, progress=False)
-    # A Keras file knows its class count, not its class names: it takes the names of the data it is evaluated on.
-    classes_fit = len(dataset.class_names) == len(run.class_names) if run.imported else \
-        list(dataset.class_names) == run.class_names
-    if not classes_fit or tuple(dataset.input_shape) != run.input_shape:
-        what = "model, which takes" if run.imported else f"run, which was trained on {run.config.dataset.name}"
-        raise RunError(f"the data ({dataset.name}, {dataset.input_shape}, {len(dataset.class_names)} classes) does not "
-                       f"fit the {what} {run.input_shape} images in {len(run.class_names)} classes",
-                       fix=f"give data of that shape, e.g. --channels {run.input_shape[2]} --image-size "
-                           f"{run.input_shape[0]},{run.input_shape[1]} (with --data for other data)"
-                           if run.imported else "evaluate on the data the model was trained on (leave out --data; "
-                                                "data=None in Python)")
+    check_data_fits(run, dataset.name, dataset.input_shape, dataset.class_names,
+                    fix=f"give data of that shape, e.g. --channels {run.input_shape[2]} --image-size "
+                        f"{run.input_shape[0]},{run.input_shape[1]} (with --data for other data)"
+                        if run.imported else "evaluate on the data the model was trained on (leave out --data; "
+                                             "data=None in Python)")
     class_names = list(dataset.class_names) if run.imported else run.class_names
     images, labels = dataset.test_images, dataset.test_labels
     if test_limit:

@@ -126,6 +126,7 @@ def gather(run: Run, test_sets: dict[str, tuple] | None = None) -> RunContent:
     content.metrics = dict(run.metrics or {})
     key = run.config.dataset.key
     test_sets = {} if test_sets is None else test_sets
+    run.check_recorded_data()    # a Keras file whose model does not fit the lab's data: said, not half a report
     try:
         if key not in test_sets:
             test_sets[key] = run.test_data()

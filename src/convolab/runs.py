@@ -39,7 +39,7 @@ from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
 from convolab.shapes import keras_names, readable_bytes
-from convolab.spec import ModelSpec, load_spec
+from convolab.spec import DEFAULT_INPUT_SHAPE, ModelSpec, load_spec
 
 CONFIG = "config.json"
 HISTORY_CSV = "history.csv"
@@ -587,8 +587,26 @@ class Run:
         return self.checkpoint.get("status", "unknown")
 
     def test_data(self):
-        """The test images (uint8 NCHW) and labels the run was evaluated on (its --test-limit applied)."""
+        """The test images (uint8 NCHW) and labels the run was evaluated on (its --test-limit applied); for a Keras
+        file whose model does not fit the lab's data, a RunError before any data is loaded (check_recorded_data)."""
+        self.check_recorded_data()
         return self.config.dataset.test_data()
+
+    def check_recorded_data(self) -> None:
+        """A Keras file is drawn and measured on the lab's data (Fashion-MNIST, 28×28×1 in 10 classes): RunError,
+        before anything is computed, when its model takes other images or has another number of classes. A run
+        directory records the data it was trained on, which fits it."""
+        if not self.imported:
+            return
+        info = DATASETS[self.config.dataset.name]
+        height, width, channels = self.input_shape
+        check_data_fits(self, info.name, DEFAULT_INPUT_SHAPE, info.class_names,
+                        fix=f"show and report draw a Keras file on {info.name} ({DEFAULT_INPUT_SHAPE[0]}×"
+                            f"{DEFAULT_INPUT_SHAPE[1]}×{DEFAULT_INPUT_SHAPE[2]} images, {len(info.class_names)} "
+                            f"classes), so they need a model with that input and {len(info.class_names)} outputs; "
+                            f"this one needs {height}×{width}×{channels} images in {len(self.class_names)} classes: "
+                            f"measure it on such data with convolab evaluate {self.path} --data FOLDER "
+                            f"--channels {channels} --image-size {height},{width}")
 
     @property
     def imported(self) -> bool:
@@ -599,6 +617,16 @@ class Run:
         """Where a picture or page about this run goes by default: inside a run directory; beside a Keras file,
         named after it (fashion.keras -> fashion-activations.png)."""
         return self.path.with_name(f"{self.path.stem}-{name}") if self.imported else self.path / name
+
+
+def check_data_fits(run: Run, name: str, input_shape: tuple[int, int, int], class_names, fix: str) -> None:
+    """RunError unless data `name` (images of `input_shape`, in `class_names`) fits the run's model. A Keras file
+    knows its class count, not its class names: it takes the names of the data it is used on."""
+    classes_fit = len(class_names) == len(run.class_names) if run.imported else list(class_names) == run.class_names
+    if not classes_fit or tuple(input_shape) != run.input_shape:
+        what = "model, which takes" if run.imported else f"run, which was trained on {run.config.dataset.name}"
+        raise RunError(f"the data ({name}, {tuple(input_shape)}, {len(class_names)} classes) does not fit the {what} "
+                       f"{run.input_shape} images in {len(run.class_names)} classes", fix=fix)
 
 
 def require_run(path: str | Path) -> Path:

@@ -131,10 +131,14 @@ PAGE_FIELDS = {"--epochs": "epochs", "--batch-size": "batch size", "--learning-r
 _PAGE_FLAG = "|".join(re.escape(flag) for flag in PAGE_FIELDS)
 _USE_FLAG = re.compile(rf"\b(?:use|add) ({_PAGE_FLAG}) ([^\s,;)]+)")
 _FLAG = re.compile(rf"({_PAGE_FLAG})(?![\w-])")
+# The messages name a flag and its Python argument ("use --epochs 5, say (epochs=5 in Python)"); the page has neither
+_IN_PYTHON = re.compile(r" \(\w+=[^()]* in Python\)")
 
 
 def in_page_words(text: str) -> str:
-    """A message of the library's in the training form's words: each flag the form has a field for named by its label."""
+    """A message of the library's in the training form's words: each flag the form has a field for named by its label,
+    the Python argument that the message names beside it left out."""
+    text = _IN_PYTHON.sub("", text)
     text = _USE_FLAG.sub(lambda match: f'set "{PAGE_FIELDS[match[1]]}" to {match[2]}', text)
     return _FLAG.sub(lambda match: f'"{PAGE_FIELDS[match[1]]}"', text)
 

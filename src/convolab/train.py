@@ -88,21 +88,22 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise TrainingError naming the first bad field."""
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise TrainingError(f"epochs={self.epochs!r}; expected a positive integer", fix="use --epochs 5, say")
+            raise TrainingError(f"epochs={self.epochs!r}; expected a positive integer", fix="use --epochs 5, say (epochs=5 in Python)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise TrainingError(f"batch_size={self.batch_size!r}; expected a positive integer",
-                                fix="use --batch-size 32, say")
+                                fix="use --batch-size 32, say (batch_size=32 in Python)")
         if self.optimizer not in OPTIMIZERS:
             raise TrainingError(f"optimizer={self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}",
-                                fix="use --optimizer adam")
+                                fix="use --optimizer adam (optimizer='adam' in Python)")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise TrainingError(f"learning_rate={self.learning_rate!r}; expected a positive number",
-                                fix="use --learning-rate 0.001, say")
+                                fix="use --learning-rate 0.001, say (learning_rate=0.001 in Python)")
         if not 0.0 <= self.validation_split < 1.0:
             raise TrainingError(f"validation_split={self.validation_split!r}; expected a fraction in [0, 1)",
-                                fix="use --validation-split 0.1, say (0 for none)")
+                                fix="use --validation-split 0.1, say, or 0 for none (validation_split=0.1 in Python)")
         if self.device not in DEVICES:
-            raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}", fix="use --device auto")
+            raise TrainingError(f"device={self.device!r}; expected one of {', '.join(DEVICES)}",
+                                fix="use --device auto (device='auto' in Python)")
         if self.engine not in ENGINES:
             raise TrainingError(f"engine={self.engine!r}; expected one of {', '.join(ENGINES)}", fix="use --engine fast")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
@@ -111,7 +112,7 @@ class TrainConfig:
         parse_threads(self.threads)
         if self.precision not in PRECISIONS:
             raise TrainingError(f"precision={self.precision!r}; expected one of {', '.join(PRECISIONS)}",
-                                fix="use --precision fp32 (exact) or --precision bf16")
+                                fix="use --precision fp32 (exact) or --precision bf16 (precision='fp32' in Python)")
         if self.precision == "bf16" and self.engine != "fast":
             raise TrainingError("precision='bf16' needs the fast engine, received engine='reference'",
                                 fix="use --engine fast, or --precision fp32")
@@ -237,7 +238,7 @@ class NonFiniteLoss(TrainingError):
 
     def __init__(self, step: int, value: float, where: str = ""):
         super().__init__(f"the loss became {value} at {where}step {step}",
-                         fix="lower --learning-rate (e.g. 0.001), or check the data for bad values")
+                         fix="lower --learning-rate, e.g. 0.001 (learning_rate=0.001 in Python), or check the data for bad values")
         self.step = step
         self.value = value
 

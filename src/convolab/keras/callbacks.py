@@ -14,7 +14,7 @@ from typing import Any
 
 from convolab import callbacks as native
 from convolab.errors import ArgumentError
-from convolab.keras.surface import check_arguments, unsupported
+from convolab.keras.surface import check_arguments, check_keras_name, unsupported
 
 
 class Callback:
@@ -100,18 +100,27 @@ class KerasCallbacks(native.Callback):
 
 
 class History(Callback):
-    """What fit returns: `history.history["accuracy"]`, `["val_loss"]`, ... one value per epoch; `history.epoch`."""
+    """What fit returns: `history.history["accuracy"]`, `["val_loss"]`, ... one value per epoch; `history.epoch`.
 
-    def __init__(self):
+    As in Keras 3, the accuracy keys are the metric names compile was given: metrics=["acc"] gives "acc" and
+    "val_acc", metrics=["accuracy"] "accuracy" and "val_accuracy", no metrics only the losses."""
+
+    def __init__(self, metric_names: list[str] | tuple[str, ...] = ("accuracy",)):
         super().__init__()
+        self.metric_names = list(metric_names)
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
-        for key, value in (logs or {}).items():
-            if key not in native.METRIC_ALIASES:   # Keras's history has `accuracy`, not the `acc` alias
-                self.history.setdefault(key, []).append(value)
+        logs = logs or {}
+        named = {key: logs[key] for key in ("loss", "val_loss") if key in logs}
+        for name in self.metric_names:        # every accuracy metric convolab supports is the one accuracy
+            for prefix in ("", "val_"):
+                if prefix + "accuracy" in logs:
+                    named[prefix + name] = logs[prefix + "accuracy"]
+        for key, value in named.items():
+            self.history.setdefault(key, []).append(value)
 
     def rows(self) -> list[dict]:
         """One dict per epoch (1-based), as convolab's history is kept."""
@@ -143,9 +152,9 @@ class EarlyStopping(native.EarlyStopping):
 
 class ModelCheckpoint(native.Callback):
     """Keras's ModelCheckpoint(filepath, monitor="val_loss", save_best_only=False): after each epoch (or each
-    improvement) the model is saved to `filepath`, which may hold {epoch} and log names ("cnn-{epoch:02d}.keras"):
-    a .keras name gets a Keras 3 archive, another one convolab's own file (model.save says which); both read back
-    with keras.models.load_model."""
+    improvement) the whole model is saved to `filepath`, a .keras name that may hold {epoch} and log names
+    ("cnn-{epoch:02d}.keras"), read back with keras.models.load_model. save_weights_only=True (Keras's .weights.h5)
+    and .h5 names are refused when the callback is made, before any training."""
 
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto", save_freq="epoch", **keras_arguments):
@@ -156,6 +165,13 @@ class ModelCheckpoint(native.Callback):
             raise ArgumentError(f"keras.callbacks.ModelCheckpoint: save_freq={save_freq!r} is not supported",
                                 fix="leave save_freq out: convolab saves once per epoch")
         _check_mode("ModelCheckpoint", monitor, mode)
+        if save_weights_only:
+            raise ArgumentError(f"keras.callbacks.ModelCheckpoint({str(filepath)!r}, save_weights_only=True): convolab "
+                                "does not support save_weights_only; it saves the whole model (layers and weights) "
+                                "as a .keras file",
+                                fix="leave save_weights_only out and name a .keras file, e.g. "
+                                    "ModelCheckpoint('model-{epoch:02d}.keras'); keras.models.load_model reads it back")
+        check_keras_name("keras.callbacks.ModelCheckpoint", filepath)
         self.filepath, self.monitor, self.save_best_only = str(filepath), native.canonical_metric(monitor), save_best_only
         self.verbose = verbose
         self.model = None

@@ -31,10 +31,10 @@ from convolab.keras import losses as keras_losses, optimizers as keras_optimizer
 from convolab.keras.arrays import class_indices, images_nhwc, model_floats, stored_images
 from convolab.keras.callbacks import Callback, History, KerasCallbacks, wants_batches
 from convolab.keras.layers import Input
-from convolab.keras.surface import check_arguments, unsupported
+from convolab.keras.surface import check_arguments, check_keras_name, unsupported
 from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
-from convolab.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, read_checkpoint
+from convolab.runs import read_checkpoint
 from convolab.shapes import analyze, keras_names
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, LAYER_TYPES, Dense, ModelSpec, spec_from_dict
 from convolab.train import (Progress, TrainConfig, choose_device, fit as train_fit, make_optimizer, make_progress,
@@ -317,7 +317,7 @@ class Sequential(api.Sequential):
             else:
                 raise ArgumentError(f"fit: callbacks must be keras.callbacks.Callback objects, received "
                                     f"{type(callback).__name__}", fix="subclass keras.callbacks.Callback")
-        history = History()
+        history = History(compiled["metrics"])
         steps = math.ceil(len(train_data[0]) / config.batch_size)
         bridge = KerasCallbacks(keras_callbacks + [history], self,
                                 {"epochs": config.epochs, "steps": steps, "verbose": verbose})
@@ -365,25 +365,14 @@ class Sequential(api.Sequential):
         return outputs.numpy()
 
     def save(self, filepath, overwrite: bool = True, **keras_arguments) -> None:
-        """The model with its weights: a .keras path gets a Keras 3 archive (what the course's model.save writes:
-        Keras, convolab's commands and keras.models.load_model read it); any other suffix but .h5 gets convolab's own
-        file (spec and weights), which keras.models.load_model reads back too."""
+        """The model with its weights as a Keras 3 .keras archive (what the course's model.save writes: Keras,
+        convolab's commands and keras.models.load_model read it). Like Keras 3, any other name is refused before
+        anything is written (so a typo cannot overwrite a run's config.json, say)."""
         check_arguments("save", keras_arguments, ["filepath", "overwrite"], ("zipped", "save_format", "include_optimizer"))
+        check_keras_name("model.save", filepath)
         if not overwrite and Path(filepath).exists():
             raise RunError(f"{filepath} exists and overwrite=False", fix="choose another path")
-        suffix = Path(filepath).suffix.lower()
-        if suffix in (".h5", ".hdf5"):
-            raise RunError(f"model.save({str(filepath)!r}): convolab writes Keras 3 .keras files, not legacy HDF5",
-                           fix="model.save('model.keras')")
-        network = self._trained_network()
-        if suffix == ".keras":
-            export_network(network, filepath, "keras")
-            return
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": MODEL_KIND,
-                           "spec": network.spec.to_dict(),
-                           "name": self.name, "model": {key: value.detach().cpu().contiguous()
-                                                          for key, value in network.state_dict().items()}},
-                          filepath)
+        export_network(self._trained_network(), filepath, "keras")
 
     def __getattr__(self, name: str):
         if name.startswith("_"):

@@ -8,8 +8,9 @@ Two kinds of misses, two messages:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
-from convolab.errors import ArgumentError, UnsupportedError
+from convolab.errors import ArgumentError, ModelFileError, UnsupportedError
 from convolab.layers.arguments import suggestion
 
 
@@ -34,3 +35,16 @@ def check_arguments(where: str, given: dict, supported: Iterable[str], keras_onl
         nearest = suggestion(key, supported + sorted(keras_only))
         raise ArgumentError(f"{where}: unknown argument {key!r}; expected one of {', '.join(supported)}",
                             fix=nearest or f"use one of {', '.join(supported)}")
+
+
+def check_keras_name(where: str, filepath) -> None:
+    """The façade writes only Keras 3 .keras archives: refuse another name (legacy .h5, a bare name, another file's
+    name) before anything is written, as Keras 3's model.save does."""
+    name = str(filepath)
+    if name.lower().endswith(".keras"):
+        return
+    if Path(name).suffix.lower() in (".h5", ".hdf5"):
+        raise ModelFileError(f"{where}({name!r}): convolab writes Keras 3 .keras files, not legacy HDF5 (.h5)",
+                             fix=f"{where}({str(Path(name).with_suffix('.keras'))!r})")
+    raise ModelFileError(f"{where}({name!r}): the name must end in .keras (a Keras 3 archive); nothing was written",
+                         fix=f"{where}({str(Path(name).with_suffix('.keras'))!r})")
