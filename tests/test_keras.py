@@ -408,6 +408,7 @@ def test_a_checkpoint_convolab_cannot_write_is_refused_before_training(tmp_path,
 
 
 @pytest.mark.parametrize("metrics", [["acc"], ["accuracy"], [], ["acc", "accuracy"]])
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")   # inside real Keras's torch backend
 def test_history_keys_are_the_compiled_metric_names_as_in_real_keras(metrics):
     from keras_reference import keras as real_keras    # skips without Keras; sets KERAS_BACKEND=torch
 
