@@ -88,7 +88,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise TrainingError naming the first bad field."""
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise TrainingError(f"epochs={self.epochs!r}; expected a positive integer", fix="use --epochs 5, say (epochs=5 in Python)")
+            raise TrainingError(f"epochs={self.epochs!r}; expected a positive integer",
+                                fix="use --epochs 5, say (epochs=5 in Python)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise TrainingError(f"batch_size={self.batch_size!r}; expected a positive integer",
                                 fix="use --batch-size 32, say (batch_size=32 in Python)")
@@ -238,7 +239,8 @@ class NonFiniteLoss(TrainingError):
 
     def __init__(self, step: int, value: float, where: str = ""):
         super().__init__(f"the loss became {value} at {where}step {step}",
-                         fix="lower --learning-rate, e.g. 0.001 (learning_rate=0.001 in Python), or check the data for bad values")
+                         fix="lower --learning-rate, e.g. 0.001 (learning_rate=0.001 in Python), or check the data "
+                             "for bad values")
         self.step = step
         self.value = value
 
