@@ -28,6 +28,7 @@ def figure_pixels(figure, tmp_path, name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("input_shape, classes", [((32, 32, 3), 5), ((28, 28, 1), 5)])
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")   # inside real Keras's torch backend
 def test_show_and_report_refuse_a_keras_file_whose_model_does_not_fit_the_labs_data(tmp_path, capsys, input_shape,
                                                                                     classes):
     """Real Keras 3 files of another input or class count: said before anything is computed (once an internal
