@@ -428,3 +428,24 @@ def test_early_stopping_on_val_loss_without_validation_names_the_python_argument
     with pytest.raises(TrainingError, match="val_loss") as refused:
         tiny_model().fit(images, labels, epochs=1, callbacks=[keras.callbacks.EarlyStopping("val_loss")], verbose=0)
     assert "validation_split=0.1 in Python" in refused.value.fix
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")   # inside real Keras's torch backend
+def test_a_layers_get_weights_are_what_real_keras_reads_from_the_saved_model(tmp_path):
+    from keras_reference import keras as real_keras    # skips without Keras; sets KERAS_BACKEND=torch
+
+    model = tiny_model()
+    before = model.layers[0].get_weights()              # built on its input shape, as Keras builds it
+    assert [weights.shape for weights in before] == [(3, 3, 1, 4), (4,)]
+    model.fit(*tiny_data(), epochs=1, verbose=0)
+    model.save(tmp_path / "tiny.keras")
+    real = real_keras.models.load_model(tmp_path / "tiny.keras")
+    for ours, theirs in zip(model.layers, real.layers):
+        assert [weights.shape for weights in ours.get_weights()] == [weights.shape for weights in theirs.get_weights()]
+        assert all(np.array_equal(a, b) for a, b in zip(ours.get_weights(), theirs.get_weights()))
+    assert not np.array_equal(model.layers[0].get_weights()[0], before[0])       # the trained ones, not the first
+    with pytest.raises(TrainingError, match="not built yet"):
+        keras.models.Sequential([keras.layers.Conv2D(4, 3)]).layers[0].get_weights()
+    with pytest.raises(UnsupportedError) as refused:
+        model.layers[0].set_weights(before)
+    assert "get_weights" in refused.value.fix and "grammar" not in refused.value.fix   # no internals offered

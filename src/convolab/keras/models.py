@@ -15,6 +15,7 @@ evaluate.evaluate_model. What differs is only Keras's calling convention: arrays
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -88,14 +89,28 @@ class LayerView:
     def count_params(self) -> int:
         return self._model.reports()[self._index].params
 
+    def get_weights(self) -> list[np.ndarray]:
+        """The layer's weights as Keras lays them out and returns them (a Conv2D's kernel (h, w, in, out), then its
+        bias): what pictures of the learned filters read. The model is built on its input shape if need be, as
+        Keras builds it when that shape is given; without one, TrainingError."""
+        model = self._model
+        if model.network is None:
+            if model.spec.input_shape is None:
+                raise TrainingError(f"{self.name}.get_weights(): the model is not built yet, so its layers have no "
+                                    "weights", fix="start with keras.Input((28, 28, 1)) (or input_shape= on the first "
+                                                   "layer), or fit the model first")
+            model._build(tuple(model.spec.input_shape), None)
+        block = model.network.blocks[self._index]
+        return [np.array(weights, copy=True) for weights in self.layer.keras_weights(block)]
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
         layer = self._model.spec.layers[self._index]
         if hasattr(layer, name):
             return getattr(layer, name)
-        raise unsupported(f"{type(layer).__name__}.{name}", ["name", "output", "input", "count_params"]
-                          + [field for field in layer.__dataclass_fields__])
+        raise unsupported(f"{type(layer).__name__}.{name}", ["name", "output", "input", "count_params", "get_weights"]
+                          + [field.name for field in dataclasses.fields(layer)])   # its arguments, no class constants
 
     def __repr__(self) -> str:
         return f"<{type(self.layer).__name__} name={self.name}>"
