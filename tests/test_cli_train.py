@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from convolab.cli import main
 from train_fixtures import TINY_SPEC
@@ -127,3 +133,38 @@ def test_train_suggests_bf16_in_one_line_on_bfloat16_hardware_but_never_turns_it
     notes = [line for line in capsys.readouterr().err.splitlines() if "--precision bf16" in line]
     assert len(notes) == 1 and "AMX" in notes[0]
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"   # float32 on CPU
+
+
+# --- signals: SIGTERM and Ctrl-C, sent for real to a `convolab` process ----------------------------------------------
+
+def start_convolab(*argv: str, cwd: Path) -> subprocess.Popen:
+    """`python -m convolab ARGV` in a process of its own (the tests' PYTHONPATH reaches it: these sources)."""
+    return subprocess.Popen([sys.executable, "-m", "convolab", *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the process ended or took too long: {process.communicate()[1][-3000:]}")
+        time.sleep(0.05)
+
+
+def test_sigterm_mid_training_saves_a_resumable_checkpoint_says_so_and_exits_143(tmp_path):
+    out = tmp_path / "term"
+    # 3 epochs of 300 steps: the signal arrives as epoch 2 begins (the first checkpoint is on disk), far from its end
+    job = start_convolab("train", TINY_SPEC, "--epochs", "3", "--batch-size", "8", "--train-limit", "2400",
+                         "--test-limit", "100", "--offline", "--out", str(out), cwd=tmp_path)
+    wait_for(lambda: (out / "checkpoint.pt").is_file(), job)
+    job.send_signal(signal.SIGTERM)
+    _, error = job.communicate(timeout=120)
+    assert job.returncode == 143, error
+    assert "Traceback" not in error and "stopped by SIGTERM at epoch 2" in error, error
+    assert f"a resumable checkpoint is saved in {out}" in error and f"convolab train --resume {out}" in error
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["status"] == "interrupted" and checkpoint["epoch"] == 1
+
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0   # and it finishes
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
