@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -168,3 +169,45 @@ def test_sigterm_mid_training_saves_a_resumable_checkpoint_says_so_and_exits_143
 
     assert main(["train", "--resume", str(out), "--quiet"]) == 0   # and it finishes
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+
+
+def test_ctrl_c_while_pytorch_loads_is_one_line_and_130(tmp_path):
+    for seconds in (0.3, 0.8):   # inside `import torch`, whichever part of it (the command takes seconds)
+        job = start_convolab("summary", "cnn", cwd=tmp_path)
+        time.sleep(seconds)
+        job.send_signal(signal.SIGINT)
+        _, error = job.communicate(timeout=60)
+        assert (job.returncode, error) == (130, "convolab summary: interrupted\n")
+
+
+def interrupt_the_pictures(monkeypatch, how: str) -> None:
+    """Ctrl-C while training draws curves.png and confusion.png: a real SIGINT, or one that lands in a finalizer."""
+    from convolab import plots
+
+    draw = plots.write_run_pictures
+
+    class MatplotlibCleanUp:
+        def __del__(self):
+            raise KeyboardInterrupt   # what SIGINT does there: Python prints "Exception ignored" and goes on
+
+    def drawn_then_interrupted(run_dir):
+        written = draw(run_dir)
+        if how == "signal":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            MatplotlibCleanUp()   # garbage at once: its __del__ runs here
+        return written
+
+    monkeypatch.setattr(plots, "write_run_pictures", drawn_then_interrupted)
+
+
+@pytest.mark.parametrize("how", ["signal", "finalizer"])
+def test_ctrl_c_while_the_pictures_are_drawn_ends_130_saying_the_run_is_complete(tmp_path, capsys, monkeypatch, how):
+    interrupt_the_pictures(monkeypatch, how)
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 130
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "Exception ignored" not in error, error
+    assert f"interrupted while drawing curves.png and confusion.png; the run in {out} is complete" in error
+    assert f"convolab report {out}" in error
+    assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
