@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from convolab.callbacks import Callback
 from convolab.cli import main
-from train_fixtures import TINY_SPEC
+from convolab.train import TrainingInterrupted
+from train_fixtures import TINY_SPEC, train_tiny_run
 
 QUICK = ["--train-limit", "320", "--test-limit", "100", "--offline"]
 
@@ -211,3 +213,40 @@ def test_ctrl_c_while_the_pictures_are_drawn_ends_130_saying_the_run_is_complete
     assert f"interrupted while drawing curves.png and confusion.png; the run in {out} is complete" in error
     assert f"convolab report {out}" in error
     assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
+
+
+class CtrlCBeforeTheFirstStep(Callback):
+    """Sends a real SIGINT as fit checks its callbacks the second time: config.json is written, no step is trained."""
+
+    def __init__(self):
+        self.checks = 0
+
+    def check(self, metric_names) -> None:
+        self.checks += 1
+        if self.checks == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_before_the_first_step_says_nothing_was_trained_and_the_same_command_starts_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as raised:
+        train_tiny_run(out, callbacks=[CtrlCBeforeTheFirstStep()])
+    message = str(raised.value)
+    assert raised.value.exit_code == 130
+    assert "interrupted before the first training step: nothing was trained and no checkpoint saved" in message
+    assert "start it again with the same command" in message
+    assert sorted(path.name for path in out.iterdir()) == ["config.json"]
+    for argv in (["evaluate", str(out)], ["train", "--resume", str(out)]):   # nothing to read or resume: say so
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert "stopped before its first checkpoint" in error and f"--out {out}\n" in error, error   # no --overwrite
+    # a folder holding only the config.json of a run that never trained is reused by the same command
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 0
+    assert (out / "checkpoint.pt").is_file()
+    # ... but not one holding anything else (here a file of the user's): --overwrite is still needed
+    (out / "checkpoint.pt").unlink()
+    for name in ("best.pt", "metrics.json", "history.json", "history.csv", "curves.png", "confusion.png"):
+        (out / name).unlink(missing_ok=True)
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 2
+    assert f"--out {out} --overwrite" in capsys.readouterr().err

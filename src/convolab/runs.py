@@ -423,10 +423,12 @@ def stopped_before_first_checkpoint(path: Path) -> RunError:
         spec_line = RunDirectory(path).read_config().spec.to_line()
     except ConvolabError:
         spec_line = "MODEL"
+    overwrite = "" if RunDirectory(path).never_trained() else " --overwrite"
     return RunError(f"{path}: the run there stopped before its first checkpoint (it has {CONFIG} but no "
-                    f"{CHECKPOINT}: training was killed or failed during epoch 1), so there is nothing to resume or read",
-                    fix=f"train it again in place: convolab train {shlex.quote(spec_line)} --out {shlex.quote(str(path))} "
-                        "--overwrite")
+                    f"{CHECKPOINT}: training was interrupted, killed or failed before the end of epoch 1), so there "
+                    "is nothing to resume or read",
+                    fix=f"train it again in place: convolab train {shlex.quote(spec_line)} --out {shlex.quote(str(path))}"
+                        + overwrite)
 
 
 @contextmanager
@@ -453,14 +455,24 @@ class RunDirectory:
         """Whether a run already lives here (a config or a checkpoint)."""
         return self.file(CONFIG).exists() or self.file(CHECKPOINT).exists()
 
+    def never_trained(self) -> bool:
+        """Whether the directory holds only the config.json of a run stopped before its first checkpoint (Ctrl-C or a
+        kill during data loading or epoch 1), besides the lock and a killed writer's temporaries: nothing anyone could
+        lose, so a new training may start there without --overwrite."""
+        if not self.file(CONFIG).is_file():
+            return False
+        return all(entry.name in (CONFIG, RunLock.FILE) or entry.name.endswith(TEMPORARY_SUFFIX)
+                   for entry in self.path.iterdir())
+
     def create(self, overwrite: bool = False) -> None:
         """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently).
+        A directory that never_trained is taken as free: its config.json is written anew.
 
         Call it holding the run's RunLock, so that two trainings cannot both find the directory free.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory", fix="choose another --out")
-        if self.has_run() and not overwrite:
+        if self.has_run() and not overwrite and not self.never_trained():
             if not self.file(CHECKPOINT).exists():
                 raise stopped_before_first_checkpoint(self.path)
             raise RunError(f"{self.path}: already holds a run",
