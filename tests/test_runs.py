@@ -202,3 +202,20 @@ def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]   # no temporary file left behind
+
+
+def test_a_run_in_its_first_epoch_names_the_process_training_it_not_a_failure(tmp_path, capsys):
+    from convolab.cli import main
+    from convolab.runs import RunLock
+
+    out = tmp_path / "run"
+    train_tiny_run(out)
+    (out / "checkpoint.pt").unlink()   # what a training in its first epoch has written: config.json, no checkpoint
+    with RunLock(out):   # this process holds the run's lock as a training does (a flock on RUN/.lock, pid inside)
+        for argv in (["evaluate", str(out)], ["show", str(out)], ["train", "--resume", str(out)]):
+            assert main(argv) == 2
+            error = capsys.readouterr().err
+            assert f"process {os.getpid()} is training it right now" in error and "wait for it to finish" in error
+            assert "--overwrite" not in error and "killed" not in error, error
+    assert main(["evaluate", str(out)]) == 2   # the lock gone with its holder: a run that stopped, as before
+    assert "stopped before its first checkpoint" in capsys.readouterr().err

@@ -384,6 +384,30 @@ class RunLock:
             self.handle = None
 
 
+def training_process(path: str | Path) -> str | None:
+    """The process id of the convolab training into run directory `path` right now (it holds the RunLock), else None.
+
+    Asked with a shared lock taken and dropped at once: it fails only while a trainer holds the exclusive one (a lock
+    file left by `kill -9` is not held, and says nothing)."""
+    try:
+        import fcntl
+    except ImportError:   # not a POSIX system: runs are not locked
+        return None
+    try:
+        handle = os.open(Path(path) / RunLock.FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.read(handle, 32).decode("ascii", "replace").strip() or "unknown"
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(handle)
+
+
 def _same_file(handle: int, path: Path) -> bool:
     """Whether the open file `handle` is still the file at `path` (not removed or replaced since it was opened)."""
     try:
@@ -592,6 +616,11 @@ def require_run(path: str | Path) -> Path:
                        "and checkpoint.pt")
     missing = [name for name in (CONFIG, CHECKPOINT) if not (path / name).is_file()]
     if missing == [CHECKPOINT]:
+        trainer = training_process(path)
+        if trainer is not None:
+            raise RunLocked(f"{path}: process {trainer} is training it right now and has not saved its first "
+                            f"checkpoint yet (it does at the end of epoch 1)",
+                            fix="wait for it to finish (or evaluate its last checkpoint when one exists)")
         raise stopped_before_first_checkpoint(path)
     if missing:
         raise RunError(f"{path}: not a run directory (no {' or '.join(missing)})",
