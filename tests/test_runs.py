@@ -74,11 +74,32 @@ def test_a_corrupted_checkpoint_is_refused_and_nothing_is_overwritten(finished, 
     data = (out / "checkpoint.pt").read_bytes()
     (broken / "checkpoint.pt").write_bytes(data[: len(data) // 2])   # a torn file
     before = {path.name: path.read_bytes() for path in broken.iterdir()}
-    with pytest.raises(RunError, match="corrupted checkpoint"):
+    with pytest.raises(RunError, match="the checkpoint is truncated or damaged"):
         load_run(broken)
-    with pytest.raises(RunError, match="corrupted checkpoint"):
+    with pytest.raises(RunError, match="the checkpoint is truncated or damaged"):
         resume_run(broken, epochs=3)
     assert {path.name: path.read_bytes() for path in broken.iterdir()} == before
+
+
+def test_a_truncated_checkpoint_says_so_without_torchs_words_and_points_to_an_intact_best(finished, tmp_path, capsys):
+    from convolab.cli import main
+
+    run = copy_of_run(finished[0], tmp_path / "run")
+    (run / "best.pt").write_bytes((finished[0] / "best.pt").read_bytes())
+    os.truncate(run / "checkpoint.pt", 90_000)   # `truncate -s 90000`: a copy cut short
+    with pytest.raises(RunError) as caught:
+        load_run(run)
+    message = str(caught.value)
+    assert "checkpoint.pt: the checkpoint is truncated or damaged (90,000 bytes" in message
+    assert "Pytorch" not in message and "miniz" not in message and "central directory" not in message
+    assert f"best.pt is intact: read its weights with `convolab evaluate {run} --weights best`" in message
+    best = load_run(run, weights="best")   # best.pt alone holds what it needs: the history comes from history.json
+    assert best.history == json.loads((run / "history.json").read_text())
+    assert main(["evaluate", str(run), "--weights", "best", "--test-limit", "50", "--offline"]) == 0
+    assert "50 images" in capsys.readouterr().out
+    (run / "best.pt").unlink()   # no intact best.pt: restore the file or train again
+    with pytest.raises(RunError, match="restore the file from a copy"):
+        load_run(run)
 
 
 def copy_of_run(out, folder):

@@ -219,12 +219,6 @@ def history_csv(history: list[dict]) -> str:
 
 # --- reading checkpoints ----------------------------------------------------------------------------------------------
 
-def _first_line(text: str, limit: int = 200) -> str:
-    """The first non-empty line of `text`, shortened; torch's errors can be empty or many paragraphs long."""
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "no details")
-    return line[:limit]
-
-
 def _forbidden_global(error: Exception) -> str | None:
     """The Python callable a refused pickle names ('posix.system'), when torch refused the file for holding code."""
     match = re.search(r"GLOBAL (\S+)", str(error))
@@ -255,11 +249,10 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) ->
                        "run it. convolab's checkpoints hold only numbers and text, so this file did not come from a "
                        "convolab run", fix="delete it unless you know who made it; give a run directory that "
                                            "`convolab train` wrote") from None
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds (zip, EOF, runtime) for one cause: a bad file
-        raise RunError(
-            f"{path}: corrupted checkpoint, cannot be read ({type(error).__name__}: {_first_line(str(error))})",
-            fix="nothing was overwritten; train again with another --out, or restore the file from a copy",
-        ) from None
+    except Exception:  # noqa: BLE001 - torch raises many kinds (zip, EOF, runtime) for one cause: a bad file
+        # torch's own words ("PytorchStreamReader failed ... internal miniz error") name its internals, not the file
+        raise RunError(f"{path}: the checkpoint is truncated or damaged ({path.stat().st_size:,} bytes, its archive "
+                       "is incomplete or corrupt), so it cannot be read", fix=damaged_checkpoint_fix(path)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a convolab checkpoint (no '{CHECKPOINT_FORMAT}' marker)",
                        fix="give a file written by `convolab train`")
@@ -273,6 +266,22 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) ->
                           "its 'model' entry is not a table of weights"),
                        fix="nothing was overwritten; train again with --overwrite, or restore the file from a copy")
     return payload
+
+
+def damaged_checkpoint_fix(path: Path) -> str:
+    """What to do about an unreadable checkpoint.pt: the run's best.pt when it is intact (its weights are usable),
+    else training it again or restoring the file (nothing was overwritten)."""
+    best = path.parent / BEST
+    if path.name == CHECKPOINT and best.is_file():
+        try:
+            read_checkpoint(best)
+        except RunError:
+            pass
+        else:
+            return (f"the run's {BEST} is intact: read its weights with `convolab evaluate {path.parent} --weights "
+                    f"best`; the training itself cannot be resumed: restore {path.name} from a copy, or train again "
+                    "with --overwrite")
+    return "nothing was overwritten; train again with another --out, or restore the file from a copy"
 
 
 def layer_label(spec: ModelSpec, index: int) -> str:
@@ -641,9 +650,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     path = require_run(path)
     config = RunDirectory(path).read_config()
     spec, input_shape, num_classes = config.spec, config.dataset.input_shape, len(config.dataset.class_names)
-    checkpoint = read_checkpoint(path / CHECKPOINT)
     weights_file = path / (BEST if weights == "best" else CHECKPOINT)
-    state = read_checkpoint(weights_file)["model"] if weights == "best" else checkpoint["model"]
+    if weights == "best":   # best.pt alone holds the weights: a damaged checkpoint.pt costs only its history
+        state = read_checkpoint(weights_file)["model"]
+        try:
+            checkpoint = read_checkpoint(path / CHECKPOINT)
+        except RunError:
+            checkpoint = {"history": read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []}
+    else:
+        checkpoint = read_checkpoint(path / CHECKPOINT)
+        state = checkpoint["model"]
     model = build_model(spec, input_shape, num_classes)
     load_weights(model, spec, state, weights_file)
     model.to(device).eval()
