@@ -173,13 +173,26 @@ def test_sigterm_mid_training_saves_a_resumable_checkpoint_says_so_and_exits_143
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
 
 
+def loading_torch(pid: int) -> bool:
+    """Whether process `pid` has begun loading PyTorch's libraries (`import torch` takes a second or more)."""
+    try:
+        return "torch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_ctrl_c_while_pytorch_loads_is_one_line_and_130(tmp_path):
-    for seconds in (0.3, 0.8):   # inside `import torch`, whichever part of it (the command takes seconds)
+    for seconds in (0.0, 0.3):   # as `import torch` begins, and further into it
         job = start_convolab("summary", "cnn", cwd=tmp_path)
+        wait_for(lambda: loading_torch(job.pid), job, seconds=60)
         time.sleep(seconds)
         job.send_signal(signal.SIGINT)
         _, error = job.communicate(timeout=60)
-        assert (job.returncode, error) == (130, "convolab summary: interrupted\n")
+        assert error == "convolab summary: interrupted\n"
+        # 130, or ended by SIGINT itself, which a shell reports as 130 too: a Ctrl-C raised inside code PyTorch runs
+        # through PyRun_String while it loads leaves CPython's "unhandled KeyboardInterrupt" mark set, and Python then
+        # exits through SIGINT after main's return
+        assert job.returncode in (130, -signal.SIGINT)
 
 
 def interrupt_the_pictures(monkeypatch, how: str) -> None:
