@@ -804,7 +804,8 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 state.totals = global_totals()   # every rank stopped after the same step (should_stop agreed)
             where = (f"at epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
                      else f"after epoch {state.epoch}")
-            number = interrupt.signal_number or signal.SIGINT
+            # In a job, torchrun's SIGTERM (a sibling failed) stays the job's "interrupted" (130): its launcher reads that
+            number = (interrupt.signal_number or signal.SIGINT) if context is None else signal.SIGINT
             how = "interrupted" if number == signal.SIGINT else f"stopped by {signal.Signals(number).name}"
             if run is not None:
                 try:
