@@ -262,3 +262,22 @@ def test_ctrl_c_before_the_first_step_says_nothing_was_trained_and_the_same_comm
     (out / "notes.txt").write_text("mine")
     assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 2
     assert f"--out {out} --overwrite" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_trained_model_is_tested_says_training_is_complete(tmp_path, capsys, monkeypatch):
+    from convolab import experiment
+
+    evaluate_model = experiment.evaluate_model
+
+    def interrupted(*arguments, **options):   # a real SIGINT as the test images are evaluated
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate_model(*arguments, **options)
+
+    monkeypatch.setattr(experiment, "evaluate_model", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 130
+    error = capsys.readouterr().err
+    assert f"interrupted while testing the trained model; training is complete and its checkpoint saved in {out}" \
+        in error and f"convolab evaluate {out} tests it" in error, error
+    monkeypatch.undo()
+    assert main(["evaluate", str(out), "--offline", "--test-limit", "50"]) == 0

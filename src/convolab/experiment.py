@@ -233,8 +233,15 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
             run: RunDirectory | None, device: torch.device, progress: Progress,
             on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
     """Test the model, write metrics.json, print the test line, call the hooks (pictures) with the run directory."""
-    evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
-                                test_time_flip=state.config.test_time_flip)
+    try:
+        evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
+                                    test_time_flip=state.config.test_time_flip)
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        raise TrainingInterrupted(f"interrupted while testing the trained model; training is complete and its "
+                                  f"checkpoint saved in {run.path}, only the test metrics (metrics.json) and pictures "
+                                  "are missing", fix=f"convolab evaluate {run.path} tests it") from None
     progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                      f"({evaluation.count} images)")
     result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
