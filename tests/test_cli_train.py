@@ -281,3 +281,9 @@ def test_ctrl_c_while_the_trained_model_is_tested_says_training_is_complete(tmp_
         in error and f"convolab evaluate {out} tests it" in error, error
     monkeypatch.undo()
     assert main(["evaluate", str(out), "--offline", "--test-limit", "50"]) == 0
+
+
+def test_an_interruption_is_not_called_an_error(tmp_path, capsys, monkeypatch):
+    interrupt_the_pictures(monkeypatch, "signal")
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(tmp_path / "run"), "--quiet"]) == 130
+    assert capsys.readouterr().err.startswith("convolab train: interrupted while drawing")

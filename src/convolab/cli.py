@@ -912,7 +912,8 @@ def run_command(argv: list[str]) -> int:
     try:
         return run(args)
     except ConvolabError as error:
-        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
+        kind = "" if error.exit_code >= 128 else "error: "   # an interruption (130, 143) is not an error of the user's
+        print(f"convolab {args.command}: {kind}{error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"convolab {args.command}: interrupted", file=sys.stderr)
