@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 
 import numpy as np
@@ -267,3 +268,54 @@ def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
         model.export(tmp_path / "x.pb")
     assert main(["evaluate", str(tmp_path / "missing.keras")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_the_onnx_exporter_is_an_interruption_not_an_export_bug(tmp_path, monkeypatch, capsys):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # a terminal's Ctrl-C, put back below
+    layout_forward = export_module.KerasLayout.forward
+
+    def interrupted_while_traced(self, images):   # a real SIGINT while torch.onnx.export traces the model
+        os.kill(os.getpid(), signal.SIGINT)
+        return layout_forward(self, images)
+
+    monkeypatch.setattr(export_module.KerasLayout, "forward", interrupted_while_traced)
+    out = tmp_path / "e.onnx"
+    try:
+        assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "convolab export: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_quoted_torch_message_loses_its_terminal_colours():
+    from convolab.errors import plain_text
+
+    assert plain_text("\x1b[96mThis is step 1/3\x1b[0m of exporting") == "This is step 1/3 of exporting"
+
+
+def test_a_ctrl_c_the_exporter_wrapped_in_its_own_error_is_an_interruption(tmp_path, monkeypatch, capsys):
+    # What `convolab export --format onnx` hit when Ctrl-C landed inside torch.export (about 3.4 s in): torch's own
+    # TorchExportError, coloured, with the KeyboardInterrupt as its cause. The timing cannot be hit reliably in a test.
+    from torch.onnx._internal.exporter._errors import TorchExportError
+
+    def wrapped_interrupt(*arguments, **options):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise TorchExportError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m "
+                                   "of exporting the model to ONNX.") from interrupt
+
+    monkeypatch.setattr(export_module.torch.onnx, "export", wrapped_interrupt)
+    out = tmp_path / "e.onnx"
+    assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "convolab export: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+    def coloured_failure(*arguments, **options):
+        raise TorchExportError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m")
+
+    monkeypatch.setattr(export_module.torch.onnx, "export", coloured_failure)
+    assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "This is step 1/3" in error and "\x1b" not in error, error

@@ -337,15 +337,19 @@ def test_a_validation_split_that_leaves_no_training_images_is_refused(tmp_path, 
                 "--out", str(tmp_path / "run")], "validation_split=0.9999 of 10 images leaves 0 to train on", capsys)
 
 
-def test_a_run_stopped_before_its_first_checkpoint_offers_overwrite(tmp_path, capsys):
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again_in_place(tmp_path, capsys):
     run = copy_run("tinydnn", tmp_path)
     for name in ("checkpoint.pt", "best.pt", "metrics.json", "history.json", "history.csv"):
         (run / name).unlink()
+    (run / "notes.txt").write_text("mine")   # a file of the user's: only --overwrite trains there (and keeps it)
     for argv in (["train", "--resume", str(run), "--quiet"], ["train", TINY_SPEC, "--out", str(run), *QUICK],
                  ["evaluate", str(run)]):
         error = fails_with(argv, "stopped before its first checkpoint", capsys)
         assert f"--out {run} --overwrite" in error
-    assert main(["train", TINY_SPEC, "--out", str(run), "--overwrite", *QUICK]) == 0
+    (run / "notes.txt").unlink()   # config.json alone: nothing to lose, the command needs no --overwrite
+    for argv in (["train", "--resume", str(run), "--quiet"], ["evaluate", str(run)]):
+        assert fails_with(argv, "stopped before its first checkpoint", capsys).endswith(f"--out {run}\n")
+    assert main(["train", TINY_SPEC, "--out", str(run), *QUICK]) == 0
 
 
 def test_compare_says_a_missing_run_directory_is_missing(tmp_path, capsys, monkeypatch):

@@ -74,11 +74,32 @@ def test_a_corrupted_checkpoint_is_refused_and_nothing_is_overwritten(finished, 
     data = (out / "checkpoint.pt").read_bytes()
     (broken / "checkpoint.pt").write_bytes(data[: len(data) // 2])   # a torn file
     before = {path.name: path.read_bytes() for path in broken.iterdir()}
-    with pytest.raises(RunError, match="corrupted checkpoint"):
+    with pytest.raises(RunError, match="the checkpoint is truncated or damaged"):
         load_run(broken)
-    with pytest.raises(RunError, match="corrupted checkpoint"):
+    with pytest.raises(RunError, match="the checkpoint is truncated or damaged"):
         resume_run(broken, epochs=3)
     assert {path.name: path.read_bytes() for path in broken.iterdir()} == before
+
+
+def test_a_truncated_checkpoint_says_so_without_torchs_words_and_points_to_an_intact_best(finished, tmp_path, capsys):
+    from convolab.cli import main
+
+    run = copy_of_run(finished[0], tmp_path / "run")
+    (run / "best.pt").write_bytes((finished[0] / "best.pt").read_bytes())
+    os.truncate(run / "checkpoint.pt", 90_000)   # `truncate -s 90000`: a copy cut short
+    with pytest.raises(RunError) as caught:
+        load_run(run)
+    message = str(caught.value)
+    assert "checkpoint.pt: the checkpoint is truncated or damaged (90,000 bytes" in message
+    assert "Pytorch" not in message and "miniz" not in message and "central directory" not in message
+    assert f"best.pt is intact: read its weights with `convolab evaluate {run} --weights best`" in message
+    best = load_run(run, weights="best")   # best.pt alone holds what it needs: the history comes from history.json
+    assert best.history == json.loads((run / "history.json").read_text())
+    assert main(["evaluate", str(run), "--weights", "best", "--test-limit", "50", "--offline"]) == 0
+    assert "50 images" in capsys.readouterr().out
+    (run / "best.pt").unlink()   # no intact best.pt: restore the file or train again
+    with pytest.raises(RunError, match="restore the file from a copy"):
+        load_run(run)
 
 
 def copy_of_run(out, folder):
@@ -202,3 +223,20 @@ def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]   # no temporary file left behind
+
+
+def test_a_run_in_its_first_epoch_names_the_process_training_it_not_a_failure(tmp_path, capsys):
+    from convolab.cli import main
+    from convolab.runs import RunLock
+
+    out = tmp_path / "run"
+    train_tiny_run(out)
+    (out / "checkpoint.pt").unlink()   # what a training in its first epoch has written: config.json, no checkpoint
+    with RunLock(out):   # this process holds the run's lock as a training does (a flock on RUN/.lock, pid inside)
+        for argv in (["evaluate", str(out)], ["show", str(out)], ["train", "--resume", str(out)]):
+            assert main(argv) == 2
+            error = capsys.readouterr().err
+            assert f"process {os.getpid()} is training it right now" in error and "wait for it to finish" in error
+            assert "--overwrite" not in error and "killed" not in error, error
+    assert main(["evaluate", str(out)]) == 2   # the lock gone with its holder: a run that stopped, as before
+    assert "stopped before its first checkpoint" in capsys.readouterr().err

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -500,10 +502,23 @@ def tensorboard_writer(args: argparse.Namespace, run_dir):
 
 
 def training_pictures() -> list:
-    """The hooks train/compare pass to training: curves.png and confusion.png drawn into each finished run."""
+    """The hooks train/compare pass to training: curves.png and confusion.png drawn into each finished run. Ctrl-C
+    while they are drawn says that the run itself is complete, and which command draws the same pictures."""
     from convolab.plots import write_run_pictures
+    from convolab.train import TrainingInterrupted
 
-    return [write_run_pictures]
+    def draw(run_dir) -> None:
+        try:
+            write_run_pictures(run_dir)
+            if not LOST_INTERRUPTS.seen:   # one lost in matplotlib's clean-up counts too
+                return
+        except KeyboardInterrupt:
+            pass
+        raise TrainingInterrupted(f"interrupted while drawing curves.png and confusion.png; the run in {run_dir} is "
+                                  "complete (checkpoint, history and test metrics saved), only these pictures may be "
+                                  "missing", fix=f"convolab report {run_dir} draws the same curves and confusion matrix")
+
+    return [draw]
 
 
 def add_show_parser(subparsers) -> None:
@@ -827,10 +842,65 @@ def first_line(error: BaseException) -> str:
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
+class LostInterrupts:
+    """Ctrl-C is never lost. Python raises KeyboardInterrupt wherever the program is, and one raised inside a finalizer
+    (a __del__ or a weakref callback: matplotlib's figure clean-up) is printed as "Exception ignored in ..." with a
+    traceback and dropped, so the command would go on and end with 0. While installed, such an interrupt is noted
+    quietly (`seen`), and SIGINT notes that it came (`raised`) before raising KeyboardInterrupt as Python does; main
+    ends with 130 when either is set."""
+
+    def __init__(self):
+        self.seen = self.raised = False
+        self.previous_hook = None
+        self.previous_handler = None
+
+    def __enter__(self) -> "LostInterrupts":
+        self.seen = self.raised = False
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when Ctrl-C is ignored
+            self.previous_handler = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def _unraisable(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self.seen = True
+        else:
+            self.previous_hook(unraisable)
+
+    def _interrupt(self, signum, frame) -> None:
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        sys.unraisablehook = self.previous_hook
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+
+LOST_INTERRUPTS = LostInterrupts()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command. Ctrl-C anywhere, from loading PyTorch to the last picture, ends it with one line and status 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with LOST_INTERRUPTS:
+            status = run_command(argv)
+            if status != 130 and (LOST_INTERRUPTS.seen or LOST_INTERRUPTS.raised):
+                raise KeyboardInterrupt
+            return status
+    except KeyboardInterrupt:
+        named = [word for word in argv if word in {name for name, _add, _run in COMMANDS}]
+        print(f"convolab{' ' + named[0] if named else ''}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_command(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)   # `train --nproc` starts processes with the same line
+    args.argv = argv   # `train --nproc` starts processes with the same line
     if args.command is None:
         parser.print_help()
         return 2
@@ -849,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except ConvolabError as error:
-        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
+        kind = "" if error.exit_code >= 128 else "error: "   # an interruption (130, 143) is not an error of the user's
+        print(f"convolab {args.command}: {kind}{error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"convolab {args.command}: interrupted", file=sys.stderr)

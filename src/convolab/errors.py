@@ -4,6 +4,8 @@ The command line prints these as a short message and exits non-zero, never with 
 """
 from __future__ import annotations
 
+import re
+
 
 class ConvolabError(Exception):
     """A user-facing error: `message` says what was received and expected, `fix` says what to do."""
@@ -57,3 +59,25 @@ class ArgumentError(ConvolabError, TypeError):
 
 class ModelFileError(ConvolabError):
     """A model file (Keras .keras or .h5, ONNX) that cannot be read or written as asked; nothing half-written is left."""
+
+
+# --- quoting a library's error ---------------------------------------------------------------------------------------
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")   # colour codes (torch's "\x1b[96mThis is step 1/3\x1b[0m")
+
+
+def plain_text(text: str) -> str:
+    """A library's message as quoted in ours: without terminal colour codes, which show as ^[[96m in a log."""
+    return ANSI_ESCAPE.sub("", text)
+
+
+def interrupted_inside(error: BaseException) -> bool:
+    """Whether `error` wraps a Ctrl-C: a library that catches everything (torch.onnx.export) re-raises KeyboardInterrupt
+    as its own error, with the interrupt as its __cause__ or __context__."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

@@ -25,14 +25,16 @@ from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
-from convolab.runs import (RUN_PRODUCTS, TRAINING_FILES, ModelWeights, RunDirectory, check_data_fits, folder_name,
-                           hardware, load_model_source, load_run, load_weights, locked_run, next_free_directory,
-                           python_command, read_checkpoint, require_free_space, require_run, versions)
+from convolab.runs import (CHECKPOINT, CONFIG, RUN_PRODUCTS, TRAINING_FILES, ModelWeights, RunDirectory,
+                           check_data_fits, folder_name, hardware, load_model_source, load_run, load_weights,
+                           locked_run, next_free_directory, python_command, read_checkpoint, require_free_space,
+                           require_run, versions)
 from convolab.shapes import analyze, readable_bytes, totals, training_memory
 from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
 from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConfig, TrainingState, available_memory,
-                            choose_device, fit, make_progress, metric_names, seed_everything)
+                            TrainingInterrupted, choose_device, fit, make_progress, metric_names,
+                            seed_everything)
 
 
 def whole_numbers(name: str, value, example: str) -> list[int]:
@@ -234,8 +236,15 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
             run: RunDirectory | None, device: torch.device, progress: Progress,
             on_train_end: Sequence[Callable[[Path], None]]) -> TrainResult:
     """Test the model, write metrics.json, print the test line, call the hooks (pictures) with the run directory."""
-    evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
-                                test_time_flip=state.config.test_time_flip)
+    try:
+        evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
+                                    test_time_flip=state.config.test_time_flip)
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        raise TrainingInterrupted(f"interrupted while testing the trained model; training is complete and its "
+                                  f"checkpoint saved in {run.path}, only the test metrics (metrics.json) and pictures "
+                                  "are missing", fix=f"convolab evaluate {run.path} tests it") from None
     progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                      f"({evaluation.count} images)")
     result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
@@ -293,13 +302,21 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
             require_free_space(run.path, 3 * size, f"this run's checkpoints ({readable_bytes(size)} each)")
         sizes = {"train_size": len(train_data[0]), "validation_size": len(validation_data[0]) if validation_data else 0,
                  "test_size": len(test_data[0])}
-        if run is not None:
-            record = run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping, sizes)
-            record.initial_weights = str(weights.source) if weights is not None else None
-            run.write_config(record)
-        state = fit(network, train_data, config, validation_data=validation_data, device=device,
-                    callbacks=all_callbacks, run=run, progress=progress, generator=generator,
-                    distributed_context=distributed_context)
+        try:
+            if run is not None:
+                record = run_config(name, spec, dataset, selection, config, device, stop_at, early_stopping, sizes)
+                record.initial_weights = str(weights.source) if weights is not None else None
+                run.write_config(record)
+            state = fit(network, train_data, config, validation_data=validation_data, device=device,
+                        callbacks=all_callbacks, run=run, progress=progress, generator=generator,
+                        distributed_context=distributed_context)
+        except KeyboardInterrupt:   # before fit's own Ctrl-C handling began: no step trained, no checkpoint
+            if run is None or run.file(CHECKPOINT).exists():
+                raise
+            raise TrainingInterrupted(f"interrupted before the first training step: nothing was trained and no "
+                                      f"checkpoint saved ({run.path} holds only its {CONFIG})",
+                                      fix=f"start it again with the same command (it reuses {run.path}): "
+                                          f"{python_command()}") from None
         return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
 
 

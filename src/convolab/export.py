@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convolab.errors import ConvolabError, DataError, ModelFileError
+from convolab.errors import ConvolabError, DataError, ModelFileError, interrupted_inside, plain_text
 from convolab.keras_files import is_keras_file, keras_file_bytes, read_keras_file
 from convolab.model import ConvNet, build_model
 from convolab.compare import is_run_directory
@@ -231,12 +231,15 @@ def write_onnx(model: ConvNet, path: str | Path, images: np.ndarray, checked_on:
             raise
         except OSError as error:                 # the disk, not the exporter: a full disk, a read-only folder
             if error.errno is None:
-                raise ModelFileError(f"{path}: torch.onnx.export failed ({error}); nothing written",
+                raise ModelFileError(f"{path}: torch.onnx.export failed ({plain_text(str(error))}); nothing written",
                                      fix="report it with the model's spec; --format keras still works") from None
             raise write_failure(path, error) from None
         except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one clear line
+            if interrupted_inside(error):   # Ctrl-C, wrapped by the exporter: not its bug (nothing is written)
+                raise KeyboardInterrupt from None
+            quoted = plain_text(str(error)).strip()
             raise ModelFileError(f"{path}: torch.onnx.export failed ({type(error).__name__}: "
-                                 f"{str(error).splitlines()[0][:300] if str(error) else ''}); nothing written",
+                                 f"{quoted.splitlines()[0][:300] if quoted else ''}); nothing written",
                                  fix="report it with the model's spec; --format keras still works") from None
         session = onnxruntime.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name

@@ -219,12 +219,6 @@ def history_csv(history: list[dict]) -> str:
 
 # --- reading checkpoints ----------------------------------------------------------------------------------------------
 
-def _first_line(text: str, limit: int = 200) -> str:
-    """The first non-empty line of `text`, shortened; torch's errors can be empty or many paragraphs long."""
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "no details")
-    return line[:limit]
-
-
 def _forbidden_global(error: Exception) -> str | None:
     """The Python callable a refused pickle names ('posix.system'), when torch refused the file for holding code."""
     match = re.search(r"GLOBAL (\S+)", str(error))
@@ -255,11 +249,10 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) ->
                        "run it. convolab's checkpoints hold only numbers and text, so this file did not come from a "
                        "convolab run", fix="delete it unless you know who made it; give a run directory that "
                                            "`convolab train` wrote") from None
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds (zip, EOF, runtime) for one cause: a bad file
-        raise RunError(
-            f"{path}: corrupted checkpoint, cannot be read ({type(error).__name__}: {_first_line(str(error))})",
-            fix="nothing was overwritten; train again with another --out, or restore the file from a copy",
-        ) from None
+    except Exception:  # noqa: BLE001 - torch raises many kinds (zip, EOF, runtime) for one cause: a bad file
+        # torch's own words ("PytorchStreamReader failed ... internal miniz error") name its internals, not the file
+        raise RunError(f"{path}: the checkpoint is truncated or damaged ({path.stat().st_size:,} bytes, its archive "
+                       "is incomplete or corrupt), so it cannot be read", fix=damaged_checkpoint_fix(path)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a convolab checkpoint (no '{CHECKPOINT_FORMAT}' marker)",
                        fix="give a file written by `convolab train`")
@@ -273,6 +266,22 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ("model",)) ->
                           "its 'model' entry is not a table of weights"),
                        fix="nothing was overwritten; train again with --overwrite, or restore the file from a copy")
     return payload
+
+
+def damaged_checkpoint_fix(path: Path) -> str:
+    """What to do about an unreadable checkpoint.pt: the run's best.pt when it is intact (its weights are usable),
+    else training it again or restoring the file (nothing was overwritten)."""
+    best = path.parent / BEST
+    if path.name == CHECKPOINT and best.is_file():
+        try:
+            read_checkpoint(best)
+        except RunError:
+            pass
+        else:
+            return (f"the run's {BEST} is intact: read its weights with `convolab evaluate {path.parent} --weights "
+                    f"best`; the training itself cannot be resumed: restore {path.name} from a copy, or train again "
+                    "with --overwrite")
+    return "nothing was overwritten; train again with another --out, or restore the file from a copy"
 
 
 def layer_label(spec: ModelSpec, index: int) -> str:
@@ -384,6 +393,30 @@ class RunLock:
             self.handle = None
 
 
+def training_process(path: str | Path) -> str | None:
+    """The process id of the convolab training into run directory `path` right now (it holds the RunLock), else None.
+
+    Asked with a shared lock taken and dropped at once: it fails only while a trainer holds the exclusive one (a lock
+    file left by `kill -9` is not held, and says nothing)."""
+    try:
+        import fcntl
+    except ImportError:   # not a POSIX system: runs are not locked
+        return None
+    try:
+        handle = os.open(Path(path) / RunLock.FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.read(handle, 32).decode("ascii", "replace").strip() or "unknown"
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(handle)
+
+
 def _same_file(handle: int, path: Path) -> bool:
     """Whether the open file `handle` is still the file at `path` (not removed or replaced since it was opened)."""
     try:
@@ -423,10 +456,12 @@ def stopped_before_first_checkpoint(path: Path) -> RunError:
         spec_line = RunDirectory(path).read_config().spec.to_line()
     except ConvolabError:
         spec_line = "MODEL"
+    overwrite = "" if RunDirectory(path).never_trained() else " --overwrite"
     return RunError(f"{path}: the run there stopped before its first checkpoint (it has {CONFIG} but no "
-                    f"{CHECKPOINT}: training was killed or failed during epoch 1), so there is nothing to resume or read",
-                    fix=f"train it again in place: convolab train {shlex.quote(spec_line)} --out {shlex.quote(str(path))} "
-                        "--overwrite")
+                    f"{CHECKPOINT}: training was interrupted, killed or failed before the end of epoch 1), so there "
+                    "is nothing to resume or read",
+                    fix=f"train it again in place: convolab train {shlex.quote(spec_line)} --out {shlex.quote(str(path))}"
+                        + overwrite)
 
 
 @contextmanager
@@ -461,18 +496,28 @@ class RunDirectory:
             return False
         return True
 
+    def never_trained(self) -> bool:
+        """Whether the directory holds only the config.json of a run stopped before its first checkpoint (Ctrl-C or a
+        kill during data loading or epoch 1), besides the lock and a killed writer's temporaries: nothing anyone could
+        lose, so a new training may start there without --overwrite."""
+        if not self.file(CONFIG).is_file():
+            return False
+        return all(entry.name in (CONFIG, RunLock.FILE) or entry.name.endswith(TEMPORARY_SUFFIX)
+                   for entry in self.path.iterdir())
+
     def create(self, overwrite: bool = False) -> None:
         """Make the directory; RunError if a run is already there and `overwrite` is False (nothing is lost silently).
+        A directory that never_trained is taken as free: its config.json is written anew. A folder that holds no
+        convolab run is never written over: if it holds files of the names a run writes (the user's own report.html,
+        metrics.json, config.json, ...), RunError, with or without `overwrite`.
 
-        A folder that holds no convolab run is never written over: if it holds files of the names a run writes (the
-        user's own report.html, metrics.json, config.json, ...), RunError, with or without `overwrite`.
         Call it holding the run's RunLock, so that two trainings cannot both find the directory free.
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory", fix="choose another --out")
         if self.path.is_dir() and not self.holds_convolab_run():
             self.refuse_files_a_run_would_replace()
-        if self.has_run() and not overwrite:
+        if self.has_run() and not overwrite and not self.never_trained():
             if not self.file(CHECKPOINT).exists():
                 raise stopped_before_first_checkpoint(self.path)
             raise RunError(f"{self.path}: already holds a run",
@@ -640,6 +685,11 @@ def require_run(path: str | Path) -> Path:
                        "and checkpoint.pt")
     missing = [name for name in (CONFIG, CHECKPOINT) if not (path / name).is_file()]
     if missing == [CHECKPOINT]:
+        trainer = training_process(path)
+        if trainer is not None:
+            raise RunLocked(f"{path}: process {trainer} is training it right now and has not saved its first "
+                            f"checkpoint yet (it does at the end of epoch 1)",
+                            fix="wait for it to finish (or evaluate its last checkpoint when one exists)")
         raise stopped_before_first_checkpoint(path)
     if missing:
         raise RunError(f"{path}: not a run directory (no {' or '.join(missing)})",
@@ -660,9 +710,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     path = require_run(path)
     config = RunDirectory(path).read_config()
     spec, input_shape, num_classes = config.spec, config.dataset.input_shape, len(config.dataset.class_names)
-    checkpoint = read_checkpoint(path / CHECKPOINT)
     weights_file = path / (BEST if weights == "best" else CHECKPOINT)
-    state = read_checkpoint(weights_file)["model"] if weights == "best" else checkpoint["model"]
+    if weights == "best":   # best.pt alone holds the weights: a damaged checkpoint.pt costs only its history
+        state = read_checkpoint(weights_file)["model"]
+        try:
+            checkpoint = read_checkpoint(path / CHECKPOINT)
+        except RunError:
+            checkpoint = {"history": read_json(path / HISTORY_JSON) if (path / HISTORY_JSON).is_file() else []}
+    else:
+        checkpoint = read_checkpoint(path / CHECKPOINT)
+        state = checkpoint["model"]
     model = build_model(spec, input_shape, num_classes)
     load_weights(model, spec, state, weights_file)
     model.to(device).eval()

@@ -447,15 +447,17 @@ def make_progress(mode: str = "auto") -> Progress:
 # --- Ctrl-C ---------------------------------------------------------------------------------------------------------
 
 class InterruptFlag:
-    """Turns the first Ctrl-C into a flag the loop checks after each step (so the saved state is consistent);
-    a second Ctrl-C interrupts at once. Only in the main thread, where Python delivers signals.
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (`kill`, `docker stop`, a job scheduler) into a flag the loop checks
+    after each step (so the saved state is consistent); a second one interrupts at once. Only in the main thread, where
+    Python delivers signals; the previous handlers are put back on exit. `signal_number` says which signal came.
 
-    In a distributed job (in_job=True) SIGTERM counts too (torchrun sends it when a sibling fails or the job is
-    stopped), and a repeated signal never interrupts at once: the ranks must agree on the step they stop after."""
+    In a distributed job (in_job=True) a repeated signal never interrupts at once: the ranks must agree on the step
+    they stop after (torchrun sends SIGTERM when a sibling fails or the job is stopped)."""
 
     def __init__(self, in_job: bool = False):
         self.raised = False
-        self.signals = distributed.STOP_SIGNALS if in_job else (signal.SIGINT,)
+        self.signal_number: int | None = None
+        self.signals = distributed.STOP_SIGNALS
         self.immediate_second = not in_job
         self.previous: dict = {}
 
@@ -468,6 +470,7 @@ class InterruptFlag:
         if self.raised and self.immediate_second:
             raise KeyboardInterrupt
         self.raised = True
+        self.signal_number = self.signal_number or signum
 
     def __exit__(self, *exc) -> None:
         for number, previous in self.previous.items():
@@ -475,9 +478,14 @@ class InterruptFlag:
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C: a resumable checkpoint was saved (when training writes a run directory)."""
+    """Ctrl-C (exit status 130) or SIGTERM (143, 128 + the signal's number, as a shell reports a process it ended):
+    a resumable checkpoint was saved (when training writes a run directory)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, fix: str | None = None, signal_number: int = signal.SIGINT):
+        super().__init__(message, fix)
+        self.exit_code = 128 + int(signal_number)
 
 
 # --- fit ------------------------------------------------------------------------------------------------------------
@@ -799,14 +807,18 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                 state.totals = global_totals()   # every rank stopped after the same step (should_stop agreed)
             where = (f"at epoch {state.epoch + 1}, step {state.totals.steps} of {steps_per_epoch}" if state.totals.steps
                      else f"after epoch {state.epoch}")
+            # In a job, torchrun's SIGTERM (a sibling failed) stays the job's "interrupted" (130): its launcher reads that
+            number = (interrupt.signal_number or signal.SIGINT) if context is None else signal.SIGINT
+            how = "interrupted" if number == signal.SIGINT else f"stopped by {signal.Signals(number).name}"
             if run is not None:
                 try:
                     save("interrupted")
                 except WriteError as error:
                     raise not_saved(error) from None
-                raise TrainingInterrupted(f"interrupted {where}; a resumable checkpoint is saved in {run.path}",
-                                          fix=f"continue with: convolab train --resume {run.path}") from None
-            raise TrainingInterrupted(f"interrupted {where} (no run directory, nothing saved)") from None
+                raise TrainingInterrupted(f"{how} {where}; a resumable checkpoint is saved in {run.path}",
+                                          fix=f"continue with: convolab train --resume {run.path}",
+                                          signal_number=number) from None
+            raise TrainingInterrupted(f"{how} {where} (no run directory, nothing saved)", signal_number=number) from None
         finally:
             progress.close()   # never leave a live bar behind an error
     if state.stop_reason:
