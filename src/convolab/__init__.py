@@ -28,3 +28,8 @@ def __getattr__(name: str):
         if name in KINDS:
             return KINDS.kinds[name]
     raise AttributeError(f"module 'convolab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What tab completion offers: the lazily loaded API above as well as what is already loaded."""
+    return sorted({*globals(), *_EXPORTS, "keras"})
