@@ -236,3 +236,19 @@ def test_the_report_file_follows_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_damaged_metrics_json_is_measured_again_and_blocks_no_command_that_needs_no_metrics(tmp_path, capsys):
+    run = copy_run("tinycnn", tmp_path)
+    recorded = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text((run / "metrics.json").read_text()[:40])   # cut off, as by hand or a bad copy
+    damaged = load_run(run)
+    assert damaged.metrics is None and "metrics.json: cannot be read as JSON" in damaged.metrics_problem
+    assert cli.main(["evaluate", str(run), "--json"]) == 0                     # evaluate measures, it never read it
+    assert 0 <= json.loads(capsys.readouterr().out)["test_accuracy"] <= 1
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(run), "--out", str(out)]) == 0               # the report measures the test again
+    assert f"test accuracy <b>{recorded['test_accuracy']:.4f}" in out.read_text()
+    assert cli.main(["compare", str(run), "--offline"]) == 2
+    error = capsys.readouterr().err
+    assert "its test results cannot be read" in error and f"convolab evaluate {run}" in error

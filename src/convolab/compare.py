@@ -85,6 +85,10 @@ def row_from_result(result: TrainResult, target: StopAtTarget | None = None) -> 
 
 def row_from_run(run: Run, target: StopAtTarget | None = None) -> ComparisonRow:
     """The table row of a finished run directory (its metrics.json must exist: the run reached its test)."""
+    if run.metrics_problem:
+        raise RunError(f"{run.path}: its test results cannot be read: {run.metrics_problem}",
+                       fix=f"restore {METRICS} from a copy, or train the model again; `convolab evaluate {run.path}` "
+                           "measures the run without them")
     if run.metrics is None:
         raise RunError(f"{run.path}: the run has no test results ({METRICS}); it did not finish",
                        fix=f"finish it first: convolab train --resume {run.path}")

@@ -612,6 +612,7 @@ class Run:
     history: list[dict]
     metrics: dict | None
     checkpoint: dict = field(repr=False, default_factory=dict)
+    metrics_problem: str | None = None   # why metrics.json could not be read (metrics is None then)
 
     @property
     def name(self) -> str:
@@ -724,10 +725,14 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     load_weights(model, spec, state, weights_file)
     model.to(device).eval()
     history = list(checkpoint.get("history", []))
-    metrics_file = path / METRICS
-    metrics = read_json(metrics_file) if metrics_file.is_file() else None
+    metrics_file, metrics, metrics_problem = path / METRICS, None, None
+    if metrics_file.is_file():
+        try:
+            metrics = read_json(metrics_file)
+        except RunError as error:   # the test's record alone: the model, its weights and history still read
+            metrics_problem = error.message
     return Run(path=path, config=config, spec=spec, model=model, history=history, metrics=metrics,
-               checkpoint=checkpoint)
+               checkpoint=checkpoint, metrics_problem=metrics_problem)
 
 
 @dataclass
