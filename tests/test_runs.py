@@ -240,3 +240,17 @@ def test_a_run_in_its_first_epoch_names_the_process_training_it_not_a_failure(tm
             assert "--overwrite" not in error and "killed" not in error, error
     assert main(["evaluate", str(out)]) == 2   # the lock gone with its holder: a run that stopped, as before
     assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
+def test_a_config_whose_class_names_were_edited_is_named_as_such_by_load_and_resume(finished, tmp_path):
+    out, _ = finished
+    copy = tmp_path / "edited"
+    shutil.copytree(out, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["dataset"]["class_names"] = ["a", "b"]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="config.json: its model does not fit its own data record") as refused:
+        load_run(copy)
+    assert "expected 2, one per class" in refused.value.message and "restore config.json" in refused.value.fix
+    with pytest.raises(RunError, match="10 classes; config.json records fashion-mnist, \\(28, 28, 1\\), 2 classes"):
+        resume_run(copy, dataset=fashion(), epochs=3, progress=QuietProgress())

@@ -406,8 +406,11 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     recorded = saved.dataset
     dataset = dataset or recorded.load()
     if tuple(dataset.class_names) != recorded.class_names or tuple(dataset.input_shape) != recorded.input_shape:
-        raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}; the run used "
-                       f"{recorded.name}, {recorded.input_shape})", fix="resume with the data the run was trained on")
+        raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}, "
+                       f"{len(dataset.class_names)} classes; config.json records {recorded.name}, {recorded.input_shape}, "
+                       f"{len(recorded.class_names)} classes)",
+                       fix="resume with the data the run was trained on; if config.json was edited, restore it from a "
+                           "copy of the run")
     selection, spec, stop_at, early_stopping = recorded.selection, saved.spec, saved.stop_at, saved.early_stopping
     train_data, validation_data, test_data = select_data(dataset, selection, config.validation_split)
     all_callbacks = build_callbacks(stop_at, early_stopping) + list(callbacks)

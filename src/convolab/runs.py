@@ -34,7 +34,7 @@ import torch
 
 from convolab import __version__
 from convolab.data import DATASETS, DEFAULT_DATASET
-from convolab.errors import ConvolabError, RunError, WriteError
+from convolab.errors import ConvolabError, RunError, SpecError, WriteError
 from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
@@ -721,7 +721,12 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", weights: str 
     else:
         checkpoint = read_checkpoint(path / CHECKPOINT)
         state = checkpoint["model"]
-    model = build_model(spec, input_shape, num_classes)
+    try:
+        model = build_model(spec, input_shape, num_classes)
+    except SpecError as error:   # it was built from this record when it trained: the record was changed since
+        raise RunError(f"{path / CONFIG}: its model does not fit its own data record ({error.message}): the file was "
+                       "edited or damaged", fix="restore config.json from a copy of the run; its dataset's class_names "
+                                                "and input_shape must be those the run was trained with") from None
     load_weights(model, spec, state, weights_file)
     model.to(device).eval()
     history = list(checkpoint.get("history", []))
