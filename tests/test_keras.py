@@ -185,6 +185,17 @@ def test_load_data_reads_a_keras_cache_mnist_npz(tmp_path, monkeypatch):
         keras.datasets.mnist.load_data()
 
 
+def test_load_data_without_any_copy_names_keras_own_place_and_the_python_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("CONVOLAB_DATA_DIR", str(tmp_path / "empty"))     # one place, empty: never a download
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as refused:
+        keras.datasets.mnist.load_data()
+    assert refused.value.message.startswith("keras.datasets.mnist.load_data(): no usable copy of")
+    assert f"{tmp_path / 'keras' / 'datasets' / 'mnist.npz'}: not there (Keras's own copy)" in refused.value.message
+    assert f"or put Keras's own copy at {tmp_path / 'keras' / 'datasets' / 'mnist.npz'}" in refused.value.fix
+
+
 @needs_debian
 def test_load_data_reads_a_keras_cache_fashion_mnist_folder(tmp_path, monkeypatch):
     folder = tmp_path / "datasets" / "fashion-mnist"

@@ -169,7 +169,8 @@ def not_found(info: DatasetInfo, attempts: list[Attempt], offline: bool) -> Data
         fixes.append(f"install the system copy: sudo apt-get install {info.apt_package}")
     if offline:
         fixes.append("allow the download: run without --offline (the files go to the cache, checksums verified)")
-    fixes.append("fetch the four files by hand into a folder, then pass --data-dir FOLDER (or set CONVOLAB_DATA_DIR):")
+    fixes.append("fetch the four files by hand into a folder, then pass --data-dir FOLDER (in Python too: set "
+                 "CONVOLAB_DATA_DIR=FOLDER):")
     fixes += [f"    {info.mirrors[0] if info.mirrors else ''}{file.filename}" for file in info.files]
     if len(info.mirrors) > 1:
         fixes.append(f"  (same names on the other mirrors: {', '.join(info.mirrors[1:])})")

@@ -69,7 +69,12 @@ class _RegistryDataset:
                               "Keras's fashion_mnist takes no path")
         elif any((cache / self.convolab_name).glob("*-ubyte*")):   # Keras leaves the folder empty after a failed download
             return _arrays(load_dataset(self.convolab_name, data_dir=cache, progress=False))
-        return _arrays(load_dataset(self.convolab_name, progress=False))
+        try:
+            return _arrays(load_dataset(self.convolab_name, progress=False))
+        except DataError as error:             # say where Keras's own copy was looked for too
+            keras_copy = cache / (path or "mnist.npz") if self.convolab_name == "mnist" else cache / self.convolab_name
+            raise DataError(f"keras.datasets.{self.keras_name}.load_data(): {error.message}\n  - {keras_copy}: not there "
+                            "(Keras's own copy)", fix=f"{error.fix}\n    or put Keras's own copy at {keras_copy}") from None
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
