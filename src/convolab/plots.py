@@ -23,8 +23,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from convolab.activations import (Activations, LayerMaps, capture, check_filter_index,  # noqa: E402
                                   check_image_indices, conv_layer_indices, filters_by_variance, kernels, layer_names,
                                   variance_by_filter)
-from convolab.errors import ArgumentError, ConvolabError, SpecError  # noqa: E402
-from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json  # noqa: E402
+from convolab.errors import ConvolabError, SpecError  # noqa: E402
+from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json, require_suffix  # noqa: E402
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
 KERNEL_COLORMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
@@ -39,12 +39,8 @@ FIGURE_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".svg": "svg", "
 def picture_format(path: str | Path) -> str:
     """The format `path`'s suffix names; ArgumentError for any other name. A picture is never written under another
     kind of name: `--out RUN/checkpoint.pt` (or notes.txt) would have replaced that file with a PNG."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FIGURE_FORMATS:
-        raise ArgumentError(f"{path}: a picture is written as {', '.join(FIGURE_FORMATS)}; "
-                            f"{suffix + ' is' if suffix else 'a name without a suffix is'} not a picture's name, "
-                            "and nothing was written", fix=f"name it {Path(path).with_suffix('.png').name}")
-    return FIGURE_FORMATS[suffix]
+    return FIGURE_FORMATS[require_suffix(path, FIGURE_FORMATS, f"a picture is written as {', '.join(FIGURE_FORMATS)}",
+                                         "picture")]
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:

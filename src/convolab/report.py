@@ -24,11 +24,11 @@ import torch
 from convolab import __version__
 from convolab.activations import conv_layer_indices, visual_layer_indices
 from convolab.diagram import architecture_svg
-from convolab.errors import ArgumentError, ConvolabError, RunError
+from convolab.errors import ConvolabError, RunError
 from convolab.evaluate import evaluate_logits, evaluate_model, predict_logits
 from convolab.plots import (accuracy_time_figure, confusion_figure, curves_figure, examples_figure, plt,
                             run_activation_grid, run_kernels_figure, save_figure, sweep_overlay_figure)
-from convolab.runs import Run, atomic_write_text, load_run
+from convolab.runs import Run, atomic_write_text, load_run, require_suffix
 from convolab.shapes import analyze, totals
 from convolab.summary import html_table
 
@@ -376,11 +376,8 @@ def write_html(path: Path, html: str) -> Path:
 def check_report_name(out: str | Path) -> None:
     """ArgumentError unless `out` is named as a web page (.html, .htm): a report is never written under another kind
     of name (`--out RUN/config.json` would have replaced the run's own file)."""
-    suffix = Path(out).suffix.lower()
-    if suffix not in (".html", ".htm"):
-        raise ArgumentError(f"{out}: the report is a web page; {suffix + ' is' if suffix else 'a name without a suffix is'}"
-                            " not a page's name, and nothing was written",
-                            fix=f"name it {Path(out).with_suffix('.html').name}, or give a folder to write report.html in")
+    require_suffix(out, (".html", ".htm"), "the report is a web page", "page",
+                   fix_extra=", or give a folder to write report.html in")
 
 
 def write_report(run_paths: list[str | Path], out: str | Path | None = None,

@@ -34,7 +34,7 @@ import torch
 
 from convolab import __version__
 from convolab.data import DATASETS, DEFAULT_DATASET
-from convolab.errors import ConvolabError, RunError, SpecError, WriteError
+from convolab.errors import ArgumentError, ConvolabError, RunError, SpecError, WriteError
 from convolab.keras_files import is_keras_file, read_keras_file
 from convolab.model import build_model
 from convolab.runconfig import DataRecord, DataSelection, RunConfig
@@ -68,6 +68,18 @@ WRITE_FAILURES: dict[int, tuple[str, str]] = {
     errno.EISDIR: ("it is a directory", "give a file name, not a folder"),
     errno.ENAMETOOLONG: ("the name is too long for the file system", "choose a shorter name"),
 }
+
+
+def require_suffix(path: str | Path, suffixes, what: str, noun: str, fix_extra: str = "") -> str:
+    """`path`'s suffix (lower case) when it is one of `suffixes`, else ArgumentError before anything is written: a
+    picture or page is never written under another kind of name (`--out RUN/checkpoint.pt` would replace that file).
+    what: the message's start ("a picture is written as .png, ..."); noun: what such a file is ("picture")."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in suffixes:
+        named = f"{suffix} is" if suffix else "a name without a suffix is"
+        raise ArgumentError(f"{path}: {what}; {named} not a {noun}'s name, and nothing was written",
+                            fix=f"name it {Path(path).with_suffix(next(iter(suffixes))).name}{fix_extra}")
+    return suffix
 
 
 def free_bytes(path: str | Path) -> int | None:
@@ -430,6 +442,9 @@ def _same_file(handle: int, path: Path) -> bool:
 RUN_PRODUCTS = ("curves.png", "confusion.png", "activations.png", "filters.png", "report.html", "model.keras",
                 "model.onnx")
 TENSORBOARD_EVENTS = "events.out.tfevents.*"   # what `train --tensorboard` writes into the run (TensorBoard's names)
+# What a run directory holds besides its config.json, other commands' products included: what `--overwrite` removes
+# (with the TensorBoard events), and what a folder that holds no run must not already hold.
+RUN_OUTPUTS = (CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS)
 
 # The files a training writes, whose leftover temporaries (.checkpoint.pt.XXXXXXXX.tmp from a kill -9 mid-write)
 # the next training of the run removes.
@@ -525,8 +540,11 @@ class RunDirectory:
                                "(in Python: another out=, or overwrite=True)")
         make_directory(self.path)
         if overwrite:   # what the replaced run made, so that nothing left describes another model
-            events = [path.name for path in self.path.glob(TENSORBOARD_EVENTS)]   # --tensorboard's, one file a run
-            self.remove(CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS, *events)
+            self.remove(*RUN_OUTPUTS, *self.tensorboard_events())
+
+    def tensorboard_events(self) -> list[str]:
+        """The names of the TensorBoard event files here (`train --tensorboard` writes one a run)."""
+        return sorted(path.name for path in self.path.glob(TENSORBOARD_EVENTS))
 
     def remove(self, *names: str) -> list[str]:
         """Delete these files of the run (those present); returns the names deleted."""
@@ -540,9 +558,7 @@ class RunDirectory:
 
     def refuse_files_a_run_would_replace(self) -> None:
         """RunError naming the files of this folder (which holds no convolab run) that a training would write over."""
-        names = (CONFIG, CHECKPOINT, BEST, METRICS, HISTORY_CSV, HISTORY_JSON, *RUN_PRODUCTS)
-        taken = [name for name in names if self.file(name).exists()]
-        taken += sorted(path.name for path in self.path.glob(TENSORBOARD_EVENTS))
+        taken = [name for name in (CONFIG, *RUN_OUTPUTS) if self.file(name).exists()] + self.tensorboard_events()
         if taken:
             what = ("its config.json is not a convolab run's" if self.file(CONFIG).exists()
                     else "it has no config.json")

@@ -108,6 +108,12 @@ def choose_policy(threads: str, cores: int, has_batch_norm: bool, recorded_shard
     return ShardPolicy(shards, max(workers, 1), 1, f"{shards} single-threaded shard(s) per batch ({why})")
 
 
+def may_suggest_threads(policy: ShardPolicy, threads: str) -> bool:
+    """Whether a run could get busy_machine_hint's note: on PyTorch's threads (not cut into shards), with their count
+    left to convolab (no --threads N). The machine need only be looked at then."""
+    return not policy.sharded and parse_threads(threads) is None
+
+
 def busy_machine_hint(policy: ShardPolicy, threads: str, torch_thread_count: int, cores: int,
                       busy_elsewhere: float | None) -> str | None:
     """One line for a new run on PyTorch's threads (a BatchNormalization model, which is not cut into shards) when
@@ -118,7 +124,7 @@ def busy_machine_hint(policy: ShardPolicy, threads: str, torch_thread_count: int
     and 1.4-1.7 times their quiet time on one thread (BENCHMARKS.md, "A busy machine"). The count is never changed
     by itself: the weights depend on it, and the same command must give the same weights.
     """
-    if policy.sharded or parse_threads(threads) is not None or busy_elsewhere is None:
+    if not may_suggest_threads(policy, threads) or busy_elsewhere is None:
         return None
     free = max(1, cores - math.floor(busy_elsewhere + 0.3))   # a core 70% busy counts as taken
     if free >= min(torch_thread_count, cores):

@@ -41,8 +41,8 @@ from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at, mirror_average
 from convolab.runs import RunDirectory
 from convolab.machine import cores_busy_elsewhere
-from convolab.shards import (ShardPolicy, busy_machine_hint, choose_policy, has_batch_norm, parse_threads, torch_threads,
-                             usable_cores)
+from convolab.shards import (ShardPolicy, busy_machine_hint, choose_policy, has_batch_norm, may_suggest_threads,
+                             parse_threads, torch_threads, usable_cores)
 from convolab.timing import describe_timing, epoch_timing
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
@@ -622,7 +622,7 @@ def training_policy(model: torch.nn.Module, config: TrainConfig, device: torch.d
 def suggest_threads(policy: ShardPolicy, threads: str, progress: Progress) -> None:
     """A note before a new run on PyTorch's threads when other programs already keep cores busy (shards.py's
     busy_machine_hint). The quarter-second look at the machine is taken only where a note could follow and be seen."""
-    if policy.sharded or parse_threads(threads) is not None or isinstance(progress, QuietProgress):
+    if not may_suggest_threads(policy, threads) or isinstance(progress, QuietProgress):
         return
     hint = busy_machine_hint(policy, threads, torch.get_num_threads(), usable_cores(), cores_busy_elsewhere())
     if hint:
