@@ -236,6 +236,15 @@ def test_ctrl_c_while_pytorch_loads_is_one_line_and_130(tmp_path):
         assert job.returncode in (130, -signal.SIGINT)
 
 
+def test_sigterm_outside_training_is_one_line_and_143(tmp_path):
+    # Python's default for SIGTERM ends the process at once: silently, and with a write's temporary file left behind
+    job = start_convolab("summary", "cnn", cwd=tmp_path)
+    wait_for(lambda: loading_torch(job.pid), job, seconds=60)
+    job.send_signal(signal.SIGTERM)
+    _, error = job.communicate(timeout=60)
+    assert (job.returncode, error) == (143, "convolab summary: stopped by SIGTERM\n")
+
+
 def interrupt_the_pictures(monkeypatch, how: str) -> None:
     """Ctrl-C while training draws curves.png and confusion.png: a real SIGINT, or one that lands in a finalizer."""
     from convolab import plots
@@ -248,8 +257,8 @@ def interrupt_the_pictures(monkeypatch, how: str) -> None:
 
     def drawn_then_interrupted(run_dir):
         written = draw(run_dir)
-        if how == "signal":
-            os.kill(os.getpid(), signal.SIGINT)
+        if how in ("signal", "sigterm"):
+            os.kill(os.getpid(), signal.SIGINT if how == "signal" else signal.SIGTERM)
         else:
             MatplotlibCleanUp()   # garbage at once: its __del__ runs here
         return written
@@ -266,6 +275,16 @@ def test_ctrl_c_while_the_pictures_are_drawn_ends_130_saying_the_run_is_complete
     assert "Traceback" not in error and "Exception ignored" not in error, error
     assert f"interrupted while drawing curves.png and confusion.png; the run in {out} is complete" in error
     assert f"convolab report {out}" in error
+    assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
+
+
+def test_sigterm_while_the_pictures_are_drawn_ends_143_saying_the_run_is_complete(tmp_path, capsys, monkeypatch):
+    interrupt_the_pictures(monkeypatch, "sigterm")
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(out), "--quiet"]) == 143
+    error = capsys.readouterr().err
+    assert error.startswith(f"convolab train: stopped by SIGTERM while drawing curves.png and confusion.png; the run "
+                            f"in {out} is complete"), error
     assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
 
 

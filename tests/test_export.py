@@ -270,22 +270,25 @@ def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-def test_ctrl_c_inside_the_onnx_exporter_is_an_interruption_not_an_export_bug(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("number, status, said", [(signal.SIGINT, 130, "interrupted"),
+                                                  (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_or_sigterm_inside_the_onnx_exporter_is_an_interruption_not_an_export_bug(tmp_path, monkeypatch, capsys,
+                                                                                         number, status, said):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # a terminal's Ctrl-C, put back below
     layout_forward = export_module.KerasLayout.forward
 
-    def interrupted_while_traced(self, images):   # a real SIGINT while torch.onnx.export traces the model
-        os.kill(os.getpid(), signal.SIGINT)
+    def interrupted_while_traced(self, images):   # a real signal while torch.onnx.export traces the model
+        os.kill(os.getpid(), number)
         return layout_forward(self, images)
 
     monkeypatch.setattr(export_module.KerasLayout, "forward", interrupted_while_traced)
     out = tmp_path / "e.onnx"
     try:
-        assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == 130
+        assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == status
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert capsys.readouterr().err == "convolab export: interrupted\n"
-    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == f"convolab export: {said}\n"
+    assert list(tmp_path.iterdir()) == []   # the half-written temporary is gone too
 
 
 def test_a_quoted_torch_message_loses_its_terminal_colours():
@@ -299,18 +302,21 @@ def test_a_ctrl_c_the_exporter_wrapped_in_its_own_error_is_an_interruption(tmp_p
     # TorchExportError, coloured, with the KeyboardInterrupt as its cause. The timing cannot be hit reliably in a test.
     from torch.onnx._internal.exporter._errors import TorchExportError
 
-    def wrapped_interrupt(*arguments, **options):
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt as interrupt:
-            raise TorchExportError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m "
-                                   "of exporting the model to ONNX.") from interrupt
+    from convolab.errors import Terminated
 
-    monkeypatch.setattr(export_module.torch.onnx, "export", wrapped_interrupt)
-    out = tmp_path / "e.onnx"
-    assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == 130
-    assert capsys.readouterr().err == "convolab export: interrupted\n"
-    assert list(tmp_path.iterdir()) == []
+    for stop, status, said in ((KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "stopped by SIGTERM")):
+        def wrapped_interrupt(*arguments, **options):
+            try:
+                raise stop
+            except KeyboardInterrupt as interrupt:
+                raise TorchExportError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m "
+                                       "of exporting the model to ONNX.") from interrupt
+
+        monkeypatch.setattr(export_module.torch.onnx, "export", wrapped_interrupt)
+        out = tmp_path / "e.onnx"
+        assert main(["export", "flatten,dense", "--format", "onnx", "--out", str(out)]) == status
+        assert capsys.readouterr().err == f"convolab export: {said}\n"
+        assert list(tmp_path.iterdir()) == []
 
     def coloured_failure(*arguments, **options):
         raise TorchExportError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m")

@@ -15,7 +15,7 @@ import traceback
 import warnings
 
 from convolab import __version__, arguments
-from convolab.errors import ConvolabError
+from convolab.errors import ConvolabError, Terminated, stop_signal, stopped_by
 
 
 RUN_HELP = "a run directory (e.g. runs/cnn) or a Keras model file (.keras, or a legacy .h5) with its weights"
@@ -510,13 +510,17 @@ def training_pictures() -> list:
     def draw(run_dir) -> None:
         try:
             write_run_pictures(run_dir)
-            if not LOST_INTERRUPTS.seen:   # one lost in matplotlib's clean-up counts too
+            interrupt = LOST_INTERRUPTS.lost()   # one lost in matplotlib's clean-up counts too
+            if interrupt is None:
                 return
-        except KeyboardInterrupt:
-            pass
-        raise TrainingInterrupted(f"interrupted while drawing curves.png and confusion.png; the run in {run_dir} is "
-                                  "complete (checkpoint, history and test metrics saved), only these pictures may be "
-                                  "missing", fix=f"convolab report {run_dir} draws the same curves and confusion matrix")
+        except KeyboardInterrupt as raised:
+            interrupt = raised
+        number = stop_signal(interrupt)
+        raise TrainingInterrupted(f"{stopped_by(number)} while drawing curves.png and confusion.png; the run in "
+                                  f"{run_dir} is complete (checkpoint, history and test metrics saved), only these "
+                                  "pictures may be missing",
+                                  fix=f"convolab report {run_dir} draws the same curves and confusion matrix",
+                                  signal_number=number)
 
     return [draw]
 
@@ -843,28 +847,36 @@ def first_line(error: BaseException) -> str:
 
 
 class LostInterrupts:
-    """Ctrl-C is never lost. Python raises KeyboardInterrupt wherever the program is, and one raised inside a finalizer
-    (a __del__ or a weakref callback: matplotlib's figure clean-up) is printed as "Exception ignored in ..." with a
-    traceback and dropped, so the command would go on and end with 0. While installed, such an interrupt is noted
-    quietly (`seen`), and SIGINT notes that it came (`raised`) before raising KeyboardInterrupt as Python does; main
-    ends with 130 when either is set."""
+    """Ctrl-C is never lost, and SIGTERM ends a command as Ctrl-C does. Python raises KeyboardInterrupt wherever the
+    program is, and one raised inside a finalizer (a __del__ or a weakref callback: matplotlib's figure clean-up) is
+    printed as "Exception ignored in ..." with a traceback and dropped, so the command would go on and end with 0.
+    While installed, such an interrupt is noted quietly (`seen`), and SIGINT notes that it came (`raised`) before
+    raising KeyboardInterrupt as Python does; main ends with 130 when either is set.
+
+    SIGTERM (`kill`, `docker stop`) would otherwise end the process at once, silently, with a temporary file left
+    where a write was under way: it raises errors.Terminated instead (`terminated`), so the same clean-ups run, and
+    main ends with one line and 143. Not in a torchrun rank: its launcher reads a rank that SIGTERM ended as one it
+    stopped itself (distributed.root_cause)."""
 
     def __init__(self):
-        self.seen = self.raised = False
+        self.seen = self.raised = self.terminated = False
         self.previous_hook = None
-        self.previous_handler = None
+        self.previous_handlers: dict = {}
 
     def __enter__(self) -> "LostInterrupts":
-        self.seen = self.raised = False
+        self.seen = self.raised = self.terminated = False
         self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when Ctrl-C is ignored
-            self.previous_handler = signal.signal(signal.SIGINT, self._interrupt)
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when Ctrl-C is ignored
+                self.previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and "RANK" not in os.environ:
+                self.previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._terminate)
         return self
 
     def _unraisable(self, unraisable) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             self.seen = True
+            self.terminated = self.terminated or isinstance(unraisable.exc_value, Terminated)
         else:
             self.previous_hook(unraisable)
 
@@ -872,29 +884,47 @@ class LostInterrupts:
         self.raised = True
         raise KeyboardInterrupt
 
+    def _terminate(self, signum, frame) -> None:
+        self.terminated = True
+        raise Terminated
+
+    def lost(self) -> KeyboardInterrupt | None:
+        """The interrupt a finalizer swallowed or a handler raised (SIGTERM's if it came), or None."""
+        if self.terminated:
+            return Terminated()
+        return KeyboardInterrupt() if self.seen or self.raised else None
+
     def __exit__(self, *exc) -> None:
         sys.unraisablehook = self.previous_hook
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGINT, self.previous_handler)
-            self.previous_handler = None
+        for number, previous in self.previous_handlers.items():
+            signal.signal(number, previous)
+        self.previous_handlers = {}
 
 
 LOST_INTERRUPTS = LostInterrupts()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command. Ctrl-C anywhere, from loading PyTorch to the last picture, ends it with one line and status 130."""
+    """The command. Ctrl-C anywhere, from loading PyTorch to the last picture, ends it with one line and status 130;
+    SIGTERM with one line and 143."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with LOST_INTERRUPTS:
             status = run_command(argv)
-            if status != 130 and (LOST_INTERRUPTS.seen or LOST_INTERRUPTS.raised):
-                raise KeyboardInterrupt
+            lost = LOST_INTERRUPTS.lost()
+            if status not in (130, 143) and lost is not None:
+                raise lost
             return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         named = [word for word in argv if word in {name for name, _add, _run in COMMANDS}]
-        print(f"convolab{' ' + named[0] if named else ''}: interrupted", file=sys.stderr)
-        return 130
+        return stopped(f"convolab{' ' + named[0] if named else ''}", interrupt)
+
+
+def stopped(command: str, interrupt: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM that no message of the command's own explained: one line, and 130 or 143."""
+    number = stop_signal(interrupt)
+    print(f"{command}: {stopped_by(number)}", file=sys.stderr)
+    return 128 + number
 
 
 def run_command(argv: list[str]) -> int:
@@ -922,9 +952,8 @@ def run_command(argv: list[str]) -> int:
         kind = "" if error.exit_code >= 128 else "error: "   # an interruption (130, 143) is not an error of the user's
         print(f"convolab {args.command}: {kind}{error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print(f"convolab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return stopped(f"convolab {args.command}", interrupt)
     except BrokenPipeError:
         # `convolab summary cnn | head` closes our stdout early; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -5,6 +5,7 @@ The command line prints these as a short message and exits non-zero, never with 
 from __future__ import annotations
 
 import re
+import signal
 
 
 class ConvolabError(Exception):
@@ -71,13 +72,33 @@ def plain_text(text: str) -> str:
     return ANSI_ESCAPE.sub("", text)
 
 
-def interrupted_inside(error: BaseException) -> bool:
-    """Whether `error` wraps a Ctrl-C: a library that catches everything (torch.onnx.export) re-raises KeyboardInterrupt
-    as its own error, with the interrupt as its __cause__ or __context__."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a scheduler) outside the training loop, raised where the program is, as Ctrl-C is.
+
+    A KeyboardInterrupt, so that everything that cleans up after Ctrl-C (a half-written file's temporary, the messages
+    that say what is complete) does the same for it; the command then ends with 143 (128 + 15), as a shell reports a
+    process that SIGTERM ended. The training loop has its own handler for both signals (it saves a checkpoint first)."""
+
+    signal_number = signal.SIGTERM
+
+
+def stop_signal(interrupt: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt: SIGTERM for Terminated, SIGINT (Ctrl-C) for any other."""
+    return getattr(interrupt, "signal_number", signal.SIGINT)
+
+
+def stopped_by(signal_number: int) -> str:
+    """How a message names the stop: "interrupted" for Ctrl-C, "stopped by SIGTERM" for the other."""
+    return "interrupted" if signal_number == signal.SIGINT else f"stopped by {signal.Signals(signal_number).name}"
+
+
+def interrupted_inside(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or Terminated) that `error` wraps, or None: a library that catches everything (torch.onnx.export)
+    re-raises KeyboardInterrupt as its own error, with the interrupt as its __cause__ or __context__."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
-            return True
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None

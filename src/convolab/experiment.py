@@ -20,7 +20,7 @@ import torch
 from convolab.callbacks import Callback, EarlyStopping, StopAtTarget
 from convolab.data import Dataset, load_dataset, split_validation
 from convolab.distributed import DistributedContext
-from convolab.errors import ArgumentError, DataError, RunError, TrainingError
+from convolab.errors import ArgumentError, DataError, RunError, TrainingError, stop_signal, stopped_by
 from convolab.evaluate import Evaluation, evaluate_model
 from convolab.machine import bf16_units, cpu_flags
 from convolab.model import build_model
@@ -239,12 +239,14 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
     try:
         evaluation = evaluate_model(model, *test_data, class_names=list(dataset.class_names), device=device,
                                     test_time_flip=state.config.test_time_flip)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if run is None:
             raise
-        raise TrainingInterrupted(f"interrupted while testing the trained model; training is complete and its "
-                                  f"checkpoint saved in {run.path}, only the test metrics (metrics.json) and pictures "
-                                  "are missing", fix=f"convolab evaluate {run.path} tests it") from None
+        number = stop_signal(interrupt)
+        raise TrainingInterrupted(f"{stopped_by(number)} while testing the trained model; training is complete and "
+                                  f"its checkpoint saved in {run.path}, only the test metrics (metrics.json) and "
+                                  "pictures are missing", fix=f"convolab evaluate {run.path} tests it",
+                                  signal_number=number) from None
     progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                      f"({evaluation.count} images)")
     result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
@@ -310,13 +312,14 @@ def train_run(model: str | ModelSpec, dataset: Dataset, config: TrainConfig, out
             state = fit(network, train_data, config, validation_data=validation_data, device=device,
                         callbacks=all_callbacks, run=run, progress=progress, generator=generator,
                         distributed_context=distributed_context)
-        except KeyboardInterrupt:   # before fit's own Ctrl-C handling began: no step trained, no checkpoint
+        except KeyboardInterrupt as interrupt:   # before fit's own Ctrl-C handling began: no step, no checkpoint
             if run is None or run.file(CHECKPOINT).exists():
                 raise
-            raise TrainingInterrupted(f"interrupted before the first training step: nothing was trained and no "
-                                      f"checkpoint saved ({run.path} holds only its {CONFIG})",
+            number = stop_signal(interrupt)
+            raise TrainingInterrupted(f"{stopped_by(number)} before the first training step: nothing was trained and "
+                                      f"no checkpoint saved ({run.path} holds only its {CONFIG})",
                                       fix=f"start it again with the same command (it reuses {run.path}): "
-                                          f"{python_command()}") from None
+                                          f"{python_command()}", signal_number=number) from None
         return _finish(name, spec, network, state, dataset, test_data, run, device, progress, on_train_end)
 
 

@@ -235,8 +235,9 @@ def write_onnx(model: ConvNet, path: str | Path, images: np.ndarray, checked_on:
                                      fix="report it with the model's spec; --format keras still works") from None
             raise write_failure(path, error) from None
         except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one clear line
-            if interrupted_inside(error):   # Ctrl-C, wrapped by the exporter: not its bug (nothing is written)
-                raise KeyboardInterrupt from None
+            interrupt = interrupted_inside(error)
+            if interrupt is not None:   # Ctrl-C or SIGTERM, wrapped by the exporter: not its bug (nothing is written)
+                raise type(interrupt)() from None
             quoted = plain_text(str(error)).strip()
             raise ModelFileError(f"{path}: torch.onnx.export failed ({type(error).__name__}: "
                                  f"{quoted.splitlines()[0][:300] if quoted else ''}); nothing written",

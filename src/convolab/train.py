@@ -35,7 +35,7 @@ from convolab import distributed
 from convolab.callbacks import Callback, Checkpoint
 from convolab.data import iterate_batches
 from convolab.distributed import DistributedContext
-from convolab.errors import TrainingError, WriteError
+from convolab.errors import TrainingError, WriteError, stopped_by
 from convolab.engine import PRECISIONS, FastConvNet, accelerate
 from convolab.model import ConvNet
 from convolab.recipes import AUGMENTATIONS, SCHEDULES, augment_batch, learning_rate_at, mirror_average
@@ -809,7 +809,7 @@ def fit(model: torch.nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], c
                      else f"after epoch {state.epoch}")
             # In a job, torchrun's SIGTERM (a sibling failed) stays the job's "interrupted" (130): its launcher reads that
             number = (interrupt.signal_number or signal.SIGINT) if context is None else signal.SIGINT
-            how = "interrupted" if number == signal.SIGINT else f"stopped by {signal.Signals(number).name}"
+            how = stopped_by(number)
             if run is not None:
                 try:
                     save("interrupted")
