@@ -531,6 +531,44 @@ def test_image_folder_needs_two_classes_with_images(tmp_path, counts, message):
         load_dataset(root)
 
 
+@pytest.mark.parametrize("beside", ["val", None])
+def test_half_a_train_test_layout_is_refused_not_read_as_two_classes(tmp_path, beside):
+    # Was: train/ and val/ (or train/ alone) read as classes named "train" and "val", their images found in the
+    # subfolders, and trained without a word.
+    make_folder(tmp_path / "set" / "train", {"cat": 2, "dog": 2})
+    if beside:
+        make_folder(tmp_path / "set" / beside, {"cat": 1, "dog": 1})
+    with pytest.raises(DataError, match="train/ holds class folders .cat, dog. but there is no test/ folder") as caught:
+        load_dataset(tmp_path / "set")
+    assert ("rename val/ to test/" in caught.value.fix) == (beside == "val")
+
+
+def test_a_class_named_train_holding_its_own_images_is_a_class(tmp_path):
+    root = make_folder(tmp_path / "vehicles", {"train": 2, "car": 2})
+    make_folder(root / "car", {"old": 1})          # a nested folder inside a class is still that class's
+    assert load_dataset(root, test_split=0.0).class_names == ("car", "train")
+
+
+def test_tiff_images_are_read_from_folders_as_predict_reads_them(tmp_path):
+    from PIL import Image
+
+    for name, value in (("dark", 20), ("light", 230)):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for suffix in (".tif", ".TIFF"):
+            Image.new("L", (6, 6), value).save(tmp_path / "set" / name / f"x{suffix}", format="TIFF")
+    dataset = load_dataset(tmp_path / "set", test_split=0.0)
+    assert torch.bincount(dataset.train_labels).tolist() == [2, 2] and not dataset.skipped_files
+
+
+def test_a_class_of_files_convolab_cannot_read_says_what_they_are(tmp_path):
+    root = make_folder(tmp_path / "f", {"a": 2})
+    (root / "b").mkdir()
+    for index in range(3):
+        (root / "b" / f"IMG_{index}.HEIC").write_bytes(b"\0")   # an iPhone's photos
+    with pytest.raises(DataError, match=r"no image files: b \(they hold 3 file.s. of other types: .heic; expected PNG"):
+        load_dataset(root)
+
+
 def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
     root = make_folder(tmp_path / "f", {"a": 2})
     (root / "b").mkdir()

@@ -17,7 +17,8 @@ import torch
 
 from convolab.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP or TIFF"   # the formats those suffixes name, as messages list them
 LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light background
 # The largest image decoded: 64 megapixels (an 8000x8000 photo; 256 MB as RGBA). A 20000x20000 PNG of zeros is a
 # few hundred kilobytes on disk and 1.6 GB decoded: a decompression bomb. Its size is read from the header first.
@@ -59,7 +60,7 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
         said = str(error).replace(repr(source), str(path))   # Pillow names an upload by its BytesIO object's repr
         raise DataError(
             f"{path}: cannot read as an image ({type(error).__name__}: {said})",
-            fix=f"use a PNG, JPEG, BMP, GIF or WebP file; this one is damaged or not an image",
+            fix=f"use a {IMAGE_FORMATS} file; this one is damaged or not an image",
         ) from None
 
 

@@ -12,7 +12,7 @@ import torch
 
 from convolab.data.dataset import Dataset
 from convolab.errors import DataError
-from convolab.images import IMAGE_SUFFIXES, load_image
+from convolab.images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_image
 
 DEFAULT_FOLDER_IMAGE_SIZE = (28, 28)   # the lab's input size, so the lab's models apply as they are
 CHANNELS_FIX = "use channels=1 (gray) or channels=3 (RGB) (--channels 1 or 3 on the command line)"
@@ -84,10 +84,57 @@ def _folder_classes(root: Path, split_roots: list[Path]) -> tuple[str, ...]:
     empty = [name for name in names if not (train_root / name).is_dir() or not _image_files(train_root / name)]
     if empty:
         raise DataError(
-            f"{train_root}: class folder(s) with no image files: {', '.join(empty)}",
-            fix="put PNG, JPEG, BMP, GIF or WebP images in every class folder, or remove the empty ones",
+            f"{train_root}: class folder(s) with no image files: {', '.join(map(class_name_text, empty))}"
+            f"{_other_types_held(train_root, empty)}",
+            fix=f"put {IMAGE_FORMATS} images in every class folder (convert other formats first), or remove the "
+                "empty ones",
         )
     return tuple(names)
+
+
+def _other_types_held(root: Path, folder_names: list[str]) -> str:
+    """' (they hold 12 files of other types: .heic, .txt)' for class folders whose files convolab does not read (an
+    iPhone's HEIC photos, say), so that "no image files" is not taken for an empty folder; '' when they hold none."""
+    others = [path for name in folder_names if (root / name).is_dir() for path in _other_files(root / name)]
+    if not others:
+        return ""
+    suffixes = sorted({path.suffix.lower() or "(no suffix)" for path in others})
+    return f" (they hold {len(others)} file(s) of other types: {', '.join(suffixes[:8])}; expected {IMAGE_FORMATS})"
+
+
+# The folder names of a split layout: root/train/<class>/... and root/test/<class>/... (load_image_folder).
+SPLIT_FOLDERS = ("train", "test")
+
+
+def _holds_class_folders(folder: Path) -> bool:
+    """Whether `folder` looks like a split (subfolders, no image files of its own) rather than one class of images."""
+    children = [child for child in folder.iterdir() if not child.name.startswith(".")]
+    return (any(child.is_dir() for child in children)
+            and not any(child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES for child in children))
+
+
+def check_split_layout(root: Path) -> None:
+    """DataError for half a train/test layout: a train/ (or test/) of class folders without the other beside it.
+
+    Without this check root/train/ and a root/val/ (Keras's and Kaggle's usual third name) would be read as two classes
+    named "train" and "val", every image found in their subfolders, and trained without a word. A class truly named
+    train (vehicles: train, car, bus) holds its images itself, and passes."""
+    halves = [name for name in SPLIT_FOLDERS if (root / name).is_dir() and _holds_class_folders(root / name)]
+    if len(halves) != 1:
+        return
+    found = halves[0]
+    missing = SPLIT_FOLDERS[1 - SPLIT_FOLDERS.index(found)]
+    classes = [class_name_text(child.name) for child in _class_folders(root / found)]
+    others = [class_name_text(child.name) for child in _class_folders(root) if child.name != found]
+    beside = f" (beside it: {', '.join(name + '/' for name in others)})" if others else ""
+    rename = f"rename {others[0]}/ to {missing}/ if it holds the held-out images; otherwise " if len(others) == 1 else ""
+    raise DataError(
+        f"{root}: {found}/ holds class folders ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}) but "
+        f"there is no {missing}/ folder{beside}; expected train/ and test/ folders with one subfolder per class each, "
+        f"or the class folders directly in {root}",
+        fix=f"{rename}add {root / missing}/ with the same class folders, or move the class folders up into {root} "
+            "(--test-split then holds a part of each class out for testing)",
+    )
 
 
 def _all_gray(images: torch.Tensor) -> bool:
@@ -148,6 +195,8 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     if not 0.0 <= test_split < 1.0:
         raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use test_split=0.2, say (--test-split 0.2 on the command line)")
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    if not presplit:
+        check_split_layout(root)
     split_roots = [root / "train", root / "test"] if presplit else [root]
     class_folders = _folder_classes(root, split_roots)
     class_names = tuple(class_name_text(name) for name in class_folders)
