@@ -132,6 +132,10 @@ def test_unreadable_and_missing_files_name_the_file(tmp_path):
         load_image(truncated, (28, 28, 1))
     with pytest.raises(DataError, match="absent.png: no such image file"):
         load_image(tmp_path / "absent.png", (28, 28, 1))
+    (tmp_path / "empty.jpg").write_bytes(b"")      # was: "cannot identify image file", as for a text file
+    for empty, named in ((tmp_path / "empty.jpg", "empty.jpg"), (b"", "the upload")):
+        with pytest.raises(DataError, match=f"{named}: an empty file \\(0 bytes\\), not an image"):
+            load_image(empty, (28, 28, 1))
 
 
 def test_a_colour_mode_without_gray_is_refused_naming_the_file(tmp_path):

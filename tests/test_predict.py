@@ -68,6 +68,30 @@ def test_the_python_api_predicts_an_images_bytes_and_names_arrays_it_cannot_take
         assert "torch tensor (N, 1, 28, 28)" in refused.value.fix
 
 
+def test_the_python_api_refuses_tensors_it_would_have_silently_clipped(run, images):
+    import convolab
+    from convolab.errors import ArgumentError
+
+    model = convolab.load(run.path)
+    pixels = fashion().test_images[:2]                                   # uint8 (2, 1, 28, 28)
+    expected = model.predict(pixels)
+    assert torch.allclose(model.predict(pixels.float() / 255), expected, atol=1e-6)
+    # Was: 0..255 floats clipped to 1 (every pixel white), NaN read as 0, int64 pixels clipped to 0 or 1: no error.
+    for wrong, said in ((pixels.float(), r"float values from 0 to 255; expected 0 to 1"),
+                        (torch.full((1, 1, 28, 28), float("nan")), "NaN or infinite"),
+                        (pixels.long(), "a tensor of torch.int64; expected uint8 pixels")):
+        with pytest.raises(ArgumentError, match=said) as refused:
+            model.predict(wrong)
+        assert refused.value.fix
+    with pytest.raises(ArgumentError, match=r"a Pillow image \(PngImageFile, L \(28, 28\)\)"):
+        model.predict(Image.open(images / "boot.png"))
+    for top in (0, -1, 2.5):                                             # was: [] for 0, a RuntimeError for -1
+        with pytest.raises(ArgumentError, match=f"top={top}; expected a whole number"):
+            model.predict(images / "boot.png", top=top)
+    with pytest.raises(ArgumentError, match="invert='yes'"):           # was: every image's own error
+        model.predict([images / "boot.png"], invert="yes")
+
+
 def test_a_light_background_rgb_photo_is_inverted_and_predicted_like_the_original(run, images):
     original, light = predict_images(run.model, [images / "boot.png", images / "boot_on_white.jpg"], run.input_shape,
                                      run.class_names)

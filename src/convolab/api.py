@@ -208,8 +208,14 @@ class Sequential:
             if inputs.dim() != 4 or tuple(inputs.shape[1:]) != (channels, height, width):
                 raise ArgumentError(f"predict: a tensor of shape {tuple(inputs.shape)}; this model takes (N, {channels}, "
                                     f"{height}, {width}) images", fix="give images (N, C, H, W) of the model's size")
-            images = inputs if inputs.dtype == torch.uint8 else (inputs.clamp(0, 1) * 255).round().to(torch.uint8)
+            images = inputs if inputs.dtype == torch.uint8 else (pixel_fractions(inputs) * 255).round().to(torch.uint8)
             return predict_logits(network, images, device=device).softmax(dim=1)
+        if hasattr(inputs, "getexif"):               # a Pillow image (it also has an __array_interface__)
+            raise ArgumentError(f"predict: a Pillow image ({type(inputs).__name__}, {getattr(inputs, 'mode', '?')} "
+                                f"{getattr(inputs, 'size', '?')}); expected an image file's path, its bytes, or a "
+                                "tensor of images",
+                                fix="model.predict('photo.png') with its file, or image.save(buffer, 'PNG') into an "
+                                    "io.BytesIO and model.predict(buffer.getvalue())")
         if hasattr(inputs, "__array_interface__"):   # a NumPy array: its layout (NHWC or NCHW) cannot be told apart
             raise ArgumentError(f"predict: a NumPy array of shape {getattr(inputs, 'shape', '?')}",
                                 fix=f"torch.from_numpy(images) as (N, {channels}, {height}, {width}) images, or "
@@ -290,3 +296,25 @@ def load(path) -> Sequential:
     model = Sequential([first, *spec.layers[1:]], name=spec.name)
     model.loaded = run
     return model
+
+
+def pixel_fractions(images):
+    """A float tensor of images as the model reads them, checked: finite values in [0, 1] (pixels / 255).
+
+    Any other tensor was a silent mistake before: images forgotten un-divided (0..255 floats) were clipped to 1, every
+    pixel white; NaN became 0; int64 pixels were clipped to 0 or 1. ArgumentError naming what came and the fix."""
+    import torch
+
+    from convolab.errors import ArgumentError
+
+    if not images.is_floating_point():
+        raise ArgumentError(f"predict: a tensor of {images.dtype}; expected uint8 pixels (0 to 255) or floats from 0 "
+                            "to 1", fix="images.to(torch.uint8) for pixels 0..255, or images / 255.0")
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        raise ArgumentError("predict: a float tensor holding NaN or infinite values; expected floats from 0 to 1",
+                            fix="check how the images were made (a division by zero?)")
+    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+        raise ArgumentError(f"predict: float values from {float(images.min()):g} to {float(images.max()):g}; expected "
+                            "0 to 1 (pixels / 255), as the model was trained on",
+                            fix="images / 255.0 for pixels 0..255, or pass them as uint8 (images.to(torch.uint8))")
+    return images.float()

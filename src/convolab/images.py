@@ -39,6 +39,11 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
     if isinstance(source, Path) and source.exists() and not source.is_file():   # a pipe would block the read forever
         kind = "a folder" if source.is_dir() else "not a regular file (a pipe or a device)"
         raise DataError(f"{path}: {kind}, not an image file", fix="give the image files themselves")
+    empty = (source.getbuffer().nbytes == 0 if isinstance(source, io.BytesIO)
+             else source.is_file() and source.stat().st_size == 0)
+    if empty:                                            # Pillow would say only "cannot identify image file"
+        raise DataError(f"{path}: an empty file (0 bytes), not an image",
+                        fix="copy or save the image again: this copy was never written (an interrupted download?)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below, with a clearer message

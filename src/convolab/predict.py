@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from convolab.errors import ConvolabError
+from convolab.errors import ArgumentError, ConvolabError
 from convolab.evaluate import predict_logits
 from convolab.images import load_image
 
@@ -43,6 +43,12 @@ def predict_images(model: torch.nn.Module, paths: list[str | Path], input_shape:
                    device: torch.device | str = "cpu") -> list[Prediction]:
     """Top-`top` classes for each image file (or a file's bytes, named "image N"); a file that cannot be read gets a
     Prediction with `error` set."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ArgumentError(f"top={top!r}; expected a whole number of classes to show, 1 or more",
+                            fix="top=3, say (--top 3 on the command line)")
+    if invert not in ("auto", True, False):   # once, not as every image's error
+        raise ArgumentError(f"invert={invert!r}; expected 'auto', True or False",
+                            fix="invert='auto' inverts light backgrounds (the default); False never (--no-invert)")
     predictions = [Prediction(path=f"image {number}" if isinstance(path, bytes) else str(path))
                    for number, path in enumerate(paths, start=1)]
     tensors, usable = [], []
