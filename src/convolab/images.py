@@ -95,11 +95,17 @@ def _converted(image, channels: int):
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit or float gray: scale its range to 0..255 rather than clipping it.
-        values = np.asarray(image, dtype=np.float64)
+        # 16-bit or float gray: scale its range to 0..255 rather than clipping it. In place, in float32 (exact for
+        # 16-bit values): a 64-megapixel scan then needs one 256 MB array, not four float64 ones (2 GB).
+        values = np.array(image, dtype=np.float32)
         low, high = float(values.min()), float(values.max())
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+        if high > low:
+            values -= low
+            values *= 255.0 / (high - low)
+            np.rint(values, out=values)
+        else:
+            values[...] = 0
+        image = Image.fromarray(values.astype(np.uint8), mode="L")
     return image.convert("L" if channels == 1 else "RGB")
 
 
