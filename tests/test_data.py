@@ -14,6 +14,7 @@ from convolab import data
 from convolab.data import download, idx, load
 from convolab.data import (DATASETS, load_dataset, read_idx, split_validation, iterate_batches, describe_dataset,
                            load_image_folder)
+from convolab.data.load import source_to_record
 from convolab.errors import DataError
 from idx_fixtures import DEBIAN, MirrorServer, gz, idx_bytes, isolated_cache, make_tiny, needs_debian  # noqa: F401
 
@@ -580,6 +581,19 @@ def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         load_dataset(str(tmp_path / "absent"))
+    (tmp_path / "photo.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="photo.png: a file, not a folder of images") as caught:   # was: "no such folder"
+        load_dataset(tmp_path / "photo.png")
+    assert "convolab predict RUN" in caught.value.fix
+
+
+def test_an_empty_dataset_name_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    make_folder(tmp_path / "here", {"a": 2, "b": 2})
+    monkeypatch.chdir(tmp_path / "here")             # was: --data "$UNSET" trained on the current folder's subfolders
+    for empty in ("", " "):
+        assert source_to_record(empty) == empty
+        with pytest.raises(DataError, match="dataset '\\s*': empty; expected a dataset name or a folder"):
+            load_dataset(empty)
 
 
 # --- validation split and batches ------------------------------------------------------------------------------------

@@ -190,6 +190,10 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     report: called with lines about the cache (building, reusing, class balance) when streaming.
     """
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: a file, not a folder of images (one subfolder of images per class)",
+                        fix=f"give the folder that holds the class folders; to classify this one image: "
+                            f"convolab predict RUN {root}")
     if not root.is_dir():
         raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
     if not 0.0 <= test_split < 1.0:

@@ -24,7 +24,7 @@ def _looks_like_path(source: str | Path) -> bool:
 def source_to_record(source: str | Path) -> str:
     """How a run records where its data is: a dataset's name as it is, a folder of images by its absolute path, so
     that evaluate, show and --resume find it again from any working directory."""
-    if (isinstance(source, str) and source in DATASETS) or not Path(source).expanduser().is_dir():
+    if (isinstance(source, str) and (source in DATASETS or not source.strip())) or not Path(source).expanduser().is_dir():
         return str(source)
     return str(Path(source).expanduser().resolve())
 
@@ -82,6 +82,9 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
     when they have no train/ and test/ subfolders.  progress: show a progress bar while downloading, and what the
     image cache does.  stream: image folders only; True keeps the images on disk, None when larger than the budget.
     """
+    if not str(source).strip():   # Path("") is the current folder: an unset variable would train on whatever is here
+        raise DataError(f"dataset {str(source)!r}: empty; expected a dataset name or a folder of images",
+                        fix="give a dataset name (fashion-mnist, mnist) or a folder's path (--data photos/)")
     size = _parse_image_size(image_size)
     if channels is not None and channels not in (1, 3):
         raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
