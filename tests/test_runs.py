@@ -254,3 +254,18 @@ def test_a_config_whose_class_names_were_edited_is_named_as_such_by_load_and_res
     assert "expected 2, one per class" in refused.value.message and "restore config.json" in refused.value.fix
     with pytest.raises(RunError, match="10 classes; config.json records fashion-mnist, \\(28, 28, 1\\), 2 classes"):
         resume_run(copy, dataset=fashion(), epochs=3, progress=QuietProgress())
+
+
+def test_data_with_as_many_classes_under_other_names_is_named_as_such(finished, tmp_path, capsys):
+    from PIL import Image
+
+    from convolab.cli import main
+
+    out, _ = finished
+    for digit in range(10):                          # ten classes, as the run's, but digits instead of clothes
+        (tmp_path / "digits" / str(digit)).mkdir(parents=True)
+        for index in range(2):
+            Image.new("L", (28, 28), 20 * digit).save(tmp_path / "digits" / str(digit) / f"{index}.png")
+    assert main(["evaluate", str(out), "--data", str(tmp_path / "digits")]) == 2
+    # Was: "... 10 classes does not fit the run, which was trained on ... in 10 classes", and no word of the names.
+    assert "(its classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; the run's: T-shirt/top, Trouser," in capsys.readouterr().err

@@ -687,8 +687,11 @@ def check_data_fits(run: Run, name: str, input_shape: tuple[int, int, int], clas
     classes_fit = len(class_names) == len(run.class_names) if run.imported else list(class_names) == run.class_names
     if not classes_fit or tuple(input_shape) != run.input_shape:
         what = "model, which takes" if run.imported else f"run, which was trained on {run.config.dataset.name}"
+        # As many classes under other names (a folder whose class folders were renamed): the counts alone read as a fit.
+        names = (f" (its classes: {', '.join(class_names)}; the run's: {', '.join(run.class_names)})"
+                 if not classes_fit and len(class_names) == len(run.class_names) else "")
         raise RunError(f"the data ({name}, {tuple(input_shape)}, {len(class_names)} classes) does not fit the {what} "
-                       f"{run.input_shape} images in {len(run.class_names)} classes", fix=fix)
+                       f"{run.input_shape} images in {len(run.class_names)} classes{names}", fix=fix)
 
 
 def require_run(path: str | Path) -> Path:
