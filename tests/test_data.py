@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -568,6 +569,20 @@ def test_a_class_of_files_convolab_cannot_read_says_what_they_are(tmp_path):
         (root / "b" / f"IMG_{index}.HEIC").write_bytes(b"\0")   # an iPhone's photos
     with pytest.raises(DataError, match=r"no image files: b \(they hold 3 file.s. of other types: .heic; expected PNG"):
         load_dataset(root)
+
+
+def test_a_macs_zip_metadata_and_hidden_folders_are_not_data(tmp_path):
+    root = make_folder(tmp_path / "set", {"cat": 3, "dog": 3})
+    for name in ("0.png", "1.jpg"):                  # what unzipping a Mac's archive leaves: Finder metadata
+        (root / "__MACOSX" / "cat").mkdir(parents=True, exist_ok=True)
+        (root / "__MACOSX" / "cat" / f"._{name}").write_bytes(b"\0\5\26\7 metadata")
+        (root / "cat" / f"._{name}").write_bytes(b"\0\5\26\7 metadata")
+    (root / "cat" / ".thumbnails").mkdir()            # a viewer's cache: a dog's picture would have counted as a cat
+    shutil.copy(root / "dog" / "0.png", root / "cat" / ".thumbnails" / "0.png")
+    # Was: a class named __MACOSX with no readable image, the whole folder refused; the ._ files listed as unreadable.
+    dataset = load_dataset(root, test_split=0.0)
+    assert dataset.class_names == ("cat", "dog") and not dataset.skipped_files
+    assert torch.bincount(dataset.train_labels).tolist() == [3, 3]
 
 
 def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):

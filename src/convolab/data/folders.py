@@ -1,7 +1,9 @@
 """Image folders as datasets: one subfolder of images per class, or train/ and test/ folders of those.
 
 Every readable image is fitted into one size (aspect kept, padded) and one channel count; files that cannot be read, or
-whose suffix is not an image type, are left out and listed with the reason, never fatal on their own.
+whose suffix is not an image type, are left out and listed with the reason, never fatal on their own. Hidden files and
+folders (.DS_Store, .thumbnails/, a Mac's ._NAME.png) and the __MACOSX folder a Mac's zip adds are not data: skipped
+without a word. Half a train/test layout (train/ beside val/) is refused rather than read as classes named so.
 """
 from __future__ import annotations
 
@@ -24,19 +26,33 @@ def class_name_text(folder_name: str) -> str:
     return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# A folder a Mac's zip adds beside what was zipped: its "._NAME.png" files are Finder metadata, not images.
+MAC_METADATA = "__MACOSX"
+
+
+def _hidden(name: str) -> bool:
+    """A name no one means as data: hidden (.DS_Store, .thumbnails/, a Mac's ._NAME.png metadata) or __MACOSX."""
+    return name.startswith(".") or name == MAC_METADATA
+
+
 def _class_folders(directory: Path) -> list[Path]:
-    return sorted((child for child in directory.iterdir() if child.is_dir() and not child.name.startswith(".")),
+    return sorted((child for child in directory.iterdir() if child.is_dir() and not _hidden(child.name)),
                   key=lambda child: child.name)
 
 
+def _visible_files(folder: Path) -> list[Path]:
+    """Files under `folder`, subfolders included, none inside a hidden folder nor hidden itself."""
+    return sorted(path for path in folder.rglob("*")
+                  if path.is_file() and not any(_hidden(part) for part in path.relative_to(folder).parts))
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    return [path for path in _visible_files(folder) if path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _other_files(folder: Path) -> list[Path]:
-    """Files under `folder` without an image suffix (hidden ones, like .DS_Store, aside): reported, never read."""
-    return sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")
-                  and path.suffix.lower() not in IMAGE_SUFFIXES)
+    """Files under `folder` without an image suffix (hidden ones aside): reported, never read."""
+    return [path for path in _visible_files(folder) if path.suffix.lower() not in IMAGE_SUFFIXES]
 
 
 def _list_folder_split(root: Path, class_folders: tuple[str, ...], skipped: list[str]) -> list[tuple[Path, int]]:
@@ -108,7 +124,7 @@ SPLIT_FOLDERS = ("train", "test")
 
 def _holds_class_folders(folder: Path) -> bool:
     """Whether `folder` looks like a split (subfolders, no image files of its own) rather than one class of images."""
-    children = [child for child in folder.iterdir() if not child.name.startswith(".")]
+    children = [child for child in folder.iterdir() if not _hidden(child.name)]
     return (any(child.is_dir() for child in children)
             and not any(child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES for child in children))
 
