@@ -12,7 +12,7 @@ from PIL import Image
 
 from convolab.data import streaming
 from convolab.data import describe_dataset, load_dataset, load_image_folder
-from convolab.errors import DataError
+from convolab.errors import DataError, WriteError
 from convolab.experiment import train_run
 from convolab.data.streaming import CachedImages, needs_streaming, parse_memory_size
 from convolab.train import TrainConfig, make_progress
@@ -184,3 +184,16 @@ def test_the_data_command_streams_on_request_and_reports_the_cache(folder, capsy
     captured = capsys.readouterr()
     assert "streamed from the cache" in captured.out and "files left out: 2" in captured.out
     assert captured.err.startswith("decoding 34 images from") and "train images per class: cat 10" in captured.err
+
+
+def test_a_cache_that_cannot_be_written_is_a_clear_error(folder, tmp_path, monkeypatch, capsys):
+    from convolab.cli import main
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))   # was: "internal error: NotADirectoryError"
+    with pytest.raises(WriteError, match=r"not-a-folder/convolab/folders/\w+: cannot write the image cache there "
+                                         r"\(Not a directory; it needs 6,528 bytes\)") as refused:
+        load_image_folder(folder, image_size=(8, 8), stream=True)
+    assert "XDG_CACHE_HOME" in refused.value.fix
+    assert main(["data", str(folder), "--stream", "--image-size", "8,8"]) == 2
+    assert "cannot write the image cache" in capsys.readouterr().err

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convolab.errors import DataError
+from convolab.errors import DataError, WriteError
 
 CACHE_FORMAT = 1
 DECODE_BATCH = 64          # images per DataLoader batch while building: large enough to amortise the worker hand-off
@@ -283,8 +283,27 @@ def build_or_reuse_cache(root: Path, files: list[FolderFile], input_shape: tuple
     height, width, channels = input_shape
     stored_shape = (channels, height, width)
     directory = cache_directory(root, stored_shape)
-    directory.mkdir(parents=True, exist_ok=True)
     current = fingerprint(root, files, stored_shape)
+    try:
+        return _build_or_reuse(root, files, input_shape, directory, current, workers, report)
+    except OSError as error:                     # the cache's folder, not an image: those are each file's problem
+        raise cache_failure(directory, error, len(files) * channels * height * width) from None
+
+
+def cache_failure(directory: Path, error: OSError, size: int) -> WriteError:
+    """The message when the cache cannot be written: XDG_CACHE_HOME a file, a read-only or full disk."""
+    reason = error.strerror or str(error)
+    needed = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+    return WriteError(f"{directory}: cannot write the image cache there ({reason}; it needs {needed})",
+                      fix="point XDG_CACHE_HOME at a writable folder with that much room, or load the folder into "
+                          "memory instead (without --stream, and CONVOLAB_MEMORY_BUDGET above that size)")
+
+
+def _build_or_reuse(root: Path, files: list[FolderFile], input_shape: tuple[int, int, int], directory: Path,
+                    current: str, workers: int | None, report) -> tuple[Path, dict, bool]:
+    height, width, channels = input_shape
+    stored_shape = (channels, height, width)
+    directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)           # another process building the same cache: wait, then reuse it
         index = _read_index(directory)
