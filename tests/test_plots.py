@@ -198,3 +198,13 @@ def test_an_empty_example_cell_keeps_groups_on_their_rows():
     assert [axis.axison for axis in figure.axes] == [True, False, True, True]
     assert figure.axes[2].get_title() == "b"  # the second group starts the second row
     plots.plt.close(figure)
+
+
+def test_the_activation_grid_refuses_more_rows_than_a_readable_picture_before_any_work():
+    from convolab.errors import ConvolabError
+    from convolab.plots import MAX_GRID_ROWS, run_activation_grid
+
+    images, labels = torch.zeros((300, 1, 28, 28), dtype=torch.uint8), torch.zeros(300, dtype=torch.int64)
+    # Was: 300 rows drawn for minutes into a 69,000-pixel-tall PNG (no model is needed to refuse it now).
+    with pytest.raises(ConvolabError, match=f"300 images asked for the grid; expected at most {MAX_GRID_ROWS}"):
+        run_activation_grid(None, None, images, labels, ["a"], [0] * 300, filter_index=0)

@@ -536,7 +536,7 @@ def add_show_parser(subparsers) -> None:
     )
     parser.add_argument("run", metavar="RUN", help=RUN_HELP)
     parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
-                        help="test image numbers (default 0,23,28: the lab's three ankle boots)")
+                        help="test image numbers, at most 32 (default 0,23,28: the lab's three ankle boots)")
     parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
                         help="the filter (channel) drawn in every column (default 1, the lab's CONVOLUTION_NUMBER)")
     parser.add_argument("--layers", default=None, metavar="N,M,...",

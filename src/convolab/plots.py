@@ -429,6 +429,18 @@ def write_run_pictures(run_dir: str | Path) -> list[Path]:
     return written
 
 
+MAX_GRID_ROWS = 32   # images in the activation grid: 230 pixels a row; 300 rows took minutes for a 69,000-pixel PNG
+
+
+def check_grid_rows(image_indices: list[int]) -> None:
+    """ConvolabError unless the activation grid has at most MAX_GRID_ROWS images (rows)."""
+    if len(image_indices) > MAX_GRID_ROWS:
+        raise ConvolabError(
+            f"{len(image_indices)} images asked for the grid; expected at most {MAX_GRID_ROWS}, one row each",
+            fix=f"draw them {MAX_GRID_ROWS} at a time, each picture under its own name (--images and --out on the "
+                "command line; images= and .save(...) in Python)")
+
+
 def run_activation_grid(model, spec, test_images, test_labels, class_names: list[str], image_indices: list[int],
                         filter_index: int, layer_indices: list[int] | None = None) -> Figure:
     """The lab's grid for a trained model: test images `image_indices`, filter `filter_index` of each conv/pool layer.
@@ -436,6 +448,7 @@ def run_activation_grid(model, spec, test_images, test_labels, class_names: list
     Raises RunError for an image index outside the test set and SpecError for a filter a layer does not have.
     """
     check_image_indices(image_indices, len(test_images))
+    check_grid_rows(image_indices)
     chosen = test_images[image_indices]  # (N, C, H, W) uint8
     activations = capture(model, spec, chosen, layer_indices)
     if not activations.layers:
