@@ -457,6 +457,22 @@ def test_a_run_fitted_on_a_loaded_folder_in_python_reloads_its_data_from_any_fol
     assert json.loads(capsys.readouterr().out)["test_count"] == len(dataset.test_labels)
 
 
+@pytest.mark.parametrize("given", [Path, str], ids=["a Path", "a relative str"])
+def test_a_run_fitted_in_python_on_a_folder_by_path_records_it_absolute(tmp_path, monkeypatch, capsys, given):
+    from convolab import Dense, Flatten, Sequential
+    from convolab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    make_folder(tmp_path / "shapes", {"dark": 12, "light": 12})
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(2, activation="softmax")])
+    # Was: fit(Path("shapes")) failed writing config.json (a PosixPath is not JSON), and fit("shapes") recorded
+    # "shapes", which evaluate from any other folder took for an unknown dataset's name.
+    model.fit(given("shapes"), epochs=1, out=tmp_path / "run", verbose=False)
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["test_count"] == 4            # round(12 * 0.2) of each class
+
+
 def test_a_run_trained_on_a_relative_folder_by_the_cli_finds_it_from_any_folder(tmp_path, monkeypatch, capsys):
     from convolab.cli import main
 

@@ -130,9 +130,10 @@ class Sequential:
                              validation_split=validation_split, seed=seed, device=device, precision=precision)
         config.validate()
         dataset = data if isinstance(data, Dataset) else load_dataset(data, progress=verbose)
-        # How the run can load its data again (evaluate, --resume): load_dataset's arguments when the Dataset came from
-        # it, else its name (a dataset convolab knows by name)
-        options = (dict(dataset.options) or {"source": dataset.name}) if isinstance(data, Dataset) else {"source": data}
+        # How the run can load its data again (evaluate, --resume): load_dataset's arguments (a folder by its absolute
+        # path, as text: fit(Path("photos")) or fit("photos") from a notebook's folder work from anywhere after), else
+        # the name of a Dataset made by hand (a dataset convolab knows by name)
+        options = dict(dataset.options) or {"source": dataset.name}
         self.result = train_run(self.spec, dataset, config, out, name=self.name, overwrite=overwrite,
                                 selection=DataSelection(options=options, train_limit=train_limit, test_limit=test_limit),
                                 stop_at=stop_at, early_stopping=early_stopping, callbacks=callbacks,
