@@ -609,6 +609,21 @@ def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
         load_dataset(root)
 
 
+@pytest.mark.parametrize("argument, said", [
+    ({"test_split": "0.2"}, "test_split='0.2'; expected a fraction"),          # was: TypeError from `<=`
+    ({"seed": "0"}, "seed='0'; expected a whole number"),                      # was: RuntimeError from manual_seed
+    ({"seed": 1.5}, "seed=1.5; expected a whole number"),
+    ({"seed": 2**64}, "seed=18446744073709551616; expected a whole number"),   # was: ValueError (overflow)
+    ({"channels": True}, "channels=True; expected 1 .gray. or 3"),             # was: TypeError, True == 1
+    ({"image_size": True}, "image_size=True; expected .height, width."),       # was: a 1x1 image
+    ({"image_size": (28.5, 28)}, r"image_size=\(28.5, 28\); expected \(height, width\) in whole pixels"),   # was: 28
+])
+def test_python_arguments_of_the_wrong_type_are_named(tmp_path, argument, said):
+    root = make_folder(tmp_path / "f", {"a": 5, "b": 5})
+    with pytest.raises(DataError, match=said):
+        load_dataset(root, progress=False, **argument)
+
+
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         load_dataset(str(tmp_path / "absent"))

@@ -20,6 +20,11 @@ DEFAULT_FOLDER_IMAGE_SIZE = (28, 28)   # the lab's input size, so the lab's mode
 CHANNELS_FIX = "use channels=1 (gray) or channels=3 (RGB) (--channels 1 or 3 on the command line)"
 
 
+def is_number(value) -> bool:
+    """An int or float argument, not a bool (True is 1 to Python) nor text that reads as one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def class_name_text(folder_name: str) -> str:
     """A folder name as printable text: bytes that are not UTF-8 (which Python keeps as lone surrogates, and no font,
     terminal or HTML page can show) become \\xNN escapes: b"caf\\xe9" -> "caf\\\\xe9". UTF-8 names are unchanged."""
@@ -212,8 +217,11 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
                             f"convolab predict RUN {root}")
     if not root.is_dir():
         raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
-    if not 0.0 <= test_split < 1.0:
-        raise DataError(f"test_split={test_split}; expected a fraction in [0, 1)", fix="use test_split=0.2, say (--test-split 0.2 on the command line)")
+    if not is_number(test_split) or not 0.0 <= test_split < 1.0:   # a text "0.2" was a TypeError from `<=`
+        raise DataError(f"test_split={test_split!r}; expected a fraction in [0, 1)", fix="use test_split=0.2, say (--test-split 0.2 on the command line)")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed <= 2**64 - 1:   # manual_seed's range
+        raise DataError(f"seed={seed!r}; expected a whole number from 0 to {2**64 - 1}",
+                        fix="use seed=0, say (--seed 0 on the command line)")
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     if not presplit:
         check_split_layout(root)
@@ -224,8 +232,8 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         raise DataError(f"{root}: two class folders have the same name once shown as text: "
                         f"{', '.join(sorted(name for name in class_names if class_names.count(name) > 1))}",
                         fix="rename one of them (UTF-8 names are shown as they are)")
-    if channels not in (None, 1, 3):
-        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
+    if channels not in (None, 1, 3) or isinstance(channels, bool):   # True == 1 for `in`
+        raise DataError(f"channels={channels!r}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
     height, width = image_size or DEFAULT_FOLDER_IMAGE_SIZE
     # Undecided channels: read as RGB, and keep one channel if all three are equal everywhere (exactly what reading as
     # gray gives, since Pillow's luma of R = G = B is that value).

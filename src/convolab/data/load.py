@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from convolab.data.dataset import Dataset
-from convolab.data.folders import CHANNELS_FIX, load_image_folder
+from convolab.data.folders import CHANNELS_FIX, is_number, load_image_folder
 from convolab.data.registry import DATASETS, DEFAULT_DATASET, dataset_info
 from convolab.data.sources import load_registry_dataset
 from convolab.errors import DataError
@@ -56,12 +56,16 @@ def _reshape_images(images: torch.Tensor, channels: int | None, image_size: tupl
 def _parse_image_size(image_size) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    if isinstance(image_size, int):
+    if is_number(image_size):
         image_size = (image_size, image_size)
+    # Whole numbers only: int() made True a 1x1 image and 28.5 a 28.
     try:
-        height, width = (int(value) for value in image_size)
+        height, width = image_size
     except (TypeError, ValueError):
         raise DataError(f"image_size={image_size!r}; expected (height, width)", fix=IMAGE_SIZE_FIX) from None
+    if not all(is_number(side) and float(side).is_integer() for side in (height, width)):
+        raise DataError(f"image_size={image_size!r}; expected (height, width) in whole pixels", fix=IMAGE_SIZE_FIX)
+    height, width = int(height), int(width)
     if not (1 <= height <= 4096 and 1 <= width <= 4096):
         raise DataError(f"image_size=({height}, {width}); expected sides from 1 to 4096", fix=IMAGE_SIZE_FIX)
     return (height, width)
@@ -86,8 +90,8 @@ def load_dataset(source: str | Path = DEFAULT_DATASET, data_dir: str | Path | No
         raise DataError(f"dataset {str(source)!r}: empty; expected a dataset name or a folder of images",
                         fix="give a dataset name (fashion-mnist, mnist) or a folder's path (--data photos/)")
     size = _parse_image_size(image_size)
-    if channels is not None and channels not in (1, 3):
-        raise DataError(f"channels={channels}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
+    if channels is not None and (channels not in (1, 3) or isinstance(channels, bool)):
+        raise DataError(f"channels={channels!r}; expected 1 (gray) or 3 (RGB)", fix=CHANNELS_FIX)
     options = {"source": source_to_record(source), "data_dir": None if data_dir is None else str(data_dir), "offline": offline,
                "channels": channels, "image_size": list(size) if size else None, "test_split": test_split, "seed": seed,
                **({"stream": True} if stream else {})}
