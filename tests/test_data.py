@@ -214,6 +214,18 @@ def test_data_dir_gzipped_or_raw_is_verified_by_content(tiny, tmp_path):
         assert dataset.test_labels.tolist() == [0, 1, 2, 0, 1, 2]
 
 
+def test_a_whole_raw_copy_beside_a_damaged_gzip_one_is_used(tiny, tmp_path):
+    directory = tiny.write(tmp_path / "copy")
+    name = "t10k-labels-idx1-ubyte.gz"
+    (directory / name[: -len(".gz")]).write_bytes(tiny.contents[name])          # `gunzip -k`: both names
+    (directory / name).write_bytes(tiny.gzipped[name][:20])                      # then the .gz was damaged
+    dataset = load_dataset("tiny", data_dir=directory, offline=True)             # was: "truncated gzip file"
+    assert dataset.verdict == "verified" and dataset.test_labels.tolist() == [0, 1, 2, 0, 1, 2]
+    (directory / name[: -len(".gz")]).write_bytes(tiny.contents[name][:-2])      # both damaged: the .gz is named
+    with pytest.raises(DataError, match=f"{name}: truncated gzip file"):
+        load_dataset("tiny", data_dir=directory, offline=True)
+
+
 def test_environment_variable_and_dataset_subfolder(tiny, tmp_path, monkeypatch):
     tiny.write(tmp_path / "all-data" / "tiny")
     monkeypatch.setenv("CONVOLAB_DATA_DIR", str(tmp_path / "all-data"))

@@ -45,13 +45,30 @@ def _candidate_names(file: IdxFile) -> tuple[str, ...]:
     return (file.filename, raw, dotted)
 
 
+def find_files(directory: Path, file: IdxFile) -> list[Path]:
+    """The copies of `file` in `directory` under each of its names (gzipped first), present ones only."""
+    return [directory / name for name in _candidate_names(file) if (directory / name).is_file()]
+
+
 def find_file(directory: Path, file: IdxFile) -> Path | None:
     """The copy of `file` in `directory` under any of its names, or None."""
-    for name in _candidate_names(file):
-        candidate = directory / name
-        if candidate.is_file():
-            return candidate
-    return None
+    copies = find_files(directory, file)
+    return copies[0] if copies else None
+
+
+def read_verified(directory: Path, file: IdxFile, info: DatasetInfo):
+    """The first of `file`'s copies in `directory` that reads and verifies: (its IdxContent, its FileCheck).
+
+    `gunzip -k` leaves both names; a damaged .gz beside a whole raw file (or the reverse) is not the copy's fault. When
+    none is whole, the first one's problem is the one named."""
+    problems: list[DataError] = []
+    for path in find_files(directory, file):
+        try:
+            content = read_idx(path, expected_magic=file.magic, expected_shape=file.shape)
+            return content, verify(path, file, info, content.content_sha256, content.gzipped)
+        except DataError as error:
+            problems.append(error)
+    raise problems[0]
 
 
 class IdxReader:
@@ -68,9 +85,8 @@ class IdxReader:
         arrays: dict[str, np.ndarray] = {}
         checks: list[FileCheck] = []
         for file in info.files:
-            path = find_file(directory, file)
-            content = read_idx(path, expected_magic=file.magic, expected_shape=file.shape)
-            checks.append(verify(path, file, info, content.content_sha256, content.gzipped))
+            content, check = read_verified(directory, file, info)
+            checks.append(check)
             arrays[file.role] = content.array
         for split in ("train", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
