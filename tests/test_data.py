@@ -579,15 +579,18 @@ def test_a_class_named_train_holding_its_own_images_is_a_class(tmp_path):
     assert load_dataset(root, test_split=0.0).class_names == ("car", "train")
 
 
-def test_tiff_images_are_read_from_folders_as_predict_reads_them(tmp_path):
+def test_tiff_netpbm_and_browser_jpeg_names_are_read_from_folders_as_predict_reads_them(tmp_path):
     from PIL import Image
 
+    # Was: "not an image type" for each, and a class of them "with no image files".
+    formats = {".tif": "TIFF", ".TIFF": "TIFF", ".pgm": "PPM", ".ppm": "PPM", ".jfif": "JPEG", ".jpe": "JPEG"}
     for name, value in (("dark", 20), ("light", 230)):
         (tmp_path / "set" / name).mkdir(parents=True)
-        for suffix in (".tif", ".TIFF"):
-            Image.new("L", (6, 6), value).save(tmp_path / "set" / name / f"x{suffix}", format="TIFF")
+        for suffix, kind in formats.items():
+            Image.new("RGB" if suffix == ".ppm" else "L", (6, 6), (value,) * 3 if suffix == ".ppm" else value).save(
+                tmp_path / "set" / name / f"x{suffix}", format=kind)
     dataset = load_dataset(tmp_path / "set", test_split=0.0)
-    assert torch.bincount(dataset.train_labels).tolist() == [2, 2] and not dataset.skipped_files
+    assert torch.bincount(dataset.train_labels).tolist() == [6, 6] and not dataset.skipped_files
 
 
 def test_a_class_of_files_convolab_cannot_read_says_what_they_are(tmp_path):

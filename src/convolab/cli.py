@@ -391,7 +391,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def add_predict_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="classify your own images with a trained run: top 3 classes with probabilities",
-        description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, RGB or gray) with a trained run. Each "
+        description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF, AVIF, PGM/PPM; any size, RGB or gray) with a trained run. Each "
                     "is prepared like the training data: converted to the model's channels, resized with its aspect "
                     "kept and padded, and inverted when its background is light (the lab's data is light on dark).",
     )

@@ -17,8 +17,11 @@ import torch
 
 from convolab.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP or TIFF"   # the formats those suffixes name, as messages list them
+# The suffixes an image folder's files are read by. Beyond the usual ones: JPEG as a browser saves it (.jfif, .jpe),
+# AVIF (a phone's), and Netpbm (.pgm, .ppm: the format of classic face and digit datasets).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif",
+                  ".pgm", ".ppm", ".pnm", ".pbm")
+IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP, TIFF, AVIF or PGM/PPM"   # the formats those suffixes name, for messages
 LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light background
 # The largest image decoded: 64 megapixels (an 8000x8000 photo; 256 MB as RGBA). A 20000x20000 PNG of zeros is a
 # few hundred kilobytes on disk and 1.6 GB decoded: a decompression bomb. Its size is read from the header first.
