@@ -347,6 +347,9 @@ def test_categorical_crossentropy_with_one_hot_labels():
     (lambda: keras.layers.LSTM(8), UnsupportedError, ["keras.layers.LSTM", "Conv2D"]),
     (lambda: keras.optimizers.Nadam(), UnsupportedError, ["Nadam", "Adam"]),
     (lambda: keras.applications, UnsupportedError, ["keras.applications", "layers"]),
+    (lambda: keras.utils.image_dataset_from_directory, UnsupportedError,          # an image folder: convolab's own way
+     ["image_dataset_from_directory", "convolab.data.load_dataset('photos/')", "--data photos/"]),
+    (lambda: keras.preprocessing, UnsupportedError, ["keras.preprocessing", "model.predict('x.png')"]),
     (lambda: tiny_model().train_on_batch, UnsupportedError, ["train_on_batch", "fit"]),
     (lambda: tiny_model().fit(*tiny_data(), epoch=5), ArgumentError, ["epoch", "did you mean 'epochs'"]),
     (lambda: tiny_model().fit(*tiny_data(), class_weight={0: 2}), ArgumentError, ["class_weight", "not supported"]),

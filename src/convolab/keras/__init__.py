@@ -24,4 +24,5 @@ __all__ = ["Input", "Model", "Sequential", "callbacks", "datasets", "layers", "l
 
 
 def __getattr__(name: str):
-    raise unsupported(f"keras.{name}", __all__)
+    # keras.preprocessing (Keras 2's image loaders): convolab's own way into image folders is named.
+    raise unsupported(f"keras.{name}", __all__, utils.NATIVE_IMAGES if name == "preprocessing" else "")

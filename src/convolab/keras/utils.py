@@ -22,5 +22,12 @@ def set_random_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Keras's ways into a folder of images, or one image: convolab has its own, named in the refusal.
+IMAGE_LOADERS = ("image_dataset_from_directory", "load_img", "img_to_array")
+NATIVE_IMAGES = ("a folder with one subfolder of images per class is read by convolab.data.load_dataset('photos/') "
+                 "(then Sequential.fit, or `convolab train --data photos/`), and one image by model.predict('x.png')")
+
+
 def __getattr__(name: str):
-    raise unsupported(f"keras.utils.{name}", ["to_categorical", "set_random_seed"])
+    raise unsupported(f"keras.utils.{name}", ["to_categorical", "set_random_seed"],
+                      NATIVE_IMAGES if name in IMAGE_LOADERS else "")
