@@ -161,3 +161,14 @@ def test_a_picture_or_report_is_never_written_over_a_file_of_another_kind(argv, 
     err = capsys.readouterr().err
     assert "nothing was written" in err and "fix: name it " in err and "Traceback" not in err
     assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+
+
+def test_show_on_a_test_set_smaller_than_the_labs_numbers_draws_what_it_has(tmp_path, capsys):
+    from train_fixtures import train_tiny_run
+
+    train_tiny_run(tmp_path / "small", spec="conv4x3,pool2,flatten,dense", epochs=1, train=64, test=20)
+    # Was: exit 2, "image index 23 is out of range ... e.g. --images 0,23,28", its own default refused.
+    assert cli.main(["show", str(tmp_path / "small")]) == 0, capsys.readouterr().err
+    assert "test images #0 " in capsys.readouterr().out and (tmp_path / "small" / "activations.png").is_file()
+    assert cli.main(["show", str(tmp_path / "small"), "--images", "0,23"]) == 2
+    assert "image index 23 is out of range: the test set has 20 images (0 to 19)" in capsys.readouterr().err

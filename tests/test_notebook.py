@@ -60,6 +60,25 @@ def test_a_runs_pictures_name_a_bad_argument_instead_of_failing_inside(tmp_path)
     assert run.show(images=5, layers=["conv2d"]) is not None and run.filters(layers=[0]) is not None
 
 
+def test_a_small_test_sets_grid_draws_by_default_and_takes_numpy_indices(tmp_path):
+    from PIL import Image
+
+    from convolab import Conv2D, Dense, Flatten, MaxPooling2D
+
+    for label, name in enumerate(("dark", "light")):             # 2 x 50 images: a test set of 20
+        (tmp_path / "shapes" / name).mkdir(parents=True)
+        for index in range(50):
+            Image.new("L", (8, 8), 40 + 150 * label + index).save(tmp_path / "shapes" / name / f"{index}.png")
+    model = Sequential([Conv2D(2, 3, activation="relu"), MaxPooling2D(2), Flatten(),
+                        Dense(2, activation="softmax")])
+    run = model.fit(str(tmp_path / "shapes"), epochs=1, verbose=False)
+    assert "test images [0], filter 1" in repr(run.show())         # was: "image index 23 is out of range"
+    picked = np.where(np.arange(20) % 7 == 0)[0]                  # as np.where(predicted != labels)[0] picks images
+    # Was: "images=array([0, 7, 14]); expected a list of whole numbers", and the same for filter=np.int64(1).
+    assert "test images [0, 7, 14], filter 1" in repr(run.show(images=picked, filter=np.int64(1)))
+    assert "test images [3]" in repr(run.show(images=np.int64(3)))
+
+
 @needs_debian
 def test_a_run_displays_compactly_and_its_pictures_display_and_save(tmp_path):
     run = train_tiny_run(tmp_path / "cnn", spec="conv4x3,pool2,flatten,dense", epochs=1, train=128, test=64)

@@ -20,6 +20,15 @@ from convolab.layers import KINDS
 from convolab.spec import (AveragePooling2D, Conv2D, DepthwiseConv2D, MaxPooling2D, ModelSpec,
                            SeparableConv2D)
 
+LAB_IMAGES = (0, 23, 28)  # the lab's three ankle boots (Fashion-MNIST's test images)
+
+
+def lab_images(available: int) -> list[int]:
+    """The lab's test images that a test set of `available` images has (image 0 at least): the default of show and
+    the report, so that a run on a folder of a few dozen images draws its grid instead of refusing its own default."""
+    return [index for index in LAB_IMAGES if index < available] or [0]
+
+
 # The layers whose outputs are images (H, W, C) worth drawing: the lab's "convolutions and pooling" (windowed kinds).
 VISUAL_LAYER_TYPES = tuple(kind for kind in KINDS if kind.windowed)
 # The layers with learned windows to draw (convolab filters).
@@ -121,8 +130,10 @@ def check_image_indices(indices: list[int], available: int) -> None:
     """Raise a RunError naming the bad index unless every index is in 0..available-1."""
     for index in indices:
         if not 0 <= index < available:
+            example = ",".join(map(str, lab_images(available)))   # in range: 23 and 28 are not in a set of 20
             raise RunError(f"image index {index} is out of range: the test set has {available} images (0 to {available - 1})",
-                           fix=f"pick image indices between 0 and {available - 1}, e.g. --images 0,23,28")
+                           fix=f"pick image indices between 0 and {available - 1}, e.g. --images {example} "
+                               f"(images=[{example.replace(',', ', ')}] in Python)")
 
 
 def check_filter_index(filter_index: int, maps: LayerMaps) -> None:

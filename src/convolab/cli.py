@@ -535,8 +535,9 @@ def add_show_parser(subparsers) -> None:
                     "model.layers[N], or named as Keras names them (conv2d_1).",
     )
     parser.add_argument("run", metavar="RUN", help=RUN_HELP)
-    parser.add_argument("--images", type=arguments.index_list, default=[0, 23, 28], metavar="I,J,...",
-                        help="test image numbers, at most 32 (default 0,23,28: the lab's three ankle boots)")
+    parser.add_argument("--images", type=arguments.index_list, default=None, metavar="I,J,...",
+                        help="test image numbers, at most 32 (default 0,23,28: the lab's three ankle boots, those a "
+                             "smaller test set has)")
     parser.add_argument("--filter", type=arguments.FILTER_INDEX, default=1, metavar="F",
                         help="the filter (channel) drawn in every column (default 1, the lab's CONVOLUTION_NUMBER)")
     parser.add_argument("--layers", default=None, metavar="N,M,...",
@@ -555,7 +556,7 @@ def add_show_parser(subparsers) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from convolab.activations import find_layer
+    from convolab.activations import find_layer, lab_images
     from convolab.plots import picture_format, run_activation_grid, save_figure, write_all_filters
     from convolab.runs import load_run
 
@@ -572,6 +573,7 @@ def run_show(args: argparse.Namespace) -> int:
         picture_format(args.out)                 # before the run loads: a refusal costs nothing
     run = load_run(args.run)
     images, labels = run.test_data()
+    args.images = args.images or lab_images(len(images))
     if args.all_filters:
         layer, image_index = find_layer(run.spec, args.layer), args.images[0]
         paths, count, name = write_all_filters(run, images, labels, layer, image_index, args.sort, args.per_page,

@@ -8,6 +8,7 @@ below `evaluate` (it writes metrics.json with the confusion matrix) and above `c
 """
 from __future__ import annotations
 
+import numbers
 import os
 import shlex
 import time
@@ -37,13 +38,20 @@ from convolab.train import (OPTIMIZER_SLOTS, RESUME_ENTRIES, Progress, TrainConf
                             seed_everything)
 
 
+def is_whole(value) -> bool:
+    """An integer, NumPy's and torch's included (np.int64 from np.where), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def whole_numbers(name: str, value, example: str) -> list[int]:
-    """A notebook's list of indices (or one index) as a list of ints; ArgumentError naming `name` otherwise."""
-    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(values, (list, tuple)) or not values
-            or any(isinstance(item, bool) or not isinstance(item, int) for item in values)):
+    """A notebook's list of indices (or one index) as a list of ints; ArgumentError naming `name` otherwise.
+    A 1-D NumPy array or tensor of integers counts as a list: `np.where(predicted != labels)[0]` picks images."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) <= 1:
+        value = value.tolist()
+    values = [value] if is_whole(value) else value
+    if not isinstance(values, (list, tuple)) or not values or not all(is_whole(item) for item in values):
         raise ArgumentError(f"{name}={value!r}; expected a list of whole numbers", fix=f"e.g. {name}={example}")
-    return list(values)
+    return [int(item) for item in values]
 
 
 def layer_positions(spec: ModelSpec, layers, allowed: tuple[type, ...]) -> list[int] | None:
@@ -88,14 +96,16 @@ class TrainResult:
 
     # --- pictures, each a notebook.Picture (inline in a notebook, .save(path) anywhere) -------------------------
 
-    def show(self, images=(0, 23, 28), filter: int = 1, layers: list[int] | None = None):
-        """The lab's grid: test `images` (rows) through every conv/pool layer (columns), channel `filter`."""
-        from convolab.activations import VISUAL_LAYER_TYPES
+    def show(self, images=None, filter: int = 1, layers: list[int] | None = None):
+        """The lab's grid: test `images` (rows; default 0, 23, 28, those a smaller test set has) through every
+        conv/pool layer (columns), channel `filter`."""
+        from convolab.activations import VISUAL_LAYER_TYPES, lab_images
         from convolab.notebook import Picture
         from convolab.plots import run_activation_grid
 
-        images = whole_numbers("images", images, "[0, 23, 28]")
-        if isinstance(filter, bool) or not isinstance(filter, int):
+        images = (lab_images(len(self.dataset.test_images)) if images is None
+                  else whole_numbers("images", images, "[0, 23, 28]"))
+        if not is_whole(filter):
             raise ArgumentError(f"filter={filter!r}; expected a whole number (a channel of the layers)", fix="e.g. filter=1")
         layers = layer_positions(self.spec, layers, VISUAL_LAYER_TYPES)
         figure = run_activation_grid(self.model, self.spec, self.dataset.test_images, self.dataset.test_labels,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from convolab import __version__
-from convolab.activations import conv_layer_indices, visual_layer_indices
+from convolab.activations import LAB_IMAGES, conv_layer_indices, lab_images, visual_layer_indices
 from convolab.diagram import architecture_svg
 from convolab.errors import ConvolabError, RunError
 from convolab.evaluate import evaluate_logits, evaluate_model, predict_logits
@@ -32,7 +32,6 @@ from convolab.runs import Run, atomic_write_text, load_run, require_suffix
 from convolab.shapes import analyze, totals
 from convolab.summary import html_table
 
-LAB_IMAGES = (0, 23, 28)  # the lab's three ankle boots
 LAB_FILTER = 1  # the lab's CONVOLUTION_NUMBER
 # No network, no script: only inline styles and data: pictures may be used.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -234,7 +233,7 @@ def lab_grid(run: Run, test_data: tuple[torch.Tensor, torch.Tensor], options: Re
     images, labels = test_data
     indices, filter_index = list(options.image_indices), options.filter_index
     if options.image_indices == LAB_IMAGES:
-        indices = [index for index in indices if index < len(images)] or [0]
+        indices = lab_images(len(images))
     if options.filter_index == LAB_FILTER and min(maps_filters(run)) <= LAB_FILTER:
         filter_index = 0
     figure = run_activation_grid(run.model, run.spec, images, labels, run.class_names, indices, filter_index)
