@@ -226,6 +226,13 @@ def test_a_whole_raw_copy_beside_a_damaged_gzip_one_is_used(tiny, tmp_path):
         load_dataset("tiny", data_dir=directory, offline=True)
 
 
+def test_a_data_dir_that_is_a_file_is_called_a_file(tiny, tmp_path, monkeypatch):
+    (tmp_path / "fashion.zip").write_bytes(b"PK\x03\x04")
+    monkeypatch.setenv("CONVOLAB_DATA_DIR", str(tmp_path / "fashion.zip"))
+    with pytest.raises(DataError, match=r"fashion.zip \(CONVOLAB_DATA_DIR\): a file, not a directory"):   # was: "no such"
+        load_dataset("tiny", offline=True)
+
+
 def test_environment_variable_and_dataset_subfolder(tiny, tmp_path, monkeypatch):
     tiny.write(tmp_path / "all-data" / "tiny")
     monkeypatch.setenv("CONVOLAB_DATA_DIR", str(tmp_path / "all-data"))

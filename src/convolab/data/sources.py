@@ -61,7 +61,10 @@ class ChosenDirectory(Source):
         for directory in (self.root / info.name, self.root):
             place = f"{directory} ({self.origin})"
             if not directory.is_dir():
-                attempts.append(Attempt(place, "no such directory"))
+                # A file (the archive itself, say) is not "no such directory": it names what is there instead.
+                what = ("a file, not a directory (the folder that holds the four files is wanted)"
+                        if directory.is_file() else "no such directory")
+                attempts.append(Attempt(place, what))
                 continue
             try:
                 return Found(reader.read(directory, info), place)
