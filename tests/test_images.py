@@ -134,6 +134,15 @@ def test_a_large_sixteen_bit_scan_is_scaled_in_one_float32_array(tmp_path):
     assert torch.equal(tensor[0], torch.from_numpy(np.rint(pixels / 4095 * 255).astype(np.uint8)))
 
 
+def test_a_float_scans_nan_and_infinite_values_do_not_black_out_the_image(tmp_path):
+    values = np.tile(np.linspace(0.0, 1.0, 10, dtype=np.float32), (10, 1))       # a left-to-right ramp
+    values[0, 0], values[9, 9] = np.nan, np.inf                                    # a mask's NaN, a saturated pixel
+    Image.fromarray(values, mode="F").save(tmp_path / "scan.tiff")
+    tensor = load_image(tmp_path / "scan.tiff", (10, 10, 1), invert=False)[0]     # was: every pixel 0
+    assert tensor[5].tolist() == np.rint(np.linspace(0, 255, 10)).astype(int).tolist()
+    assert tensor[0, 0] == 0 and tensor[9, 9] == 255                               # NaN as the lowest, inf the highest
+
+
 def test_unreadable_and_missing_files_name_the_file(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("this is not a picture")

@@ -101,7 +101,13 @@ def _converted(image, channels: int):
         # 16-bit or float gray: scale its range to 0..255 rather than clipping it. In place, in float32 (exact for
         # 16-bit values): a 64-megapixel scan then needs one 256 MB array, not four float64 ones (2 GB).
         values = np.array(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
+        finite = np.isfinite(values)
+        if finite.all():
+            low, high = float(values.min()), float(values.max())
+        else:                                     # a float scan's NaN mask or inf made the whole image black
+            low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+            np.nan_to_num(values, copy=False, nan=low, posinf=high, neginf=low)
+        del finite
         if high > low:
             values -= low
             values *= 255.0 / (high - low)
