@@ -918,8 +918,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise lost
             return status
     except KeyboardInterrupt as interrupt:
-        named = [word for word in argv if word in {name for name, _add, _run in COMMANDS}]
-        return stopped(f"convolab{' ' + named[0] if named else ''}", interrupt)
+        return stopped(command_name(argv), interrupt)
+    except Exception:   # noqa: BLE001 - outside run_command's own handling: the parser's imports (torch, matplotlib)
+        lost = LOST_INTERRUPTS.lost()
+        if lost is None:
+            raise
+        return stopped(command_name(argv), lost)   # a library turned the Ctrl-C into its own error (see internal_error)
+
+
+def command_name(argv: list[str]) -> str:
+    """"convolab train" for a line naming the train command, "convolab" when none is named (yet)."""
+    named = [word for word in argv if word in {name for name, _add, _run in COMMANDS}]
+    return f"convolab{' ' + named[0] if named else ''}"
 
 
 def stopped(command: str, interrupt: KeyboardInterrupt) -> int:
@@ -988,7 +998,13 @@ def _is_utf8(text: str) -> bool:
 
 
 def internal_error(args: argparse.Namespace, error: BaseException) -> int:
-    """What a bug looks like to the user: one line, and how to get the traceback for the report."""
+    """What a bug looks like to the user: one line, and how to get the traceback for the report.
+
+    Unless a Ctrl-C or SIGTERM came first: a library that catches every exception can turn the interrupt into an error
+    of its own (matplotlib's import, interrupted inside NumPy, raised a ValueError), which is then no bug of anyone's."""
+    lost = LOST_INTERRUPTS.lost()
+    if lost is not None:
+        return stopped(f"convolab {args.command}", lost)
     if args.debug:
         traceback.print_exc()
     print(
