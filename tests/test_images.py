@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from convolab.errors import DataError
-from convolab.images import border_median, load_image
+from convolab.images import border_median, load_image, open_image
 
 
 def dark_square(size=(20, 20), square=(5, 15), background=0, foreground=255, mode="L") -> Image.Image:
@@ -210,3 +210,21 @@ def test_too_many_pixels_are_refused_before_decoding(tmp_path):
     with pytest.raises(DataError, match="300x200 pixels is too large to decode .* limit is 0.05 megapixels"):
         load_image(path, (28, 28, 1), max_pixels=50_000)
     assert load_image(path, (28, 28, 1), max_pixels=60_000).shape == (1, 28, 28)
+
+
+def test_a_jpeg_over_the_limit_is_decoded_smaller_instead_of_refused(tmp_path):
+    # a 108-megapixel phone photo, scaled down: its decoder is asked for an eighth, a quarter or a half of the size
+    rows, cols = np.mgrid[0:400, 0:300]
+    pixels = ((rows // 50 + cols // 50) % 2 * 255).astype(np.uint8)   # 50-pixel squares
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    assert open_image(path, max_pixels=30_000).size == (150, 200)        # 120,000 pixels: a half is under 30,000
+    assert open_image(path, max_pixels=2_000).size == (38, 50)           # an eighth
+    smaller = load_image(path, (28, 28, 1), max_pixels=30_000).float()
+    whole = load_image(path, (28, 28, 1)).float()
+    assert (smaller - whole).abs().mean() < 8, "the same picture, decoded at a quarter of the pixels"
+    with pytest.raises(DataError, match="400x300|300x400"):            # even an eighth is over 1,000 pixels
+        open_image(path, max_pixels=1_000)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")               # a PNG cannot decode smaller: refused as before
+    with pytest.raises(DataError, match="too large to decode"):
+        open_image(tmp_path / "photo.png", max_pixels=30_000)

@@ -24,7 +24,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".we
 IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP, TIFF, AVIF or PGM/PPM"   # the formats those suffixes name, for messages
 LIGHT_BACKGROUND = 127   # border median above this (0..255) counts as a light background
 # The largest image decoded: 64 megapixels (an 8000x8000 photo; 256 MB as RGBA). A 20000x20000 PNG of zeros is a
-# few hundred kilobytes on disk and 1.6 GB decoded: a decompression bomb. Its size is read from the header first.
+# few hundred kilobytes on disk and 1.6 GB decoded: a decompression bomb. Its size is read from the header first; a
+# JPEG over it (a 108-megapixel phone photo) is decoded at a half, quarter or eighth of its size instead (_decode_smaller).
 MAX_IMAGE_PIXELS = 64_000_000
 
 
@@ -53,7 +54,7 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
             image = Image.open(source)
         with image:
             width, height = image.size
-            if width * height > limit:
+            if width * height > limit and not _decode_smaller(image, limit):
                 raise too_large(path, f"{width}x{height} pixels", limit)
             image.seek(0)            # the first frame of an animated GIF or WebP
             image.load()
@@ -70,6 +71,22 @@ def open_image(path: str | Path | bytes, max_pixels: int | None = None):
             f"{path}: cannot read as an image ({type(error).__name__}: {said})",
             fix=f"use a {IMAGE_FORMATS} file; this one is damaged or not an image",
         ) from None
+
+
+def _decode_smaller(image, limit: int) -> bool:
+    """Ask a JPEG's decoder for a half, quarter or eighth of its size (the largest under `limit` pixels): True when it
+    will decode that small. A 108- or 200-megapixel phone photo is then read in an eighth of the memory or less, and
+    the model, which sees a few dozen pixels of it, loses nothing. Other formats cannot decode smaller: False."""
+    if image.format != "JPEG":
+        return False
+    width, height = image.size
+    for reduction in (2, 4, 8):                   # the scales a JPEG decoder offers
+        decoded = -(-width // reduction) * -(-height // reduction)   # it rounds up
+        if decoded <= limit:
+            # draft picks the largest reduction that still gives at least the size asked for: ask for the floor
+            image.draft(image.mode, (max(width // reduction, 1), max(height // reduction, 1)))
+            return image.size[0] * image.size[1] <= limit
+    return False
 
 
 def too_large(path: Path | str, size: str, limit: int = MAX_IMAGE_PIXELS) -> DataError:
