@@ -145,3 +145,11 @@ def test_a_libraries_warning_is_one_line_without_python_source(monkeypatch, caps
     assert capsys.readouterr().err == ("convolab summary: warning: Glyph 12354 missing from font(s) DejaVu Sans. "
                                        "(UserWarning)\n")
     assert warnings.formatwarning is python_format        # the library's own format again afterwards
+
+
+def test_a_one_line_model_longer_than_a_file_name_is_summarized(capsys):
+    # 255 bytes is the longest file name: asking "is this a run directory?" of a deep model's line must not fail
+    line = "conv4x3same," * 30 + "flatten,dense"
+    code, out, err = run(capsys, line)
+    assert code == 0 and err == ""
+    assert len(rows(out)) == 32

@@ -92,3 +92,10 @@ def test_the_table_matches_the_golden_file():
                           busy_epochs=[3])]
     text = render_comparison(Comparison(rows=rows, stop_at="accuracy>=0.9")) + "\n"
     assert text == (GOLDEN / "compare_table.txt").read_text()
+
+
+def test_a_one_line_model_longer_than_a_file_name_is_a_model_not_a_path():
+    from convolab.compare import is_run_directory, is_run_entry
+
+    line = "conv4x3same," * 30 + "flatten,dense"
+    assert not is_run_entry(line) and not is_run_directory(line)

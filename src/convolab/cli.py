@@ -55,12 +55,13 @@ def run_summary(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from convolab.runs import CONFIG, load_run
+    from convolab.runs import CONFIG, exists, load_run
 
     if args.diagram and Path(args.diagram).suffix.lower() not in (".svg", ""):   # said before anything is printed
         raise ConvolabError(f"--diagram {args.diagram}: the diagram is an SVG picture, not {Path(args.diagram).suffix}",
                             fix=f"name it {Path(args.diagram).with_suffix('.svg').name}")
-    if (Path(args.model) / CONFIG).is_file():   # a run directory: its model, on the data it was trained on
+    config_file = Path(args.model) / CONFIG
+    if exists(config_file) and config_file.is_file():   # a run directory: its model, on the data it was trained on
         run = load_run(args.model)
         spec = run.spec
         args.input_shape = args.input_shape or run.input_shape

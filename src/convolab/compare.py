@@ -18,7 +18,7 @@ from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
 from convolab.errors import ConvolabError, RunError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, folder_name, load_model_source,
+from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, exists, folder_name, load_model_source,
                            load_run, read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
 from convolab.spec import ModelSpec, resolve_spec
@@ -115,10 +115,11 @@ def is_run_entry(entry: str) -> bool:
     """
     path = Path(entry).expanduser()
     looks_like_path = "/" in entry or os.sep in entry or entry.startswith("~")
-    if path.is_dir() and (looks_like_path or (path / CONFIG).exists() or (path / CHECKPOINT).exists()):
+    if exists(path) and path.is_dir() and (looks_like_path or (path / CONFIG).exists()
+                                           or (path / CHECKPOINT).exists()):
         require_run(path)
         return True
-    if not path.exists() and looks_like_path:
+    if not exists(path) and looks_like_path:
         raise RunError(f"{entry}: no such run directory or spec file",
                        fix="check the path; a run directory is what `convolab train --out` wrote, e.g. runs/cnn")
     return False

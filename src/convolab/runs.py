@@ -694,10 +694,21 @@ def check_data_fits(run: Run, name: str, input_shape: tuple[int, int, int], clas
                        f"{run.input_shape} images in {len(run.class_names)} classes{names}", fix=fix)
 
 
+def exists(path: str | Path) -> bool:
+    """Path.exists, except that a name too long for the file system names nothing instead of raising: a one-line spec
+    of more than 255 characters (a deep model) is asked "are you a run?" by every command that takes both."""
+    try:
+        return Path(path).exists()
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+
+
 def require_run(path: str | Path) -> Path:
     """The run directory `path`, or a RunError saying why it is not one."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise RunError(f"{path}: no such run directory", fix="give a directory that `convolab train --out` wrote, "
                        "e.g. runs/cnn")
     if not path.is_dir():
