@@ -312,6 +312,51 @@ def test_fit_refuses_a_count_it_would_otherwise_round_or_replace(argument, value
         tiny_model().fit(images, labels, verbose=0, **{"epochs": 1, argument: value})
 
 
+@pytest.mark.parametrize("method", ["evaluate", "predict"])
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_evaluate_and_predict_refuse_a_batch_size_fit_refuses(method, value):
+    # batch_size=0 was taken as "the default" here while fit refused it
+    images, labels = tiny_data()
+    arrays = (images, labels) if method == "evaluate" else (images,)
+    with pytest.raises(ArgumentError, match=f"{method}: batch_size="):
+        getattr(tiny_model(), method)(*arrays, batch_size=value, verbose=0)
+
+
+@pytest.mark.parametrize("value", ["0.2", True, [0.2]])
+def test_a_validation_split_that_is_no_number_is_named(value):
+    images, labels = tiny_data()
+    with pytest.raises(ArgumentError, match="fit: validation_split="):
+        tiny_model().fit(images, labels, epochs=1, verbose=0, validation_split=value)
+
+
+def test_empty_validation_data_is_refused_instead_of_giving_nan():
+    images, labels = tiny_data()
+    with pytest.raises(ArgumentError, match="validation_data holds no images"):
+        tiny_model().fit(images, labels, epochs=1, verbose=0, validation_data=(images[:0], labels[:0]))
+
+
+def test_metrics_as_a_bare_name_is_refused_as_keras_does():
+    with pytest.raises(ArgumentError, match=r"expected metrics to be a list, received 'accuracy'") as refused:
+        tiny_model(metrics="accuracy")
+    assert refused.value.fix == "metrics=['accuracy']"
+
+
+def test_a_softmax_followed_by_dropout_outputs_probabilities_for_the_loss_check():
+    # As Keras (and ConvNet.output_activation): Dropout computes nothing at inference, the output is the softmax's.
+    def ending_in_dropout(**compile_options):
+        model = keras.models.Sequential([keras.Input(shape=(8, 8, 1)), keras.layers.Flatten(),
+                                         keras.layers.Dense(3, activation="softmax"), keras.layers.Dropout(0.2)])
+        model.compile(optimizer="adam", **compile_options)
+        return model
+
+    images, labels = tiny_data()
+    history = ending_in_dropout(loss="sparse_categorical_crossentropy").fit(images, labels, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
+    with pytest.raises(TrainingError, match="outputs probabilities .* from_logits=True"):
+        ending_in_dropout(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)).fit(
+            images, labels, epochs=1, verbose=0)
+
+
 def test_an_optimizer_learning_rate_that_is_no_number_is_named():
     for rate in ("a", None, -1):
         with pytest.raises(ArgumentError, match="expected learning_rate to be a positive number"):

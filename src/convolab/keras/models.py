@@ -34,9 +34,10 @@ from convolab.keras.callbacks import Callback, History, KerasCallbacks, wants_ba
 from convolab.keras.layers import Input
 from convolab.keras.surface import check_arguments, check_keras_name, unsupported
 from convolab.keras_files import is_keras_file, read_keras_file
+from convolab.layers.arguments import short
 from convolab.model import build_model
 from convolab.runs import read_checkpoint
-from convolab.shapes import analyze, keras_names
+from convolab.shapes import analyze, keras_names, output_softmax_position
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, LAYER_TYPES, Dense, ModelSpec, spec_from_dict
 from convolab.train import (Progress, TrainConfig, choose_device, fit as train_fit, make_optimizer, make_progress,
                             seed_everything)
@@ -218,6 +219,9 @@ class Sequential(api.Sequential):
         if loss is None:
             raise ArgumentError("compile: expected a loss, received none",
                                 fix="loss='sparse_categorical_crossentropy' (class numbers as labels)")
+        if metrics is not None and not isinstance(metrics, (list, tuple)):   # Keras refuses a bare name too
+            raise ArgumentError(f"compile: expected metrics to be a list, received {short(metrics)} "
+                                f"({type(metrics).__name__})", fix=f"metrics=[{short(metrics)}]")
         metrics = list(metrics or [])
         for metric in metrics:
             if metric not in METRICS:
@@ -234,10 +238,14 @@ class Sequential(api.Sequential):
         return self.compiled
 
     def _check_loss_matches_output(self, loss) -> None:
-        """convolab computes cross-entropy from logits; the last layer must say what its outputs are."""
-        activation = getattr(self._layers[-1], "activation", "linear")
+        """convolab computes cross-entropy from logits; the model's output must be what the loss reads. As in Keras,
+        that output is the last layer's, and a softmax followed only by Dropout (nothing at inference) still gives
+        probabilities."""
+        outputs_probabilities = output_softmax_position(self._layers) is not None
+        activation = "softmax" if outputs_probabilities else self._layers[-1].activation_name
         if activation == "softmax" and loss.from_logits:
-            raise TrainingError("the last layer has a softmax but the loss says from_logits=True",
+            raise TrainingError("the model outputs probabilities (it ends with a softmax) but the loss says "
+                                "from_logits=True",
                                 fix="drop from_logits=True (or the softmax: Dense(10) with from_logits=True)")
         if activation != "softmax" and not loss.from_logits:
             raise TrainingError(f"the last layer's activation is {activation!r}, so its outputs are not "
@@ -289,11 +297,12 @@ class Sequential(api.Sequential):
                                 fix="leave shuffle out")
         compiled = self._require_compiled("fit")
         self._check_loss_matches_output(compiled["loss"])
-        for name, value, default in (("epochs", epochs, 1), ("batch_size", batch_size, 32)):
-            # Keras refuses these too; int() would turn 1.5 epochs into 1, and `or 32` batch_size=0 into 32
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ArgumentError(f"fit: {name}={value!r}; expected a whole number of 1 or more",
-                                    fix=f"e.g. {name}={default if name == 'batch_size' else 5}")
+        epochs = whole_number("fit", "epochs", epochs, 1)
+        batch_size = whole_number("fit", "batch_size", batch_size, 32)
+        validation_split = 0.0 if validation_split is None else validation_split   # Keras reads None as none
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)):
+            raise ArgumentError(f"fit: validation_split={short(validation_split)}; expected a fraction in [0, 1)",
+                                fix="e.g. validation_split=0.1")
         images = self._images(x, "fit x")
         labels = self._labels(y, len(images), "fit y")
         self._build(images.shape[1:], self._num_classes())
@@ -306,12 +315,15 @@ class Sequential(api.Sequential):
                 raise ArgumentError("fit: expected validation_data=(x_val, y_val)",
                                     fix="validation_data=(test_images, test_labels)")
             validation_images = self._images(validation_data[0], "validation_data x")
+            if len(validation_images) == 0:   # its loss and accuracy would be nan every epoch
+                raise ArgumentError("fit: validation_data holds no images", fix="validation_data=(test_images, "
+                                    "test_labels), or leave validation_data out")
             validation = (stored_images(validation_images),
                           self._labels(validation_data[1], len(validation_images), "validation_data y"))
         elif validation_split:
             train_data, validation = split_validation(stored, labels, validation_split)   # Keras's: the last part
         optimizer = compiled["optimizer"]
-        config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size or 32), optimizer=optimizer.name,
+        config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer.name,
                              learning_rate=optimizer.learning_rate, weight_decay=optimizer.weight_decay)
         device = choose_device(config.device)
         self.network.to(device)
@@ -360,7 +372,7 @@ class Sequential(api.Sequential):
         network = self._trained_network()
         evaluation = evaluate_model(network, stored_images(images), labels,
                                     [str(index) for index in range(network.num_classes)], device=self._device(),
-                                    batch_size=int(batch_size or 256))
+                                    batch_size=whole_number("evaluate", "batch_size", batch_size, 256))
         if verbose not in (0, False):
             print(f"evaluate: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                   f"({evaluation.count} images)")
@@ -374,7 +386,8 @@ class Sequential(api.Sequential):
         check_arguments("predict", keras_arguments, ["x", "batch_size", "verbose"], ("steps", "callbacks"))
         images = self._images(x, "predict x")
         network = self._trained_network()
-        logits = predict_logits(network, stored_images(images), batch_size=int(batch_size or 256),
+        logits = predict_logits(network, stored_images(images),
+                                batch_size=whole_number("predict", "batch_size", batch_size, 256),
                                 device=self._device())
         outputs = logits.softmax(dim=1) if network.output_activation == "softmax" else logits
         return outputs.numpy()
@@ -396,6 +409,17 @@ class Sequential(api.Sequential):
 
     def __repr__(self) -> str:
         return f"<keras.models.Sequential {self.name or 'sequential'}: {self.spec.to_line()}>"
+
+
+def whole_number(method: str, name: str, value, default: int) -> int:
+    """A count argument (epochs, batch_size) as Keras takes it: None means `default`; 0, 1.5, True or "a" are
+    refused, as Keras refuses them (int() would turn 1.5 epochs into 1, `or 32` a batch_size of 0 into 32)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ArgumentError(f"{method}: {name}={short(value)}; expected a whole number of 1 or more",
+                            fix=f"e.g. {name}={default}")
+    return int(value)
 
 
 def _progress_mode(verbose) -> str:
