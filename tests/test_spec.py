@@ -416,3 +416,12 @@ def test_a_preset_inside_a_line_of_layers_is_named_as_a_preset():
 def test_an_input_token_anywhere_but_first_is_named_as_such(line):
     with pytest.raises(SpecError, match="the input shape comes once, as the first token"):
         load_spec(line)
+
+
+def test_a_negative_zero_rate_prints_back_as_a_line_that_parses():
+    # Dropout(-0.0) is a rate in [0, 1); printed as 'dropout-0' its dash read as an option
+    from convolab.layers import BatchNormalization, Dropout, Flatten
+
+    spec = ModelSpec((BatchNormalization(momentum=-0.0), Flatten(), Dropout(-0.0), Dense(10)))
+    assert spec.to_line() == "bn-m0,flatten,dropout0,dense10-linear"
+    assert parse_line(spec.to_line()) == spec

@@ -289,6 +289,7 @@ def require_fit(position: Position, shape: Shape, window: tuple[int, int], paddi
 
 
 def number_text(value: float) -> str:
-    """A float without exponent or trailing zeros (0.25, 0.00001), so the line grammar can read it back."""
-    text = format(Decimal(repr(float(value))), "f")
+    """A float without exponent or trailing zeros (0.25, 0.00001), so the line grammar can read it back; -0.0 is
+    0 (a '-' would start an option: 'dropout-0' does not parse)."""
+    text = format(Decimal(repr(float(value) + 0.0)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
