@@ -99,3 +99,16 @@ def test_a_one_line_model_longer_than_a_file_name_is_a_model_not_a_path():
 
     line = "conv4x3same," * 30 + "flatten,dense"
     assert not is_run_entry(line) and not is_run_directory(line)
+
+
+@pytest.mark.parametrize("bad", ["conv8x30,flatten,dense", "cnnn", "conv0x3,flatten,dense"])
+def test_every_model_is_checked_before_the_first_one_trains(tmp_path, bad):
+    # the last model's window larger than the images (or a typo) used to end the comparison after the others trained
+    from convolab.errors import SpecError
+
+    config = TrainConfig(epochs=1, device="cpu")
+    with pytest.raises(SpecError) as refused:
+        compare_models(["flatten,dense8,dense", bad], fashion(), config, tmp_path, selection=SELECTION,
+                       progress=QuietProgress())
+    assert ("conv8x30" in refused.value.message) == ("conv8x30" in bad)   # which model: named
+    assert list(tmp_path.iterdir()) == []

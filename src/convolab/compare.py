@@ -16,10 +16,10 @@ from pathlib import Path
 
 from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
-from convolab.errors import ConvolabError, RunError
+from convolab.errors import ConvolabError, RunError, SpecError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runs import (CHECKPOINT, CONFIG, METRICS, Run, RunDirectory, exists, folder_name, load_model_source,
-                           load_run, read_checkpoint, require_run)
+from convolab.runs import (CHECKPOINT, CONFIG, METRICS, ModelWeights, Run, RunDirectory, exists, folder_name,
+                           load_model_source, load_run, read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
 from convolab.spec import ModelSpec, resolve_spec
 from convolab.timing import epoch_timing
@@ -176,6 +176,23 @@ def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: Dat
     return notes
 
 
+def checked_model(entry: str | ModelSpec, dataset: Dataset, label: str | None = None
+                  ) -> tuple[ModelSpec, ModelWeights | None] | None:
+    """A compare entry's model resolved on `dataset` with its shapes checked (SpecError, named by `label` or the
+    entry, when it does not fit), and the weights it starts from; None for a run directory (trained already)."""
+    if isinstance(entry, str) and is_run_entry(entry):
+        return None
+    spec, weights = load_model_source(entry) if isinstance(entry, str) else (entry, None)
+    try:
+        spec = resolve_spec(spec, dataset.input_shape, dataset.num_classes)
+        analyze(spec, dataset.input_shape, dataset.num_classes)
+    except SpecError as error:   # which of the models it is
+        label = label or (entry if isinstance(entry, str) else spec.to_line())
+        raise SpecError(f"{label}: {error.message}",
+                        fix=error.fix) from None
+    return spec, weights
+
+
 def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config: TrainConfig, out_root: str | Path, *,
                    selection: DataSelection | None = None, stop_at: str | None = None, retrain: bool = False,
                    progress: Progress | None = None, on_train_end: Sequence[Callable[[Path], None]] = (),
@@ -193,8 +210,12 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
     target = StopAtTarget.parse(stop_at) if stop_at else None
     comparison = Comparison(rows=[], stop_at=str(target) if target else None)
     taken: set[str] = set()
+    # Every model is read and fitted to the data before the first one trains: a typo or a window larger than the
+    # images in the last entry must not cost the trainings before it.
+    models = [checked_model(entry, dataset, names[position] if names else None)
+              for position, entry in enumerate(entries)]
     for position, entry in enumerate(entries):
-        if isinstance(entry, str) and is_run_entry(entry):
+        if models[position] is None:
             run = load_run(entry)
             taken.add(run.name)
             differences = _differences(run, dataset, config, selection)
@@ -202,8 +223,7 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
                 comparison.notes.append(f"{run.name} ({entry}) was trained differently: {', '.join(differences)}")
             comparison.rows.append(row_from_run(run, target))
             continue
-        spec, weights = load_model_source(entry) if isinstance(entry, str) else (entry, None)
-        spec = resolve_spec(spec, dataset.input_shape, dataset.num_classes)
+        spec, weights = models[position]
         name = names[position] if names else run_name(entry if isinstance(entry, str) else (spec.name or "model"),
                                                       spec, taken)
         out = Path(out_root) / name
