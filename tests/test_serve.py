@@ -380,6 +380,21 @@ def test_bad_training_forms_get_a_message_and_start_nothing(api, runs, change, s
     assert not (runs / "live").exists()
 
 
+@pytest.mark.parametrize("name", ["secret.txt", "model.keras", "model.h5"])
+def test_the_form_never_reads_a_file_named_without_a_folder(api, runs, tmp_path, monkeypatch, name):
+    # load_spec reads a bare file name from the server's working directory: its content showed in the message
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text("secret: [1, 2, 3]\n")
+    message = error_of(api.post("/api/train/start", json={**GOOD_FORM, "model": name}), 400)
+    assert "looks like a file" in message and "secret" not in message.replace("secret.txt", "")
+    assert api.get("/api/train").json()["state"] == "idle"
+    assert not (runs / "live").exists()
+
+
+def test_a_model_that_is_no_text_is_named_as_such(api):
+    assert "a JSON int" in error_of(api.post("/api/train/start", json={**GOOD_FORM, "model": 5}), 400)
+
+
 @pytest.mark.parametrize("text, page_words", [
     ("use --batch-size 32, say", 'set "batch size" to 32, say'),
     ("use --validation-split 0.1, say (0 for none)", 'set "validation split" to 0.1, say (0 for none)'),

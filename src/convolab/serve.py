@@ -21,6 +21,7 @@ import contextlib
 import errno
 import hmac
 import json
+import os
 import re
 import secrets
 import socket
@@ -409,18 +410,32 @@ def filters_payload(loaded: LoadedRun, image: int, layer: int) -> dict:
 
 # --- training from the page -------------------------------------------------------------------------------------------
 
+def names_a_file(text: str) -> bool:
+    """Whether `text` names something in the server's working directory (a name the OS refuses names nothing)."""
+    try:
+        return os.path.lexists(text)
+    except (OSError, ValueError):
+        return False
+
+
 def model_text(text: Any) -> str:
     """A preset, an exercise or a one-line spec from the page; never a file path (the page must not read files)."""
+    from convolab.keras_files import is_keras_file
     from convolab.spec import PRESETS
     from convolab.sweep import EXERCISES
 
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise RequestError(f"model={str(text)[:40]} (a JSON {type(text).__name__}); expected text: a preset (cnn), an "
+                           "exercise (cnn16) or a one-line spec", fix=f"e.g. {PRESETS['cnn']}")
+    if text is None or not text.strip():
         raise RequestError("model is missing; expected a preset (cnn), an exercise (cnn16) or a one-line spec",
                            fix=f"e.g. {PRESETS['cnn']}")
     text = text.strip()
     if text.lower() in EXERCISES and text.lower() not in PRESETS:
         return EXERCISES[text.lower()][0]
-    if "/" in text or "\\" in text or text.lower().endswith((".yaml", ".yml", ".json")):
+    # load_spec reads a Keras file or any existing file by its bare name too, relative to where the server runs
+    if text.lower() not in PRESETS and ("/" in text or "\\" in text or is_keras_file(text) or names_a_file(text)
+                                        or text.lower().endswith((".yaml", ".yml", ".json"))):
         raise RequestError(f"model {text[:80]!r} looks like a file; the page takes presets and one-line specs",
                            fix="train a spec file with `convolab train FILE --out RUNS_DIR/NAME`")
     return text
