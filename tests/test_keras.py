@@ -508,3 +508,39 @@ def test_a_layers_get_weights_are_what_real_keras_reads_from_the_saved_model(tmp
     with pytest.raises(UnsupportedError) as refused:
         model.layers[0].set_weights(before)
     assert "get_weights" in refused.value.fix and "grammar" not in refused.value.fix   # no internals offered
+
+
+def test_pop_removes_the_last_layer_before_the_model_is_built():
+    # pop was listed among the supported methods but answered "not part of convolab's Keras API"
+    model = keras.models.Sequential([keras.Input(shape=(8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4),
+                                     keras.layers.Dense(3, activation="softmax")])
+    model.pop()
+    assert [layer.name for layer in model.layers] == ["flatten", "dense"]
+    model.add(keras.layers.Dense(3, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(*tiny_data(), epochs=1, verbose=0)
+    with pytest.raises(TrainingError, match="already built"):
+        model.pop()
+
+
+def test_predict_and_evaluate_build_a_model_without_input_shape_on_the_images_given():
+    # built on 28×28×1 instead, the first 8×8 images ended in torch's "mat1 and mat2 shapes cannot be multiplied"
+    images, labels = tiny_data()
+    for method, arrays in (("predict", (images,)), ("evaluate", (images, labels))):
+        model = keras.models.Sequential([keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        getattr(model, method)(*arrays, verbose=0)
+        assert model.spec.input_shape == (8, 8, 1)
+
+
+@pytest.mark.parametrize("labels, classes", [([0, 6], 5), ([0, -1], None), ([0, 1.5], None)])
+def test_to_categorical_refuses_what_numpy_would_misplace(labels, classes):
+    with pytest.raises(DataError, match="to_categorical: expected class numbers"):
+        keras.utils.to_categorical(np.array(labels), classes)
+
+
+def test_load_model_of_a_file_that_is_no_model_says_so(tmp_path):
+    text = tmp_path / "model.yaml"
+    text.write_text("layers: []\n")
+    with pytest.raises(ModelFileError, match="not a model file"):
+        keras.models.load_model(str(text))

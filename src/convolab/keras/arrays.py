@@ -92,8 +92,14 @@ def class_indices(y, count: int, num_classes: int | None, categorical: bool, wha
 
 def to_keras_one_hot(labels, num_classes: int | None = None) -> np.ndarray:
     """keras.utils.to_categorical: class numbers -> float32 one-hot rows."""
-    array = as_numpy(labels, "to_categorical").astype(np.int64).reshape(-1)
+    values = as_numpy(labels, "to_categorical").reshape(-1)
+    array = values.astype(np.int64)
     classes = int(num_classes or (array.max() + 1 if array.size else 0))
+    # numpy would put -1 in the last column, 2.7 in column 2, and fail on 7 of 5 columns with an IndexError
+    if array.size and (not np.all(values == array) or array.min() < 0 or array.max() >= classes):
+        raise DataError(f"to_categorical: expected class numbers 0 to {classes - 1}, received values from "
+                        f"{values.min()} to {values.max()}",
+                        fix="give whole class numbers from 0, and num_classes above the largest (or leave it out)")
     one_hot = np.zeros((len(array), classes), dtype=np.float32)
     one_hot[np.arange(len(array)), array] = 1.0
     return one_hot

@@ -25,7 +25,7 @@ import torch
 from convolab import api
 from convolab.activations import capture
 from convolab.data import split_validation
-from convolab.errors import ArgumentError, RunError, SpecError, TrainingError
+from convolab.errors import ArgumentError, ModelFileError, RunError, SpecError, TrainingError
 from convolab.evaluate import evaluate_model, predict_logits
 from convolab.export import export_network
 from convolab.keras import losses as keras_losses, optimizers as keras_optimizers
@@ -147,6 +147,15 @@ class Sequential(api.Sequential):
                                 fix="make a new keras.models.Sequential with all its layers")
         ModelSpec(tuple(self._layers) + (layer,), self._given_shape(), self.name)   # fails here, where the bad layer is
         self._layers.append(layer)
+
+    def pop(self) -> None:
+        """Keras's pop: remove the last layer (before the model is built: its weights would no longer fit)."""
+        if self.network is not None:
+            raise TrainingError("this model is already built; removing a layer would discard its weights",
+                                fix="make a new keras.models.Sequential with the layers you want")
+        if not self._layers:
+            raise SpecError("pop: the model has no layers to remove", fix="add layers first")
+        self._layers.pop()
 
     def _given_shape(self):
         return self._input.image_shape if self._input is not None else None
@@ -355,10 +364,11 @@ class Sequential(api.Sequential):
                   generator=self._generator)
         return history
 
-    def _trained_network(self):
-        """The network (built untrained on first use, as a Keras model predicts before fit)."""
+    def _trained_network(self, image_shape=None):
+        """The network (built untrained on first use, as a Keras model predicts before fit: on the images' shape when
+        the model does not say its own)."""
         if self.network is None:
-            self._build(self.input_image_shape(), self._num_classes())
+            self._build(tuple(image_shape or self.input_image_shape()), self._num_classes())
         return self.network
 
     def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto", return_dict: bool = False,
@@ -369,7 +379,7 @@ class Sequential(api.Sequential):
         compiled = self._require_compiled("evaluate")
         images = self._images(x, "evaluate x")
         labels = self._labels(y, len(images), "evaluate y")
-        network = self._trained_network()
+        network = self._trained_network(images.shape[1:])
         evaluation = evaluate_model(network, stored_images(images), labels,
                                     [str(index) for index in range(network.num_classes)], device=self._device(),
                                     batch_size=whole_number("evaluate", "batch_size", batch_size, 256))
@@ -385,7 +395,7 @@ class Sequential(api.Sequential):
         """Keras's predict: the last layer's outputs, (N, classes) probabilities for a softmax model."""
         check_arguments("predict", keras_arguments, ["x", "batch_size", "verbose"], ("steps", "callbacks"))
         images = self._images(x, "predict x")
-        network = self._trained_network()
+        network = self._trained_network(images.shape[1:])
         logits = predict_logits(network, stored_images(images),
                                 batch_size=whole_number("predict", "batch_size", batch_size, 256),
                                 device=self._device())
@@ -486,8 +496,8 @@ class Model:
 
     def predict(self, x, batch_size: int | None = None, verbose="auto", **keras_arguments):
         check_arguments("Model.predict", keras_arguments, ["x", "batch_size", "verbose"], ("steps", "callbacks"))
-        network = self.source._trained_network()
         images = self.source._images(x, "predict x")
+        network = self.source._trained_network(images.shape[1:])
         wanted = [index for index in dict.fromkeys(self.indices) if index >= 0]
         activations = capture(network, network.spec, model_floats(images), wanted, allowed=tuple(LAYER_TYPES.values()))
         by_index = {maps.index: maps.values for maps in activations.layers}
@@ -512,7 +522,12 @@ def load_model(filepath, **keras_arguments) -> Sequential:
         keras_model = read_keras_file(filepath)
         spec, weights, name = keras_model.spec, keras_model.network.state_dict(), keras_model.spec.name
     else:
-        saved = read_checkpoint(filepath)
+        try:
+            saved = read_checkpoint(filepath)
+        except RunError:   # "a corrupted checkpoint ... train again" would not be about this file
+            raise ModelFileError(f"keras.models.load_model({short(str(filepath))}): not a model file (neither a "
+                                 "Keras .keras or .h5 file nor a model convolab saved)",
+                                 fix="give a .keras file written by model.save (or an .h5 file of Keras 2)") from None
         if saved.get("kind") != MODEL_KIND:
             raise RunError(f"{filepath}: not a convolab Keras model file", fix="load files written by model.save(...)")
         spec, weights, name = spec_from_dict(saved["spec"]), saved["model"], saved.get("name")
