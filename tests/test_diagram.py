@@ -87,5 +87,16 @@ def test_a_spec_that_does_not_fit_writes_nothing(tmp_path, capsys, argv, monkeyp
 def test_a_diagram_named_as_another_format_is_refused_before_anything_is_printed(tmp_path, capsys):
     assert cli.main(["summary", "cnn", "--diagram", str(tmp_path / "d.png")]) == 2
     captured = capsys.readouterr()
-    assert "the diagram is an SVG picture, not .png" in captured.err and "name it d.svg" in captured.err
+    assert "the diagram is an SVG picture; .png is not a diagram's name" in captured.err
+    assert "name it d.svg" in captured.err
     assert captured.out == "" and not (tmp_path / "d.png").exists()
+
+
+def test_a_diagram_named_without_a_suffix_never_replaces_that_file(tmp_path, capsys):
+    # "--diagram notes" wrote the SVG over the user's file called notes
+    mine = tmp_path / "notes"
+    mine.write_text("my notes")
+    assert cli.main(["summary", "cnn", "--diagram", str(mine)]) == 2
+    captured = capsys.readouterr()
+    assert "a name without a suffix is not a diagram's name" in captured.err and "name it notes.svg" in captured.err
+    assert captured.out == "" and mine.read_text() == "my notes"

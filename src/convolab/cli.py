@@ -55,11 +55,10 @@ def run_summary(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from convolab.runs import CONFIG, exists, load_run
+    from convolab.runs import CONFIG, exists, load_run, require_suffix
 
-    if args.diagram and Path(args.diagram).suffix.lower() not in (".svg", ""):   # said before anything is printed
-        raise ConvolabError(f"--diagram {args.diagram}: the diagram is an SVG picture, not {Path(args.diagram).suffix}",
-                            fix=f"name it {Path(args.diagram).with_suffix('.svg').name}")
+    if args.diagram:   # said before anything is printed; a name without .svg may be a file of the user's
+        require_suffix(args.diagram, (".svg",), "the diagram is an SVG picture", "diagram")
     config_file = Path(args.model) / CONFIG
     if exists(config_file) and config_file.is_file():   # a run directory: its model, on the data it was trained on
         run = load_run(args.model)
