@@ -134,3 +134,19 @@ def test_a_convolab_error_in_a_notebook_shows_its_message_and_fix_not_convolabs_
     assert len(ours.traceback) == 1 and ours.traceback[0].startswith(f"{ours.ename}: ")
     assert "fix:" in ours.traceback[0] and "convolab/" not in "\n".join(ours.traceback)
     assert len(other.traceback) > 1 and other.ename == "ZeroDivisionError"
+
+
+def test_a_picture_or_page_is_saved_only_under_its_own_kind_of_name(tmp_path):
+    # curves().save("notes.txt") wrote a PNG over the user's notes
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    import matplotlib.pyplot as plt
+
+    from convolab.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=r"\.txt is not a PNG picture's name, and nothing was written"):
+        Picture(plt.figure(figsize=(1, 1)), "a picture").save(mine)
+    with pytest.raises(ArgumentError, match=r"\.txt is not a page's name, and nothing was written"):
+        Page("<!DOCTYPE html>").save(mine)
+    assert mine.read_text() == "my notes"
+    assert Page("<!DOCTYPE html>").save(tmp_path / "r.html").read_text() == "<!DOCTYPE html>"
