@@ -247,6 +247,23 @@ def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_
         model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
 
 
+def test_the_python_apis_fit_points_the_courses_keras_callback_to_the_keras_api():
+    # myCallback (keras.callbacks.Callback, on_epoch_end(epoch, logs)) was "expected convolab.callbacks.Callback"
+    from convolab import Dense, Flatten, Sequential, keras
+    from convolab.errors import ArgumentError
+
+    class MyCallback(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs.get("accuracy") > 0.6:
+                self.model.stop_training = True
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    for callbacks in ([MyCallback()], MyCallback()):
+        with pytest.raises(ArgumentError, match=r"callbacks=\[MyCallback\(\)\], a keras.callbacks.Callback") as refused:
+            model.fit("no-such-dataset", epochs=1, callbacks=callbacks)
+        assert "stop_at='accuracy>=0.95'" in refused.value.fix and "from convolab import keras" in refused.value.fix
+
+
 @pytest.mark.parametrize("data", [123, None, ["a.png"]])
 def test_the_python_apis_fit_names_data_of_the_wrong_type(data):
     from convolab import Dense, Flatten, Sequential

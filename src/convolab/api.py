@@ -101,6 +101,18 @@ class Sequential:
         from convolab.plots import write_run_pictures
         from convolab.train import TrainConfig, make_progress
 
+        # The course's myCallback (keras.callbacks.Callback, on_epoch_end(epoch, logs)) answers Keras's fit(x, y);
+        # its module is named, not imported: keras/ sits on top of this module.
+        listed = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]
+        keras_style = [callback for callback in listed if not isinstance(callback, Callback)
+                       and any(base.__module__ == "convolab.keras.callbacks" for base in type(callback).__mro__)]
+        if keras_style:
+            raise ArgumentError(f"fit: callbacks=[{type(keras_style[0]).__name__}()], a keras.callbacks.Callback: "
+                                "Keras's callbacks go with Keras's fit(x, y, callbacks=[...]) on arrays",
+                                fix="here stop_at='accuracy>=0.95' does what the course's myCallback does; or use "
+                                    "`from convolab import keras`, keras.models.Sequential([...]), compile and "
+                                    "fit(images, labels, callbacks=[...])")
+
         # Checked before any data is loaded: a wrong type is a message naming the argument, not a TypeError inside.
         def whole(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
