@@ -544,3 +544,19 @@ def test_load_model_of_a_file_that_is_no_model_says_so(tmp_path):
     text.write_text("layers: []\n")
     with pytest.raises(ModelFileError, match="not a model file"):
         keras.models.load_model(str(text))
+
+
+@pytest.mark.parametrize("value", ["False", "yes", 1, None])
+def test_from_logits_that_is_no_bool_is_refused(value):
+    # the string "False" is true: a softmax model would have trained as if it had none
+    with pytest.raises(ArgumentError, match="expected from_logits to be True or False"):
+        keras.losses.SparseCategoricalCrossentropy(from_logits=value)
+    assert keras.losses.CategoricalCrossentropy(from_logits=np.bool_(True)).from_logits is True
+
+
+def test_an_optimizer_or_loss_given_without_calling_it_is_named():
+    with pytest.raises(ArgumentError, match=r"optimizer=keras.optimizers.Adam, the optimizer itself") as refused:
+        tiny_model(optimizer=keras.optimizers.Adam)
+    assert "keras.optimizers.Adam()" in refused.value.fix and "optimizer='adam'" in refused.value.fix
+    with pytest.raises(ArgumentError, match=r"loss=keras.losses.SparseCategoricalCrossentropy, the loss itself"):
+        tiny_model(loss=keras.losses.SparseCategoricalCrossentropy)

@@ -230,7 +230,8 @@ class Sequential(api.Sequential):
                                 fix="loss='sparse_categorical_crossentropy' (class numbers as labels)")
         if metrics is not None and not isinstance(metrics, (list, tuple)):   # Keras refuses a bare name too
             raise ArgumentError(f"compile: expected metrics to be a list, received {short(metrics)} "
-                                f"({type(metrics).__name__})", fix=f"metrics=[{short(metrics)}]")
+                                f"({type(metrics).__name__})",
+                                fix=f"metrics=[{short(metrics) if isinstance(metrics, str) else repr('accuracy')}]")
         metrics = list(metrics or [])
         for metric in metrics:
             if metric not in METRICS:

@@ -65,6 +65,11 @@ def get(identifier) -> Optimizer:
         return identifier
     if isinstance(identifier, str) and identifier.lower() in BY_STRING:
         return BY_STRING[identifier.lower()]()
+    uncalled = [name for name, factory in OPTIMIZERS.items() if identifier is factory]
+    if uncalled:
+        raise ArgumentError(f"compile: optimizer=keras.optimizers.{uncalled[0]}, the optimizer itself rather than one "
+                            "made by calling it", fix=f"optimizer=keras.optimizers.{uncalled[0]}() (learning_rate=... "
+                                                      f"inside the parentheses), or optimizer='{uncalled[0].lower()}'")
     raise unsupported(f"optimizer {identifier!r}", list(BY_STRING) + [f"keras.optimizers.{name}(...)" for name in
                                                                        OPTIMIZERS])
 
