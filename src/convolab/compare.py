@@ -127,6 +127,8 @@ def is_run_entry(entry: str) -> bool:
 
 def is_run_directory(entry: str) -> bool:
     """Whether `entry` names an existing run directory (rather than a model)."""
+    if not exists(entry):
+        return False
     try:
         require_run(entry)
         return True

@@ -17,7 +17,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from convolab.runs import atomic_write_bytes, atomic_write_text
+from convolab.runs import atomic_write_bytes, atomic_write_text, require_suffix
 from convolab.train import EpochTotals, Progress
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "cpu_seconds")
@@ -61,7 +61,9 @@ class Picture:
 
     def save(self, path: str | Path) -> Path:
         """Write the PNG (folders made as needed: atomic_write_bytes makes them, a failure is its WriteError);
-        returns the path."""
+        returns the path. Only under a .png name: the bytes are a PNG's, and another name may be a file of the
+        user's (`curves().save("notes.txt")`)."""
+        require_suffix(path, (".png",), "the picture is a PNG", "PNG picture")
         return atomic_write_bytes(Path(path), self.png)
 
     def __repr__(self) -> str:
@@ -79,6 +81,8 @@ class Page:
                 f'style="width:100%;height:{self.height}px;border:1px solid #ddd"></iframe>')
 
     def save(self, path: str | Path) -> Path:
+        """Write the page, only under a page's name (.html, .htm), as `convolab report --out` does."""
+        require_suffix(path, (".html", ".htm"), "the report is a web page", "page")
         return atomic_write_text(Path(path), self.html)
 
     def __repr__(self) -> str:

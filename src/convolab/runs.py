@@ -696,7 +696,8 @@ def check_data_fits(run: Run, name: str, input_shape: tuple[int, int, int], clas
 
 def exists(path: str | Path) -> bool:
     """Path.exists, except that a name too long for the file system names nothing instead of raising: a one-line spec
-    of more than 255 characters (a deep model) is asked "are you a run?" by every command that takes both."""
+    of more than 255 characters (a deep model) is asked "are you a run?" by every command that takes both. (A command
+    that takes only a run keeps Path.exists: its message is then that the name is too long.)"""
     try:
         return Path(path).exists()
     except OSError as error:
@@ -708,7 +709,7 @@ def exists(path: str | Path) -> bool:
 def require_run(path: str | Path) -> Path:
     """The run directory `path`, or a RunError saying why it is not one."""
     path = Path(path)
-    if not exists(path):
+    if not path.exists():
         raise RunError(f"{path}: no such run directory", fix="give a directory that `convolab train --out` wrote, "
                        "e.g. runs/cnn")
     if not path.is_dir():
