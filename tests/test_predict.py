@@ -118,17 +118,6 @@ def test_predict_prints_the_top_three(run, images, capsys):
     assert lines[0].endswith("boot.png:") and len(lines) == 4 and lines[1].strip().endswith("Ankle boot")
 
 
-def test_the_python_api_refuses_a_top_or_invert_it_cannot_use_once(run, images):
-    # top=0 answered every image with no classes; invert="maybe" was one error per image instead of one refusal
-    import convolab
-    from convolab.errors import ArgumentError
-
-    model = convolab.load(run.path)
-    for arguments, word in (({"top": 0}, "top=0"), ({"top": 2.5}, "top=2.5"), ({"invert": "maybe"}, "invert='maybe'")):
-        with pytest.raises(ArgumentError, match=re.escape(f"predict: {word}")):
-            model.predict(images / "boot.png", **arguments)
-
-
 def test_the_python_api_evaluate_names_data_it_cannot_take(run):
     import convolab
     from convolab.errors import ArgumentError

@@ -220,12 +220,6 @@ class Sequential:
         from convolab.errors import ArgumentError
 
         network, input_shape, class_names, device, _dataset = self._trained()
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:   # top=0 gave empty answers, not an error
-            raise ArgumentError(f"predict: top={top!r:.40}; expected a whole number of classes, 1 or more",
-                                fix="e.g. top=3")
-        if invert not in ("auto", True, False):   # said once, not once per image
-            raise ArgumentError(f"predict: invert={invert!r:.40}; expected 'auto', True or False",
-                                fix="invert='auto' inverts photos with a light background, as the lab's images are")
         height, width, channels = input_shape
         if isinstance(inputs, torch.Tensor):
             if inputs.dim() != 4 or tuple(inputs.shape[1:]) != (channels, height, width):
