@@ -375,3 +375,30 @@ def test_an_interruption_is_not_called_an_error(tmp_path, capsys, monkeypatch):
     interrupt_the_pictures(monkeypatch, "signal")
     assert main(["train", TINY_SPEC, "--epochs", "1", *QUICK, "--out", str(tmp_path / "run"), "--quiet"]) == 130
     assert capsys.readouterr().err.startswith("convolab train: interrupted while drawing")
+
+
+# --- a run's image folder changed since it trained --------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["add", "remove", "touch"])
+def test_resume_refuses_a_run_whose_image_folder_changed_naming_the_file(tmp_path, capsys, change):
+    from train_fixtures import change_folder, train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    named = change_folder(folder, change)
+    capsys.readouterr()
+    # Was: resumed on a new train/test split (test images it had trained on, and the other way round), without a word.
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    counts = {"add": "1 file added, 0 removed, 0 changed", "remove": "0 files added, 1 removed, 0 changed",
+              "touch": "0 files added, 0 removed, 1 changed"}[change]
+    assert f"cannot resume: its image folder {folder} changed since the run trained ({counts}: {named}" in error
+    assert "restore the folder" in error and "--out" in error
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 1      # nothing trained
+
+
+def test_resume_of_an_unchanged_image_folder_trains_on(tmp_path, capsys):
+    from train_fixtures import train_folder_run
+
+    _folder, run = train_folder_run(tmp_path)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    assert "changed" not in capsys.readouterr().err

@@ -112,3 +112,29 @@ def test_every_model_is_checked_before_the_first_one_trains(tmp_path, bad):
                        progress=QuietProgress())
     assert ("conv8x30" in refused.value.message) == ("conv8x30" in bad)   # which model: named
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_comparison_on_an_image_folder_changed_since_neither_reuses_nor_replaces_its_runs(tmp_path, capsys):
+    from convolab.cli import main
+    from convolab.data import load_dataset
+    from train_fixtures import change_folder, train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    argv = ["compare", "flatten,dense", "--data", str(folder), "--image-size", "8,8", "--epochs", "1",
+            "--out", str(tmp_path / "cmp"), "--quiet"]
+    assert main(argv) == 0
+    [trained] = [path.parent for path in (tmp_path / "cmp").glob("*/checkpoint.pt")]
+    assert main(argv) == 0                                   # unchanged: the finished run is reused
+    first = (trained / "checkpoint.pt").read_bytes()
+    named = change_folder(folder, "remove")
+    capsys.readouterr()
+    # Was: reused, its accuracy on the old split set beside runs measured on the new one.
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "before the folder changed (0 files added, 1 removed, 0 changed: " + named in error and "--retrain" in error
+    assert (trained / "checkpoint.pt").read_bytes() == first
+    assert main([*argv, "--retrain"]) == 0
+    # A run named as an entry is the user's choice: in the table, its other test split in the notes.
+    comparison = compare_models([str(run)], load_dataset(folder, image_size=(8, 8), progress=False),
+                                TrainConfig(epochs=1, device="cpu"), tmp_path / "other", progress=QuietProgress())
+    assert comparison.rows[0].reused and "before the folder changed (1 file(s)" in comparison.notes[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,46 @@ def test_the_printed_report_matches_the_golden_file():
     assert text == (GOLDEN / "evaluate_report.txt").read_text()
     metrics = evaluation.to_dict()
     assert metrics["per_class_accuracy"]["dog"] == 0.5 and metrics["confusion_matrix"] == COUNTS
+
+
+# --- a run's image folder changed since it trained --------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["add", "remove", "touch"])
+def test_evaluating_a_run_whose_image_folder_changed_warns_in_one_line_and_still_measures(tmp_path, capsys, change):
+    from convolab.cli import main
+    from convolab.runconfig import FolderChangedWarning
+    from train_fixtures import change_folder, train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FolderChangedWarning)   # unchanged: not a word
+        assert main(["evaluate", str(run)]) == 0
+    named = change_folder(folder, change)
+    # Was: measured the new split (images the model trained on among them) as if it were the run's test set.
+    with warnings.catch_warnings(record=True) as caught:     # the CLI prints each as one "warning:" line
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(run)]) == 0
+    messages = [str(warning.message) for warning in caught if warning.category is FolderChangedWarning]
+    assert len(messages) == 1 and "\n" not in messages[0], messages
+    assert (f"{folder}: the folder changed since the run trained" in messages[0] and named in messages[0]
+            and "the test split is no longer the one the run was trained with" in messages[0])
+    assert "accuracy" in capsys.readouterr().out              # still measured: the user may want the new folder
+
+
+def test_a_run_recorded_without_its_folders_files_evaluates_without_a_warning(tmp_path, capsys):
+    import json
+
+    from convolab.cli import main
+    from convolab.runconfig import FolderChangedWarning
+    from train_fixtures import change_folder, train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    del config["dataset"]["files"]                           # as a run written before the record was kept
+    (run / "config.json").write_text(json.dumps(config))
+    change_folder(folder, "add")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FolderChangedWarning)   # would fail the command
+        assert main(["evaluate", str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -101,3 +101,26 @@ def test_a_damaged_config_is_refused_naming_the_field(tmp_path, capsys, damage, 
     assert main(["evaluate", str(run_dir), "--offline"]) == 2
     error = capsys.readouterr().err
     assert message in error and "fix:" in error and "internal error" not in error
+
+
+def test_an_image_folder_run_records_its_files_and_its_data_record_warns_once_they_change(tmp_path, recwarn):
+    from convolab.runconfig import FolderChangedWarning
+    from train_fixtures import change_folder, train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    files = json.loads((run / "config.json").read_text())["dataset"]["files"]
+    assert files["count"] == 8 and len(files["sha256"]) == 64 and sorted(files["files"])[0] == "dark/0.png"
+    record = load_run(run).config.dataset
+    assert record.files == files                             # read back as written
+    record.test_data()
+    assert not [warning for warning in recwarn if warning.category is FolderChangedWarning]
+    change_folder(folder, "touch")
+    with pytest.warns(FolderChangedWarning, match="0 files added, 0 removed, 1 changed: light/1.png"):
+        load_run(run).test_data()                             # what show, report and predict measure on
+
+
+def test_a_named_datasets_run_records_no_files(tmp_path):
+    from train_fixtures import train_tiny_run
+
+    train_tiny_run(tmp_path / "run", train=64, test=32)
+    assert "files" not in json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]

@@ -68,3 +68,35 @@ class StopAtStep(Progress):
 
     def end_epoch(self, epoch, epochs, logs):
         pass
+
+
+def train_folder_run(tmp_path, epochs: int = 1):
+    """A run trained for `epochs` on a tiny image folder (4 gray 8x8 PNGs in each of 2 classes): (folder, run)."""
+    from PIL import Image
+
+    from convolab.cli import main
+
+    folder = tmp_path / "photos"
+    for label, name in enumerate(("dark", "light")):
+        (folder / name).mkdir(parents=True)
+        for index in range(4):
+            Image.new("L", (8, 8), 60 + 120 * label + index).save(folder / name / f"{index}.png")
+    run = tmp_path / "run"
+    assert main(["train", "flatten,dense", "--data", str(folder), "--image-size", "8,8", "--epochs", str(epochs),
+                 "--quiet", "--out", str(run)]) == 0
+    return folder, run
+
+
+def change_folder(folder, change: str) -> str:
+    """Add, remove or touch (a newer modification time, same bytes) one file of a train_folder_run folder; returns
+    the file's path relative to the folder, as messages name it."""
+    if change == "add":
+        (folder / "dark" / "new.png").write_bytes((folder / "dark" / "0.png").read_bytes())
+        return "dark/new.png"
+    target = folder / "light" / "1.png"
+    if change == "remove":
+        target.unlink()
+    else:
+        status = target.stat()
+        os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+    return "light/1.png"

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from convolab.callbacks import StopAtTarget
 from convolab.data import Dataset
+from convolab.data.fingerprint import FolderChanges
 from convolab.errors import ConvolabError, RunError, SpecError
 from convolab.experiment import DataSelection, TrainResult, train_run
+from convolab.runconfig import DataRecord
 from convolab.runs import (CHECKPOINT, CONFIG, METRICS, ModelWeights, Run, RunDirectory, exists, folder_name,
                            load_model_source, load_run, read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
@@ -164,12 +166,33 @@ def same_experiment(path: Path, spec: ModelSpec, dataset: Dataset, config: Train
             and saved.stop_at == stop_at)
 
 
+def _changes_of_same_folder(recorded: DataRecord, dataset: Dataset) -> FolderChanges | None:
+    """What changed in the image folder a run trained on, when `dataset` is that folder loaded now; None otherwise."""
+    if recorded.selection.options.get("source") != dataset.options.get("source"):
+        return None
+    return recorded.folder_changes(dataset)
+
+
+def _folder_changes_since(path: Path, dataset: Dataset) -> FolderChanges | None:
+    """The folder changes since the run at `path` trained on `dataset`'s folder; None without a readable run there."""
+    if not is_run_directory(str(path)):
+        return None
+    try:
+        saved = RunDirectory(path).read_config()
+    except ConvolabError:
+        return None
+    return _changes_of_same_folder(saved.dataset, dataset)
+
+
 def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: DataSelection) -> list[str]:
     """What a reused run did differently from this comparison (the table is fair only without these)."""
     notes = []
     data, train = run.config.dataset, run.config.train
     if data.name != dataset.name:
         notes.append(f"data {data.name} (here {dataset.name})")
+    changes = _changes_of_same_folder(data, dataset)
+    if changes is not None:   # a run given by name is the user's choice: shown, with its test split called another
+        notes.append(f"data {data.name} before the folder changed ({changes.file_count} file(s): another test split)")
     if data.selection.train_limit != selection.train_limit:
         notes.append(f"train_limit {data.selection.train_limit} (here {selection.train_limit})")
     for key in ("seed", "epochs", "batch_size", "optimizer", "learning_rate", "validation_split"):
@@ -229,6 +252,15 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
         name = names[position] if names else run_name(entry if isinstance(entry, str) else (spec.name or "model"),
                                                       spec, taken)
         out = Path(out_root) / name
+        # A finished run there trained on the folder before its files changed is neither reused (its test split is
+        # another: the table would set numbers on different test images side by side) nor trained over (its results
+        # would be lost without a word): the least surprising is to stop and say so, as for a run trained differently.
+        changes = None if retrain or not exists(out / METRICS) else _folder_changes_since(out, dataset)
+        if changes is not None:
+            raise RunError(f"{out} holds a run trained on {dataset.options.get('source')} before the folder changed "
+                           f"({changes.describe()}); its test split is no longer this comparison's",
+                           fix="add --retrain to train the models again on the folder as it is now, or give another "
+                               "--out")
         # A Keras file's run started from its weights: a finished run of the same spec need not have.
         if not retrain and weights is None and matching_finished_run(out, spec, dataset, config, selection, stop_at):
             progress.message(f"{name}: reusing the finished run in {out} (same spec, data and settings)")

@@ -236,7 +236,7 @@ def run_config(name: str, spec: ModelSpec, dataset: Dataset, selection: DataSele
                device: torch.device, stop_at: str | None, early_stopping: int | None, sizes: dict) -> RunConfig:
     """The record config.json keeps: everything needed to trace a number to how it was made, and to rebuild the run."""
     record = DataRecord(name=dataset.name, selection=selection, input_shape=dataset.input_shape,
-                        class_names=tuple(dataset.class_names), source=dataset.source, sizes=sizes)
+                        class_names=tuple(dataset.class_names), source=dataset.source, sizes=sizes, files=dataset.files)
     return RunConfig(name=name, spec=spec, dataset=record, train=config, stop_at=stop_at,
                      early_stopping=early_stopping, device=str(device), hardware=hardware(device), versions=versions(),
                      command=python_command(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -417,7 +417,14 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
             checkpoint.get("stop_reason") else "start a new run with another --out",
         )
     recorded = saved.dataset
-    dataset = dataset or recorded.load()
+    dataset = dataset or load_dataset(**recorded.load_options(), progress=False)
+    changes = recorded.folder_changes(dataset)
+    if changes is not None:   # another split: the weights would go on learning from (and be tested on) other images
+        source = recorded.selection.options.get("source")
+        raise RunError(f"{path}: cannot resume: its image folder {source} changed since the run trained "
+                       f"({changes.describe()}); its train/test split would no longer be the run's",
+                       fix=f"restore the folder as it was (the {changes.file_count} file(s) named), or train a new run "
+                           "on the folder as it is now with another --out")
     if tuple(dataset.class_names) != recorded.class_names or tuple(dataset.input_shape) != recorded.input_shape:
         raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}, "
                        f"{len(dataset.class_names)} classes; config.json records {recorded.name}, {recorded.input_shape}, "

@@ -10,10 +10,12 @@ a run's settings through this record, never through the raw dict.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convolab.data.fingerprint import FolderChanges
 from convolab.data.folders import class_name_text
 from convolab.errors import ConvolabError, RunError
 from convolab.spec import ModelSpec, spec_from_dict
@@ -24,6 +26,10 @@ if TYPE_CHECKING:   # train.py sits above runs.py, which reads this record; impo
 CONFIG_FORMAT = "convolab-run-config"
 CONFIG_VERSION = 2
 LOSS = "sparse categorical cross-entropy on logits"
+
+
+class FolderChangedWarning(UserWarning):
+    """A run's image folder holds other files than when the run trained: its test split is another."""
 
 
 @dataclass
@@ -45,6 +51,9 @@ class DataRecord:
     class_names: tuple[str, ...]
     source: str = ""                 # where it was found, in words
     sizes: dict[str, int] = field(default_factory=dict)   # train_size, validation_size, test_size
+    # an image folder's files when the run trained (data.fingerprint.folder_record); empty for named datasets and
+    # for runs written before it was recorded, which load as they always did
+    files: dict = field(default_factory=dict)
 
     def load_options(self, data_dir: str | None = None, offline: bool = False) -> dict:
         """load_dataset's arguments for this data; a data_dir or offline given now wins over the recorded ones."""
@@ -54,10 +63,22 @@ class DataRecord:
         return options
 
     def load(self, data_dir: str | None = None, offline: bool = False):
-        """The dataset again, as recorded (a data.Dataset)."""
+        """The dataset again, as recorded (a data.Dataset); a FolderChangedWarning when its folder's files changed
+        since the run trained (the test split is then another: the caller may still want to measure it)."""
         from convolab.data import load_dataset
 
-        return load_dataset(**self.load_options(data_dir, offline), progress=False)
+        dataset = load_dataset(**self.load_options(data_dir, offline), progress=False)
+        changes = self.folder_changes(dataset)
+        if changes is not None:
+            warnings.warn(f"{self.selection.options.get('source')}: the folder changed since the run trained "
+                          f"({changes.describe()}); the test split is no longer the one the run was trained with, "
+                          "so these numbers are not the run's", FolderChangedWarning, stacklevel=2)
+        return dataset
+
+    def folder_changes(self, dataset) -> FolderChanges | None:
+        """What changed in the run's image folder, comparing `dataset` (the folder loaded now) with the record; None
+        when nothing did, or nothing was recorded."""
+        return FolderChanges.between(self.files, dataset.files)
 
     def test_data(self):
         """The test images (uint8 NCHW) and labels the run was evaluated on: its --test-limit applies, so image numbers
@@ -105,7 +126,8 @@ class RunConfig:
                         "train_limit": self.dataset.selection.train_limit,
                         "test_limit": self.dataset.selection.test_limit,
                         "input_shape": list(self.dataset.input_shape), "class_names": list(self.dataset.class_names),
-                        **self.dataset.sizes},
+                        **self.dataset.sizes,
+                        **({"files": self.dataset.files} if self.dataset.files else {})},
             "train": dataclasses.asdict(self.train),
             "loss": self.loss,
             "callbacks": {"stop_at": self.stop_at, "early_stopping": self.early_stopping},
@@ -148,11 +170,14 @@ class RunConfig:
         class_names = reader.get(data, "class_names", list, "dataset.class_names")
         if not class_names or not all(isinstance(name_, str) for name_ in class_names):
             reader.fail("dataset.class_names; expected a list of class names")
+        files = data.get("files") or {}
+        if not isinstance(files, dict) or not isinstance(files.get("sha256", ""), str):
+            reader.fail(f"dataset.files is {files!r:.60}; expected an object with count, sha256 and files")
         sizes = {key: data[key] for key in ("train_size", "validation_size", "test_size") if isinstance(data.get(key), int)}
         # class_name_text: a run written before folder names were made text may hold undecodable bytes.
         record = DataRecord(name=name, selection=selection, input_shape=tuple(input_shape),
                             class_names=tuple(class_name_text(name_) for name_ in class_names),
-                            source=str(data.get("source") or ""), sizes=sizes)
+                            source=str(data.get("source") or ""), sizes=sizes, files=files)
         callbacks = reader.mapping(top.get("callbacks") or {}, "callbacks")
         return cls(
             name=str(top.get("name") or Path(source).parent.name), spec=spec, dataset=record,

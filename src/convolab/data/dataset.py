@@ -30,6 +30,9 @@ class Dataset:
     # load_dataset's arguments that give this data again (a run records them, so that evaluate and --resume reload
     # it); empty when the dataset was made another way
     options: dict = field(default_factory=dict)
+    # an image folder's files as loaded (fingerprint.folder_record: count, SHA-256, listing): a run records it, so that
+    # evaluate, show, report and --resume notice a folder changed since; empty for named datasets
+    files: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

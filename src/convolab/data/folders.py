@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from convolab.data.dataset import Dataset
+from convolab.data.fingerprint import folder_record
 from convolab.errors import DataError
 from convolab.images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_image
 
@@ -247,8 +248,10 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     if needs_streaming(sum(map(len, listed.values())), input_shape, stream, memory_budget):
         files = [FolderFile(path, label, split_root.name if presplit else "all")
                  for split_root, entries in listed.items() for path, label in entries]
-        return load_streamed_folder(root, class_names, files, skipped, (height, width), channels, how, test_split, seed,
-                                    report=report)
+        dataset = load_streamed_folder(root, class_names, files, skipped, (height, width), channels, how, test_split,
+                                       seed, report=report)
+        dataset.files = folder_record(root, [file.path for file in files])
+        return dataset
     if presplit:
         train_images, train_labels = _read_folder_split(listed[root / "train"], input_shape, skipped)
         test_images, test_labels = _read_folder_split(listed[root / "test"], input_shape, skipped)
@@ -264,4 +267,5 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         name=root.name, class_names=class_names,
         train_images=train_images, train_labels=train_labels, test_images=test_images, test_labels=test_labels,
         source=f"image folder {root} ({how})", skipped_files=tuple(skipped),
+        files=folder_record(root, [path for entries in listed.values() for path, _label in entries]),
     )

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convolab.data.fingerprint import digest, stat_files
 from convolab.errors import DataError, WriteError
 
 CACHE_FORMAT = 1
@@ -189,12 +190,9 @@ class FolderFile:
 
 def fingerprint(root: Path, files: list[FolderFile], stored_shape: tuple[int, int, int]) -> str:
     """SHA-256 of every file's relative path, size, modification time, label and split, and the stored shape."""
-    digest = hashlib.sha256(f"convolab-folder-cache {CACHE_FORMAT} {stored_shape}\n".encode())
-    for file in files:
-        stat = file.path.stat()
-        digest.update(os.fsencode(file.path.relative_to(root)))   # bytes as on disk: any name, UTF-8 or not
-        digest.update(f"\0{stat.st_size}\0{stat.st_mtime_ns}\0{file.label}\0{file.split}\n".encode())
-    return digest.hexdigest()
+    stats = stat_files(root, [file.path for file in files])
+    return digest(f"convolab-folder-cache {CACHE_FORMAT} {stored_shape}\n", stats,
+                  [f"\0{file.label}\0{file.split}" for file in files])
 
 
 def cache_directory(root: Path, stored_shape: tuple[int, int, int]) -> Path:
