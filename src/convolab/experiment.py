@@ -471,7 +471,10 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
         if data.get("source") is None:           # --channels or --image-size alone: the recorded data, shaped so
             data = {**run.config.dataset.load_options(data_dir, offline),
                     **{key: value for key, value in data.items() if value is not None and key != "source"}}
-        dataset = load_dataset(**data, progress=False)
+            dataset = load_dataset(**data, progress=False)
+            run.config.dataset.warn_if_changed(dataset)
+        else:
+            dataset = load_dataset(**data, progress=False)
     check_data_fits(run, dataset.name, dataset.input_shape, dataset.class_names,
                     fix=f"give data of that shape, e.g. --channels {run.input_shape[2]} --image-size "
                         f"{run.input_shape[0]},{run.input_shape[1]} (with --data for other data)"

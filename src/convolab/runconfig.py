@@ -68,12 +68,17 @@ class DataRecord:
         from convolab.data import load_dataset
 
         dataset = load_dataset(**self.load_options(data_dir, offline), progress=False)
+        self.warn_if_changed(dataset)
+        return dataset
+
+    def warn_if_changed(self, dataset) -> None:
+        """A FolderChangedWarning (one line on the command line) when `dataset`, the run's folder loaded now, holds
+        other files than the run trained on."""
         changes = self.folder_changes(dataset)
         if changes is not None:
             warnings.warn(f"{self.selection.options.get('source')}: the folder changed since the run trained "
                           f"({changes.describe()}); the test split is no longer the one the run was trained with, "
-                          "so these numbers are not the run's", FolderChangedWarning, stacklevel=2)
-        return dataset
+                          "so these numbers are not the run's", FolderChangedWarning, stacklevel=3)
 
     def folder_changes(self, dataset) -> FolderChanges | None:
         """What changed in the run's image folder, comparing `dataset` (the folder loaded now) with the record; None
