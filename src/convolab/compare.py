@@ -19,7 +19,7 @@ from convolab.data import Dataset
 from convolab.data.fingerprint import FolderChanges
 from convolab.errors import ConvolabError, RunError, SpecError
 from convolab.experiment import DataSelection, TrainResult, train_run
-from convolab.runconfig import DataRecord
+from convolab.runconfig import DataRecord, RunConfig
 from convolab.runs import (CHECKPOINT, CONFIG, METRICS, ModelWeights, Run, RunDirectory, exists, folder_name,
                            load_model_source, load_run, read_checkpoint, require_run)
 from convolab.shapes import analyze, totals
@@ -150,15 +150,22 @@ def matching_finished_run(path: Path, spec: ModelSpec, dataset: Dataset, config:
     return status in ("finished", "stopped")
 
 
+def _saved_config(path: Path) -> RunConfig | None:
+    """The config of the run at `path`; None when there is no run there, or its config cannot be read."""
+    if not is_run_directory(str(path)):
+        return None
+    try:
+        return RunDirectory(path).read_config()
+    except ConvolabError:
+        return None
+
+
 def same_experiment(path: Path, spec: ModelSpec, dataset: Dataset, config: TrainConfig, selection: DataSelection,
                     stop_at: str | None) -> bool:
     """Whether the run at `path` was started with this very spec, data, subset, hyperparameters and target (finished
     or not: an interrupted try of this comparison may be trained again in its place)."""
-    if not is_run_directory(str(path)):
-        return False
-    try:
-        saved = RunDirectory(path).read_config()
-    except ConvolabError:
+    saved = _saved_config(path)
+    if saved is None:
         return False
     recorded = saved.dataset.selection
     return (saved.spec.to_line() == spec.to_line() and saved.train == config and saved.dataset.name == dataset.name
@@ -175,13 +182,8 @@ def _changes_of_same_folder(recorded: DataRecord, dataset: Dataset) -> FolderCha
 
 def _folder_changes_since(path: Path, dataset: Dataset) -> FolderChanges | None:
     """The folder changes since the run at `path` trained on `dataset`'s folder; None without a readable run there."""
-    if not is_run_directory(str(path)):
-        return None
-    try:
-        saved = RunDirectory(path).read_config()
-    except ConvolabError:
-        return None
-    return _changes_of_same_folder(saved.dataset, dataset)
+    saved = _saved_config(path)
+    return None if saved is None else _changes_of_same_folder(saved.dataset, dataset)
 
 
 def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: DataSelection) -> list[str]:
