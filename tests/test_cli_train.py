@@ -392,7 +392,7 @@ def test_resume_refuses_a_run_whose_image_folder_changed_naming_the_file(tmp_pat
     counts = {"add": "1 file added, 0 removed, 0 changed", "remove": "0 files added, 1 removed, 0 changed",
               "touch": "0 files added, 0 removed, 1 changed"}[change]
     assert f"cannot resume: its image folder {folder} changed since the run trained ({counts}: {named}" in error
-    assert "restore the folder" in error and "--out" in error
+    assert "fix: restore the 1 file(s) in" in error and "--out" in error
     assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 1      # nothing trained
 
 

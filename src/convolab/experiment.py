@@ -423,8 +423,8 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
         source = recorded.selection.options.get("source")
         raise RunError(f"{path}: cannot resume: its image folder {source} changed since the run trained "
                        f"({changes.describe()}); its train/test split would no longer be the run's",
-                       fix=f"restore the folder as it was (the {changes.file_count} file(s) named), or train a new run "
-                           "on the folder as it is now with another --out")
+                       fix=f"restore the {changes.file_count} file(s) in {source} as they were, or train a new run on "
+                           "the folder as it is now with another --out")
     if tuple(dataset.class_names) != recorded.class_names or tuple(dataset.input_shape) != recorded.input_shape:
         raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}, "
                        f"{len(dataset.class_names)} classes; config.json records {recorded.name}, {recorded.input_shape}, "
