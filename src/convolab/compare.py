@@ -194,7 +194,8 @@ def _differences(run: Run, dataset: Dataset, config: TrainConfig, selection: Dat
         notes.append(f"data {data.name} (here {dataset.name})")
     changes = _changes_of_same_folder(data, dataset)
     if changes is not None:   # a run given by name is the user's choice: shown, with its test split called another
-        notes.append(f"data {data.name} before the folder changed ({changes.file_count} file(s): another test split)")
+        notes.append(f"data {data.name} before the folder changed ({changes.file_count} file(s): "
+                     f"{'another test split' if changes.moves_the_split else 'the same split, files edited or copied'})")
     if data.selection.train_limit != selection.train_limit:
         notes.append(f"train_limit {data.selection.train_limit} (here {selection.train_limit})")
     for key in ("seed", "epochs", "batch_size", "optimizer", "learning_rate", "validation_split"):
@@ -257,8 +258,9 @@ def compare_models(entries: Sequence[str | ModelSpec], dataset: Dataset, config:
         # A finished run there trained on the folder before its files changed is neither reused (its test split is
         # another: the table would set numbers on different test images side by side) nor trained over (its results
         # would be lost without a word): the least surprising is to stop and say so, as for a run trained differently.
+        # Files that only changed size or time (a copy without their times) keep the split: reused as before.
         changes = None if retrain or not exists(out / METRICS) else _folder_changes_since(out, dataset)
-        if changes is not None:
+        if changes is not None and changes.moves_the_split:
             raise RunError(f"{out} holds a run trained on {dataset.options.get('source')} before the folder changed "
                            f"({changes.describe()}); its test split is no longer this comparison's",
                            fix="add --retrain to train the models again on the folder as it is now, or give another "

@@ -419,7 +419,9 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     recorded = saved.dataset
     dataset = dataset or load_dataset(**recorded.load_options(), progress=False)
     changes = recorded.folder_changes(dataset)
-    if changes is not None:   # another split: the weights would go on learning from (and be tested on) other images
+    if changes is not None and not changes.moves_the_split:   # the same split; say that files differ, and go on
+        recorded.warn_if_changed(dataset)
+    elif changes is not None:   # another split: the weights would go on learning from (and be tested on) other images
         source = recorded.selection.options.get("source")
         raise RunError(f"{path}: cannot resume: its image folder {source} changed since the run trained "
                        f"({changes.describe()}); its train/test split would no longer be the run's",

@@ -75,10 +75,14 @@ class DataRecord:
         """A FolderChangedWarning (one line on the command line) when `dataset`, the run's folder loaded now, holds
         other files than the run trained on."""
         changes = self.folder_changes(dataset)
-        if changes is not None:
-            warnings.warn(f"{self.selection.options.get('source')}: the folder changed since the run trained "
-                          f"({changes.describe()}); the test split is no longer the one the run was trained with, "
-                          "so these numbers are not the run's", FolderChangedWarning, stacklevel=3)
+        if changes is None:
+            return
+        consequence = ("the test split is no longer the one the run was trained with, so these numbers are not the "
+                       "run's" if changes.moves_the_split else
+                       "the split is the same, but these images may not be the ones the run saw (edited, or copied "
+                       "without their times)")
+        warnings.warn(f"{self.selection.options.get('source')}: the folder changed since the run trained "
+                      f"({changes.describe()}); {consequence}", FolderChangedWarning, stacklevel=3)
 
     def folder_changes(self, dataset) -> FolderChanges | None:
         """What changed in the run's image folder, comparing `dataset` (the folder loaded now) with the record; None

@@ -85,6 +85,13 @@ class FolderChanges:
         return changes
 
     @property
+    def moves_the_split(self) -> bool:
+        """Whether the train/test split is another: files added or removed (a split is a seeded shuffle of the file
+        list), or a record without its listing that cannot say. Files that only changed size or time keep the split:
+        edited, or copied without their times (`cp -r`, a git checkout; `cp -p` and `rsync -a` keep them)."""
+        return bool(self.added or self.removed) or not self.changed
+
+    @property
     def file_count(self) -> int:
         """How many files differ (at least 1: the digests differ)."""
         return max(1, len(self.added) + len(self.removed) + len(self.changed))
