@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 
 from convolab.callbacks import Callback
 from convolab.cli import main
+from convolab.errors import RunError
 from convolab.train import TrainingInterrupted
 from train_fixtures import TINY_SPEC, train_tiny_run
 
@@ -262,6 +264,25 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_an_interruption(m
     finally:
         signal.signal(signal.SIGINT, previous)
     assert capsys.readouterr().err == "convolab summary: interrupted\n"
+
+
+class DeleteTheRun(Callback):
+    """What the page's user (or `rm -r`) does to a run as its first epoch ends."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_epoch_end(self, state) -> None:
+        shutil.rmtree(self.run)
+
+
+def test_a_run_deleted_while_it_trains_stops_training_and_is_not_made_again(tmp_path):
+    out = tmp_path / "run"
+    # Was: trained on, made the folder again without config.json, and ended "finished" with status 0; evaluate then
+    # said the folder was not a run.
+    with pytest.raises(RunError, match="the run was deleted while it trained .its folder is gone.; training stops"):
+        train_tiny_run(out, epochs=2, callbacks=[DeleteTheRun(out)])
+    assert not out.exists()
 
 
 def test_sigterm_outside_training_is_one_line_and_143(tmp_path):

@@ -495,6 +495,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.made = False   # whether the folder has been seen to exist (_require_folder)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -581,20 +582,35 @@ class RunDirectory:
         return self.read_config().dataset.test_data()
 
     def write_history(self, history: list[dict]) -> None:
+        self._require_folder()
         atomic_write_json(self.file(HISTORY_JSON), history)
         atomic_write_text(self.file(HISTORY_CSV), history_csv(history))
 
+    def _require_folder(self) -> None:
+        """Before each file training writes: a folder that was there once and is gone was deleted while the run
+        trained (its runs folder cleaned, `rm -r`), and a write would make it again, holding files without the
+        run's config.json that no command can read. RunError instead, nothing written."""
+        if self.path.is_dir():
+            self.made = True
+        elif self.made:
+            raise RunError(f"{self.path}: the run was deleted while it trained (its folder is gone); training stops "
+                           "here and writes nothing more",
+                           fix="train it again with the same command, into the same folder or another --out")
+
     def save_checkpoint(self, payload: dict) -> None:
         """The resumable state; `payload` is built by train.fit (see train.checkpoint_payload)."""
+        self._require_folder()
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, self.file(CHECKPOINT))
 
     def save_best(self, model: torch.nn.Module, epoch: int, monitor: str, value: float) -> None:
         """The weights of the best epoch so far, by `monitor`."""
+        self._require_folder()
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": "best",
                            "model": model.state_dict(), "epoch": epoch, "monitor": monitor, "value": value},
                           self.file(BEST))
 
     def write_metrics(self, metrics: dict) -> None:
+        self._require_folder()
         atomic_write_json(self.file(METRICS), metrics)
 
     def load_checkpoint(self) -> dict:
