@@ -150,3 +150,15 @@ def test_a_picture_or_page_is_saved_only_under_its_own_kind_of_name(tmp_path):
         Page("<!DOCTYPE html>").save(mine)
     assert mine.read_text() == "my notes"
     assert Page("<!DOCTYPE html>").save(tmp_path / "r.html").read_text() == "<!DOCTYPE html>"
+
+
+def test_a_runs_grid_numbers_the_images_it_was_tested_on(tmp_path):
+    # Was: image 99 of the whole test set drawn for a run tested on 32 images, where `convolab show` refused it.
+    from convolab.errors import RunError
+    from train_fixtures import train_tiny_run
+
+    result = train_tiny_run(tmp_path / "run", spec="conv4x3,pool2,flatten,dense", train=128, test=32)
+    assert "(32 test)" in repr(result)
+    with pytest.raises(RunError, match="image index 99 is out of range: the test set has 32 images"):
+        result.show(images=[99])
+    assert result.show(images=[31]).png.startswith(b"\x89PNG")

@@ -83,6 +83,12 @@ class TrainResult:
     evaluation: Evaluation
     run_dir: Path | None
     dataset: Dataset
+    test_data: tuple | None = None   # the (images, labels) it was tested on: test_limit applied; None: the dataset's
+
+    @property
+    def tested(self) -> tuple:
+        """The test images (uint8 NCHW) and labels the run was evaluated on, as the CLI's show and report number them."""
+        return self.test_data if self.test_data is not None else (self.dataset.test_images, self.dataset.test_labels)
 
     @property
     def history(self) -> list[dict]:
@@ -103,12 +109,13 @@ class TrainResult:
         from convolab.notebook import Picture
         from convolab.plots import run_activation_grid
 
-        images = (lab_images(len(self.dataset.test_images)) if images is None
+        test_images, test_labels = self.tested
+        images = (lab_images(len(test_images)) if images is None
                   else whole_numbers("images", images, "[0, 23, 28]"))
         if not is_whole(filter):
             raise ArgumentError(f"filter={filter!r}; expected a whole number (a channel of the layers)", fix="e.g. filter=1")
         layers = layer_positions(self.spec, layers, VISUAL_LAYER_TYPES)
-        figure = run_activation_grid(self.model, self.spec, self.dataset.test_images, self.dataset.test_labels,
+        figure = run_activation_grid(self.model, self.spec, test_images, test_labels,
                                      list(self.dataset.class_names), images, filter, layers)
         return Picture(figure, f"{self.name}: test images {images}, filter {filter}")
 
@@ -152,7 +159,7 @@ class TrainResult:
 
     def _facts(self) -> list[tuple[str, str]]:
         last = self.history[-1] if self.history else {}
-        facts = [("model", self.spec.to_line()), ("data", f"{self.dataset.name} ({len(self.dataset.test_images)} test)"),
+        facts = [("model", self.spec.to_line()), ("data", f"{self.dataset.name} ({len(self.tested[0])} test)"),
                  ("epochs", f"{self.state.epoch} ({self.state.status})")]
         if self.state.stop_reason:
             facts.append(("stopped", self.state.stop_reason))
@@ -260,7 +267,7 @@ def _finish(name: str, spec: ModelSpec, model: torch.nn.Module, state: TrainingS
     progress.message(f"test: loss {evaluation.loss:.4f}  accuracy {evaluation.accuracy:.4f}  "
                      f"({evaluation.count} images)")
     result = TrainResult(name=name, spec=spec, model=model, state=state, evaluation=evaluation,
-                         run_dir=run.path if run else None, dataset=dataset)
+                         run_dir=run.path if run else None, dataset=dataset, test_data=test_data)
     if run is not None:
         run.write_metrics({**evaluation.to_dict(), "epochs_trained": state.epoch, "status": state.status,
                            "stop_reason": state.stop_reason, "seconds_per_epoch": result.seconds_per_epoch})
