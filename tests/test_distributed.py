@@ -256,3 +256,19 @@ def test_the_root_cause_is_the_process_that_was_not_stopped_by_the_others():
                 2: SimpleNamespace(exitcode=1, timestamp=0, pid=12)}
     assert distributed.root_cause(failures)[0] == 1
     assert distributed.root_cause({0: failures[0], 2: failures[2]})[0] == 2
+
+
+def test_a_rank_ends_with_its_status_its_output_and_its_exit_handlers_but_without_the_final_teardown(tmp_path):
+    # end_rank_process: what a rank's `python -m convolab` does after main() (the teardown could abort it)
+    marker = tmp_path / "atexit-ran"
+    script = ("import atexit, sys\n"
+              f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+              "print('done, unflushed', end='')\n"
+              "class Teardown:\n"
+              "    def __del__(self): print(' and torn down', end='')\n"
+              "kept = Teardown()\n"
+              "from convolab.distributed import end_rank_process\n"
+              "end_rank_process(3)\n")
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (ended.returncode, ended.stdout) == (3, "done, unflushed"), ended.stderr
+    assert marker.read_text() == "yes"

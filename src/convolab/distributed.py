@@ -114,6 +114,28 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+def end_rank_process(status: int) -> None:
+    """End a torchrun rank's process with `status` once its command is done, without CPython's final teardown.
+
+    Why: what PyTorch leaves of a job after destroy_process_group (gloo's worker threads, the futures of the gradient
+    hook, which hold Python objects) can be destroyed during that teardown, when another thread can no longer take
+    the GIL: the thread is ended inside C++ code that may not be unwound, and the process aborts ("terminate called
+    without an active exception", SIGABRT) after its work is done. Seen about once in a few hundred jobs, under load;
+    torchrun then stops the job and calls it failed. Everything a rank writes is written and closed by now (files
+    atomically, the checkpoint and metrics by rank 0), so the buffers are flushed, the atexit handlers run while
+    Python is whole, and the process ends there. Only for a rank: a process of its own that torchrun started."""
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe: nothing more can be said
+            pass
+    os._exit(status)
+
+
 def check_batch_size(count: int, batch_size: int, world_size: int) -> None:
     """Every rank needs at least one image of every global batch, the last (shorter) one included."""
     last = count % batch_size or batch_size
