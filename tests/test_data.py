@@ -636,6 +636,7 @@ def test_a_class_whose_files_are_all_unreadable_is_an_error(tmp_path):
     ({"seed": "0"}, "seed='0'; expected a whole number"),                      # was: RuntimeError from manual_seed
     ({"seed": 1.5}, "seed=1.5; expected a whole number"),
     ({"seed": 2**64}, "seed=18446744073709551616; expected a whole number"),   # was: ValueError (overflow)
+    ({"seed": -1}, "seed=-1; expected a whole number from 0"),                # was accepted; --seed -1 is refused
     ({"channels": True}, "channels=True; expected 1 .gray. or 3"),             # was: TypeError, True == 1
     ({"image_size": True}, "image_size=True; expected .height, width."),       # was: a 1x1 image
     ({"image_size": (28.5, 28)}, r"image_size=\(28.5, 28\); expected \(height, width\) in whole pixels"),   # was: 28

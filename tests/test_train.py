@@ -186,6 +186,7 @@ def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_an_error():
     ("epochs", 0, "epochs=0"), ("batch_size", -1, "batch_size=-1"), ("optimizer", "adamm", "optimizer='adamm'"),
     ("learning_rate", 0, "learning_rate=0"), ("validation_split", 1.0, "validation_split=1.0"),
     ("device", "tpu", "device='tpu'"), ("threads", "0", "threads='0'"), ("threads", "many", "threads='many'"),
+    ("seed", -1, "seed=-1; expected a whole number from 0"),   # was accepted, while --seed -1 is refused
 ])
 def test_bad_hyperparameters_are_named(field, value, expected):
     config = TrainConfig(**{field: value})

@@ -52,7 +52,9 @@ OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "rmsprop": 1, "sgd": 0}
 RESUME_ENTRIES = ("model", "optimizer", "epoch", "step", "history", "totals", "epoch_generator_state",
                   "generator_state", "torch_rng_state")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SEED_RANGE = (-(2**63), 2**64 - 1)   # what torch.manual_seed accepts
+# torch.manual_seed takes -2**63 too, but the command line's --seed starts at 0: Python's seed= the same, so that
+# every seed a run records can be given back to `convolab train --seed`.
+SEED_RANGE = (0, 2**64 - 1)
 ENGINES = ("fast", "reference")
 # On a GPU, steps between host reads of the loss: each read waits for the device, and a step of the lab's CNN takes
 # well under a millisecond there, so reading every step would leave the GPU idle half the time.

@@ -220,7 +220,7 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
         raise DataError(f"{root}: no such folder", fix="give a dataset name (fashion-mnist, mnist) or a folder of images")
     if not is_number(test_split) or not 0.0 <= test_split < 1.0:   # a text "0.2" was a TypeError from `<=`
         raise DataError(f"test_split={test_split!r}; expected a fraction in [0, 1)", fix="use test_split=0.2, say (--test-split 0.2 on the command line)")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed <= 2**64 - 1:   # manual_seed's range
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**64 - 1:   # as --seed takes
         raise DataError(f"seed={seed!r}; expected a whole number from 0 to {2**64 - 1}",
                         fix="use seed=0, say (--seed 0 on the command line)")
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
