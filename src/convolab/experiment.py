@@ -426,14 +426,13 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
     recorded = saved.dataset
     dataset = dataset or load_dataset(**recorded.load_options(), progress=False)
     changes = recorded.folder_changes(dataset)
-    if changes is not None and not changes.moves_the_split:   # the same split; say that files differ, and go on
-        recorded.warn_if_changed(dataset)
-    elif changes is not None:   # another split: the weights would go on learning from (and be tested on) other images
+    if changes is not None and changes.moves_the_split:   # the weights would go on learning from other images
         source = recorded.selection.options.get("source")
         raise RunError(f"{path}: cannot resume: its image folder {source} changed since the run trained "
                        f"({changes.describe()}); its train/test split would no longer be the run's",
                        fix=f"restore the {changes.file_count} file(s) in {source} as they were, or train a new run on "
                            "the folder as it is now with another --out")
+    recorded.warn_if_changed(dataset)   # files that only changed size or time: the same split, said in one line
     if tuple(dataset.class_names) != recorded.class_names or tuple(dataset.input_shape) != recorded.input_shape:
         raise RunError(f"{path}: the data differs from the run's ({dataset.name}, {dataset.input_shape}, "
                        f"{len(dataset.class_names)} classes; config.json records {recorded.name}, {recorded.input_shape}, "
@@ -477,13 +476,13 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
     if data is None:
         dataset = run.config.dataset.load(data_dir, offline)
     else:
-        if data.get("source") is None:           # --channels or --image-size alone: the recorded data, shaped so
+        recorded = data.get("source") is None    # --channels or --image-size alone: the recorded data, shaped so
+        if recorded:
             data = {**run.config.dataset.load_options(data_dir, offline),
                     **{key: value for key, value in data.items() if value is not None and key != "source"}}
-            dataset = load_dataset(**data, progress=False)
+        dataset = load_dataset(**data, progress=False)
+        if recorded:
             run.config.dataset.warn_if_changed(dataset)
-        else:
-            dataset = load_dataset(**data, progress=False)
     check_data_fits(run, dataset.name, dataset.input_shape, dataset.class_names,
                     fix=f"give data of that shape, e.g. --channels {run.input_shape[2]} --image-size "
                         f"{run.input_shape[0]},{run.input_shape[1]} (with --data for other data)"

@@ -6,9 +6,10 @@ each, no image read), a SHA-256 over them, and what changed between two such rec
     folder_record(root, paths) -> dict                         what a run's config.json keeps of its folder's files
     FolderChanges.between(recorded, current) -> FolderChanges  added, removed and changed files, in words
 
-Why a run records this: a folder's train/test split is a seeded shuffle of the files found, so adding, removing or
-editing one image moves others between the splits. evaluate, show and report of a run then measure other test images
-(some the model trained on), and --resume would continue on another training set. The record lets them notice.
+Why a run records this: a folder's train/test split is a seeded shuffle of the files found, so adding or removing one
+image moves others between the splits. evaluate, show and report of a run then measure other test images (some the
+model trained on), and --resume would continue on another training set. An edited file (or one copied without its
+time) keeps the split, but its pixels may not be the ones the run saw. The record lets them notice both.
 Size and modification time rather than the bytes: reading 10,000 photos to hash them costs seconds, a stat() each
 costs milliseconds, and an edit that keeps both size and time (to the nanosecond) is not something a person does.
 """
