@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convolab.evaluate import (ConfusedPair, confusion_matrix, evaluate_logits, loss_and_accuracy, most_confused,
+from convolab.evaluate import (ConfusedPair, confusion_matrix, evaluate_logits, evaluate_model, loss_and_accuracy,
+                               model_device, most_confused, predict_logits,
                                normalize_rows, per_class_accuracy, render_evaluation, top_losses)
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -117,3 +118,31 @@ def test_a_run_recorded_without_its_folders_files_evaluates_without_a_warning(tm
         warnings.simplefilter("error", FolderChangedWarning)   # would fail the command
         assert main(["evaluate", str(run)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+class _ParametersElsewhere(torch.nn.Module):
+    """A model whose weights live on PyTorch's "meta" device, standing in for a GPU on a machine without one: it
+    records where each batch it is given lives and answers zeros on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(3, device="meta"))
+        self.batch_devices: list[torch.device] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.batch_devices.append(images.device)
+        return torch.zeros(len(images), 3)
+
+
+def test_predictions_run_where_the_model_lives_unless_told_otherwise():
+    # A model trained on a GPU was measured with its batches on the CPU: evaluate_model(model, ...) after
+    # fit(..., device="cuda") failed with "Input type ... and weight type (torch.cuda.FloatTensor) should be the same"
+    # (seen on an H200, recipe trials on CUDA).
+    images, labels = torch.zeros(5, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1])
+    model = _ParametersElsewhere()
+    assert predict_logits(model, images, batch_size=2).shape == (5, 3)
+    assert model.batch_devices == [torch.device("meta")] * 3
+    evaluation = evaluate_model(model, images, labels, ["a", "b", "c"], test_time_flip=True)
+    assert model.batch_devices[3:] == [torch.device("meta")] * 2       # each image and its mirror, one batch each
+    assert evaluation.accuracy == pytest.approx(2 / 5)                  # zeros: class 0 everywhere
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")         # no weights: the CPU

@@ -97,10 +97,20 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 
 # --- a model on a test set ------------------------------------------------------------------------------------------
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer; the CPU for a model that has neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
-                   device: torch.device | str = "cpu", test_time_flip: bool = False) -> torch.Tensor:
+                   device: torch.device | str | None = None, test_time_flip: bool = False) -> torch.Tensor:
     """The model's logits (N, classes) for uint8 images (N, C, H, W), in eval mode (restored afterwards), on CPU.
+
+    device: where the batches go; default the model's own (model_device), so a model trained on a GPU is measured
+    there.
 
     On the CPU each batch runs as single-threaded shards, side by side on the usable cores (shards.py): no OpenMP
     thread spin-waits for one that another program has descheduled, and the numbers do not depend on the threads.
@@ -109,9 +119,10 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
     if test_time_flip:
         return mirror_average(predict_logits(model, images, batch_size, device),
                               predict_logits(model, images.flip(3), batch_size, device))   # (N, C, H, W): W mirrored
+    device = model_device(model) if device is None else torch.device(device)
     was_training = model.training
     model.eval()
-    on_cpu = torch.device(device).type == "cpu"
+    on_cpu = device.type == "cpu"
     try:
         labels = torch.zeros(len(images), dtype=torch.int64)
         with torch_threads(1 if on_cpu else None):
@@ -185,10 +196,10 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: lis
 
 
 def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
-                   device: torch.device | str = "cpu", batch_size: int = 256, top_pairs: int = 5,
+                   device: torch.device | str | None = None, batch_size: int = 256, top_pairs: int = 5,
                    top_k_losses: int = 9, test_time_flip: bool = False) -> Evaluation:
     """Run `model` over uint8 `images` once (twice with `test_time_flip`: each image and its mirror, logits averaged)
-    and compute every metric; DataError when there are no images."""
+    and compute every metric; DataError when there are no images. device: default the model's own."""
     if len(images) == 0:
         raise DataError("no test images to evaluate on (0 images)",
                         fix="give data with a test split: --test-split 0.2, or a test/ folder next to train/")
