@@ -201,6 +201,55 @@ class WeightAverages(Callback):
         return results
 
 
+def run_trial(recipe_name: str, seed: int, changes: dict, *, device: str = "cpu", threads: str = "all",
+              ema: list[float] = (), erase: tuple[float, float] | None = None, sgd_decay: float | None = None,
+              bn_group: int | None = None, dataset=None, engine: str = "fast") -> dict:
+    """One validation trial: the recipe with `changes` (recipe fields) trained on the first 90% of the training images
+    on `device`, measured on the last 10% without and with test-time flips; the trial's JSON record. dataset: the
+    loaded Fashion-MNIST (loaded here when None; a caller that runs many trials loads it once). engine: "reference"
+    trains model.py's modules as they are, in float32 (bfloat16 autocast needs the fast engine)."""
+    recipe = RECIPES[recipe_name]
+    changes = dict(changes)
+    if sgd_decay is not None:
+        changes.update(optimizer="sgd", weight_decay=0.0)    # the decay is SGD's own (L2), not AdamW's
+    recipe = dataclasses.replace(recipe, **changes)
+    load_before = os.getloadavg()[0]
+    dataset = dataset or load_dataset("fashion-mnist", offline=True, progress=False)
+    train_data, validation_data, _ = select_data(dataset, DataSelection(options={"source": "fashion-mnist"}),
+                                                 VALIDATION_SPLIT)
+    bf16_hardware = (torch.cuda.is_bf16_supported() if device.startswith("cuda")
+                     else bf16_units(cpu_flags()) is not None)
+    config = recipe.train_config(TrainConfig(seed=seed, device=device, threads=threads, engine=engine,
+                                             validation_split=VALIDATION_SPLIT), bf16_hardware=bf16_hardware)
+    if engine != "fast":
+        config = dataclasses.replace(config, precision="fp32")
+    generator = seed_everything(config.seed)
+    network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
+    averages = WeightAverages(list(ema))
+    with trial_variants(erase, sgd_decay, bn_group):
+        state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
+                    progress=make_progress("quiet"), callbacks=[averages] if ema else [])
+    names = list(dataset.class_names)
+
+    def measure() -> tuple[float, float]:
+        return (evaluate_model(state.model, *validation_data, names).accuracy,
+                evaluate_model(state.model, *validation_data, names, test_time_flip=True).accuracy)
+
+    plain, flipped = measure()
+    averaged = averages.measure(measure) if ema else {}
+    variants = {**({"erase": list(erase)} if erase else {}),
+                **({"sgd_nesterov_decay": sgd_decay} if sgd_decay is not None else {}),
+                **({"bn_group": bn_group} if bn_group is not None else {})}
+    return {"recipe": recipe_name, "seed": seed, "changes": changes, **variants,
+            "train_accuracy": state.history[-1]["accuracy"], "val_accuracy": plain, "val_accuracy_flips": flipped,
+            "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b}
+                    for momentum, (a, b) in averaged.items()},
+            "seconds": round(sum(row["seconds"] for row in state.history), 1), "threads": threads,
+            "device": device, "engine": engine, "precision": config.precision, "train_images": len(train_data[1]),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(RECIPES))
@@ -219,45 +268,18 @@ def main() -> int:
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
     changes = dict(parse_setting(text, recipe) for text in args.set)
-    if args.sgd_nesterov is not None:
-        changes.update(optimizer="sgd", weight_decay=0.0)    # the decay is SGD's own (L2), not AdamW's
-    recipe = dataclasses.replace(recipe, **changes)
-    load_before = os.getloadavg()[0]
-    dataset = load_dataset("fashion-mnist", offline=True, progress=False)
-    train_data, validation_data, _ = select_data(dataset, DataSelection(options={"source": "fashion-mnist"}),
-                                                 VALIDATION_SPLIT)
-    config = recipe.train_config(TrainConfig(seed=args.seed, device="cpu", threads=args.threads,
-                                             validation_split=VALIDATION_SPLIT),
-                                 bf16_hardware=bf16_units(cpu_flags()) is not None)
-    generator = seed_everything(config.seed)
-    network = build_model(load_spec(recipe.spec), dataset.input_shape, dataset.num_classes)
-    averages = WeightAverages(args.ema)
-    with trial_variants(args.erase, args.sgd_nesterov, args.bn_group):
-        state = fit(network, train_data, config, validation_data=validation_data, generator=generator,
-                    progress=make_progress("quiet"), callbacks=[averages] if args.ema else [])
-    names = list(dataset.class_names)
-
-    def measure() -> tuple[float, float]:
-        return (evaluate_model(state.model, *validation_data, names).accuracy,
-                evaluate_model(state.model, *validation_data, names, test_time_flip=True).accuracy)
-
-    plain, flipped = measure()
-    averaged = averages.measure(measure) if args.ema else {}
-    train_seconds = sum(row["seconds"] for row in state.history)
-    variants = {**({"erase": list(args.erase)} if args.erase else {}),
-                **({"sgd_nesterov_decay": args.sgd_nesterov} if args.sgd_nesterov is not None else {}),
-                **({"bn_group": args.bn_group} if args.bn_group is not None else {})}
-    trial = {"recipe": args.recipe, "seed": args.seed, "changes": changes, **variants,
-             "train_accuracy": state.history[-1]["accuracy"], "val_accuracy": plain, "val_accuracy_flips": flipped,
-             "ema": {str(momentum): {"val_accuracy": a, "val_accuracy_flips": b}
-                     for momentum, (a, b) in averaged.items()},
-             "seconds": round(train_seconds, 1), "threads": args.threads,
-             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-             "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    trial = run_trial(args.recipe, args.seed, changes, device="cpu", threads=args.threads, ema=args.ema,
+                      erase=args.erase, sgd_decay=args.sgd_nesterov, bn_group=args.bn_group)
+    changes, variants = trial["changes"], {key: trial[key] for key in ("erase", "sgd_nesterov_decay", "bn_group")
+                                           if key in trial}
+    plain, flipped, train_seconds = trial["val_accuracy"], trial["val_accuracy_flips"], trial["seconds"]
+    load_before = trial["load_before"]
+    averaged = {float(momentum): (values["val_accuracy"], values["val_accuracy_flips"])
+                for momentum, values in trial["ema"].items()}
     shown = f"{changes or '(as is)'}" + (f" {variants}" if variants else "")
     print(f"trial {args.recipe} seed {args.seed} {shown}: train {trial['train_accuracy']:.4f}, val {plain:.4f}, "
           f"with flips {flipped:.4f}; "
-          f"{train_seconds:.1f} s ({len(train_data[1])} images, threads {args.threads}); load {load_before:.2f} -> "
+          f"{train_seconds:.1f} s ({trial['train_images']} images, threads {args.threads}); load {load_before:.2f} -> "
           f"{trial['load_after']:.2f}  [{trial['time']}]", flush=True)
     for momentum, (a, b) in averaged.items():
         print(f"  weight average, momentum {momentum}: val {a:.4f}, with flips {b:.4f}", flush=True)
