@@ -560,3 +560,44 @@ def test_an_optimizer_or_loss_given_without_calling_it_is_named():
     assert "keras.optimizers.Adam()" in refused.value.fix and "optimizer='adam'" in refused.value.fix
     with pytest.raises(ArgumentError, match=r"loss=keras.losses.SparseCategoricalCrossentropy, the loss itself"):
         tiny_model(loss=keras.losses.SparseCategoricalCrossentropy)
+
+
+# --- keras.activations ------------------------------------------------------------------------------------------------
+
+def test_activation_objects_build_the_same_model_as_their_names():
+    by_object = keras.models.Sequential([keras.Input(shape=(28, 28, 1)),
+                                         keras.layers.Conv2D(8, (3, 3), activation=keras.activations.relu),
+                                         keras.layers.Flatten(), keras.layers.Activation(keras.activations.tanh),
+                                         keras.layers.Dense(10, activation=keras.activations.softmax)])
+    by_name = keras.models.Sequential([keras.Input(shape=(28, 28, 1)),
+                                       keras.layers.Conv2D(8, (3, 3), activation="relu"), keras.layers.Flatten(),
+                                       keras.layers.Activation("tanh"), keras.layers.Dense(10, activation="softmax")])
+    assert [getattr(layer, "activation", None) for layer in by_object.layers] == ["relu", None, "tanh", "softmax"]
+    assert by_object.spec.layers == by_name.spec.layers
+    assert keras.activations.get("swish") is keras.activations.silu and keras.activations.get(None).__name__ == "linear"
+
+
+def test_a_function_of_another_library_is_refused_with_the_name_to_give():
+    import torch
+
+    with pytest.raises(ConvolabError, match="function of another library") as caught:
+        keras.layers.Dense(128, activation=torch.relu)       # what tf.nn.relu is to the course's code
+    assert "activation='relu'" in caught.value.fix
+    with pytest.raises(ConvolabError) as caught:
+        keras.layers.Dense(128, activation=lambda x: x)
+    assert "by name" in caught.value.fix
+    with pytest.raises(UnsupportedError, match="keras.activations.rleu") as caught:
+        keras.activations.rleu
+    assert "relu" in caught.value.fix
+
+
+def test_activation_functions_compute_what_real_keras_computes():
+    from keras_reference import keras as real_keras    # skips without Keras; sets KERAS_BACKEND=torch
+
+    values = np.linspace(-4, 4, 24, dtype=np.float32).reshape(2, 3, 4)
+    for name in keras.activations.__dir__():
+        if name == "get":
+            continue
+        expected = np.asarray(real_keras.ops.convert_to_numpy(getattr(real_keras.activations, name)(values)))
+        np.testing.assert_allclose(getattr(keras.activations, name)(values), expected, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)

@@ -14,12 +14,12 @@ with a message naming it and what is supported. The native API (convolab.Sequent
 """
 from __future__ import annotations
 
-from convolab.keras import callbacks, datasets, layers, losses, models, optimizers, utils
+from convolab.keras import activations, callbacks, datasets, layers, losses, models, optimizers, utils
 from convolab.keras.layers import Input
 from convolab.keras.models import Model, Sequential, load_model
 from convolab.keras.surface import unsupported
 
-__all__ = ["Input", "Model", "Sequential", "callbacks", "datasets", "layers", "load_model", "losses", "models",
+__all__ = ["Input", "Model", "Sequential", "activations", "callbacks", "datasets", "layers", "load_model", "losses", "models",
            "optimizers", "utils"]
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convolab.layers.arguments import choice
+from convolab.errors import SpecError
+from convolab.layers.arguments import choice, short
 
 
 class _HardSigmoid(nn.Module):
@@ -53,9 +54,20 @@ ACTIVATION_ALIASES = {"swish": "silu", "none": "linear", "identity": "linear", "
 
 
 def activation_argument(layer: str, value: Any, argument: str = "activation") -> str:
-    """Keras's activation argument: None means linear; aliases become Keras's names."""
+    """Keras's activation argument: None means linear; aliases become Keras's names; convolab.keras.activations'
+    objects name themselves. Any other function is refused with the name to give instead (tf.nn.relu: "relu")."""
     if value is None:
         return "linear"
+    named = getattr(value, "keras_activation", None)
+    if isinstance(named, str) and named in FUNCTIONS:
+        return named
+    if callable(value) and not isinstance(value, str):
+        function_name = str(getattr(value, "__name__", "")).lower()
+        function_name = ACTIVATION_ALIASES.get(function_name, function_name)
+        raise SpecError(f"{layer}: {argument}={short(value)} is a function of another library; convolab computes "
+                        f"its activations itself and takes them by name",
+                        fix=(f"{argument}={function_name!r} (or keras.activations.{function_name} from convolab)"
+                             if function_name in FUNCTIONS else f"give one of {', '.join(ACTIVATIONS)} by name"))
     return choice(layer, argument, value, ACTIVATIONS, ACTIVATION_ALIASES)
 
 
