@@ -393,6 +393,15 @@ def test_two_activations_on_one_layer_are_refused():
     assert load_spec("conv4x3-tanh-nobias,flatten,dense").layers[0].activation == "tanh"
 
 
+def test_nobias_twice_is_refused_as_two_activations_are():
+    """conv64x3-nobias-nobias was accepted (the second said nothing new, but a typo hides there)."""
+    with pytest.raises(SpecError, match="-nobias once, received it twice"):
+        load_spec("conv4x3-nobias-nobias,flatten,dense")
+    with pytest.raises(SpecError, match="-nobias once"):
+        load_spec("flatten,dense8-nobias-relu-nobias,dense")
+    assert load_spec("conv4x3-nobias-relu,flatten,dense").layers[0].use_bias is False
+
+
 def test_keras_edges_convolab_refuses_are_explained():
     """cause 18: Keras takes Dropout(1.0) and momentum 1; convolab refuses them and says why. epsilon must be finite."""
     with pytest.raises(SpecError, match="Keras accepts 1, but it zeroes every value"):

@@ -230,10 +230,13 @@ def full_match(pattern: re.Pattern, body: str, form: str) -> re.Match:
 
 
 def activation_and_bias(options: list[str], word: str, default: str, bias: bool = True) -> tuple[str, bool]:
-    """The -activation and -nobias options of a layer with weights; two activations are refused, not overwritten."""
+    """The -activation and -nobias options of a layer with weights; two activations, or -nobias twice, are refused,
+    not overwritten or ignored."""
     activation, use_bias, named = default, True, None
     for option in options:
         if option == "nobias" and bias:
+            if not use_bias:
+                raise TokenError("-nobias once, received it twice", fix="drop the second -nobias")
             use_bias = False
         elif activation_option(option) is not None:
             if named is not None:
