@@ -248,6 +248,19 @@ def test_the_python_apis_fit_names_an_argument_of_the_wrong_type_before_loading_
         model.fit("no-such-dataset", epochs=1, **{argument: value})   # refused before the data is looked for
 
 
+def test_the_python_apis_fit_names_a_misspelt_argument_and_the_one_meant():
+    # fit(epoch=1) was Python's TypeError "got an unexpected keyword argument 'epoch'", naming neither
+    from convolab import Dense, Flatten, Sequential
+    from convolab.errors import ArgumentError
+
+    model = Sequential([Flatten(input_shape=(28, 28, 1)), Dense(10)])
+    with pytest.raises(ArgumentError, match="Sequential.fit: unknown argument 'epoch'; it takes data, epochs,") as refused:
+        model.fit("no-such-dataset", epoch=1)                  # refused before the data is looked for
+    assert refused.value.fix == "did you mean 'epochs'?"
+    with pytest.raises(ArgumentError, match="unknown argument 'lr'"):
+        model.fit("no-such-dataset", lr=0.01)
+
+
 def test_the_python_apis_fit_points_the_courses_keras_callback_to_the_keras_api():
     # myCallback (keras.callbacks.Callback, on_epoch_end(epoch, logs)) was "expected convolab.callbacks.Callback"
     from convolab import Dense, Flatten, Sequential, keras

@@ -22,6 +22,23 @@ from typing import Callable
 from convolab.spec import DEFAULT_INPUT_SHAPE, DEFAULT_NUM_CLASSES, Layer, ModelSpec
 
 
+def check_keywords(where: str, unknown: dict, method: Callable) -> None:
+    """An ArgumentError for the first keyword `method` does not take (fit(epoch=1)), naming the nearest it does
+    (Python's own TypeError names neither the method's arguments nor the likely one)."""
+    import inspect
+
+    from convolab.errors import ArgumentError
+    from convolab.layers.arguments import suggestion
+
+    if not unknown:
+        return
+    taken = [name for name, parameter in inspect.signature(method).parameters.items()
+             if name != "self" and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    key = next(iter(unknown))
+    raise ArgumentError(f"{where}: unknown argument {key!r}; it takes {', '.join(taken)}",
+                        fix=suggestion(key, taken) or f"use one of {', '.join(taken)}")
+
+
 class Sequential:
     """A stack of layers in order, Keras-style; the input shape rides on the first layer (`input_shape=`)."""
 
@@ -81,7 +98,7 @@ class Sequential:
             learning_rate: float = 0.001, validation_split: float = 0.0, seed: int = 0, device: str = "auto",
             out=None, overwrite: bool = False, stop_at: str | None = None, early_stopping: int | None = None,
             callbacks=(), train_limit: int | None = None, test_limit: int | None = None, verbose: bool = True,
-            precision: str = "auto"):
+            precision: str = "auto", **unknown):
         """Train on `data` (a dataset name, an image folder or a loaded Dataset), test, and return the TrainResult.
 
         The lab's defaults (Adam 0.001, batch 32, 5 epochs). out: a run directory to write (default: none);
@@ -93,6 +110,7 @@ class Sequential:
         from convolab.errors import ArgumentError
         from convolab.experiment import DataSelection, train_run
 
+        check_keywords("Sequential.fit", unknown, Sequential.fit)
         if labels or (hasattr(data, "shape") and hasattr(data, "dtype")):   # the course's fit(images, labels, epochs=5)
             raise ArgumentError("Sequential.fit takes a dataset name, folder or Dataset; received an array",
                                 fix="for Keras's fit(x, y, ...) on arrays use `from convolab import keras` and "
