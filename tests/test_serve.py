@@ -484,7 +484,7 @@ def test_a_training_started_from_the_page_streams_stops_resumes_and_finishes(run
         form = {**GOOD_FORM, "name": "live-stop", "epochs": 40, "train_limit": 640, "batch_size": 16}
         started = api.post("/api/train/start", json=form)
         assert started.status_code == 200, started.text
-        assert "already running" in error_of(api.post("/api/train/start", json={**form, "name": "second"}), 400)
+        assert "already running" in error_of(api.post("/api/train/start", json={**form, "name": "second"}), 409)
         first = wait_for(api, lambda status: status["total_points"] >= 30 and status["maps_step"] is not None)
         assert all(len(point) == 3 and np.isfinite(point[1]) for point in first["points"])
         assert [point[0] for point in first["points"]] == list(range(1, len(first["points"]) + 1))

@@ -36,6 +36,12 @@ MAPS_EVERY = 200        # steps between feature-map refreshes (ConvNetJS redraws
 STOP_CHECK_SECONDS = 0.2
 
 
+class TrainingBusy(RunError):
+    """A training was asked to start while another runs; the web page answers it with 409 Conflict."""
+
+    http_status = 409
+
+
 @dataclass
 class TrainingJob:
     """What the page asked for, already checked by the server: a new run (model) or a resumed one (resume)."""
@@ -230,11 +236,11 @@ class LiveTraining:
         return self.process is not None and self.process.is_alive()
 
     def require_idle(self) -> None:
-        """RunError while a training runs: the page trains one model at a time."""
+        """TrainingBusy while a training runs: the page trains one model at a time."""
         if self.running and self._final():
             self.process.join(timeout=30)    # its last word is written; the process is only exiting
         if self.running:
-            raise RunError(f"a training is already running ({Path(self.job.out).name}); one at a time",
+            raise TrainingBusy(f"a training is already running ({Path(self.job.out).name}); one at a time",
                            fix="stop it first, or wait until it ends")
 
     def start(self, job: TrainingJob) -> None:

@@ -554,8 +554,8 @@ def create_app(runs_dir: str | Path, token: str, host: str = "127.0.0.1", data_o
                 result = await run_in_threadpool(call)
             except RequestError as error:
                 return error_response(error.message, error.fix, error.status)
-            except ConvolabError as error:
-                return error_response(error.message, error.fix, 400)
+            except ConvolabError as error:        # 400, or the error's own (live.TrainingBusy: 409 Conflict)
+                return error_response(error.message, error.fix, getattr(error, "http_status", 400))
             except Exception as error:  # noqa: BLE001 - a bug: the page still gets a message it can show
                 return error_response(f"internal error: {type(error).__name__}: {error}",
                                       "this is a bug in convolab; please report it", 500)
