@@ -194,8 +194,9 @@ class Sequential:
                             "convolab.load('model.keras')")
 
     def evaluate(self, data=None):
-        """Test loss and accuracy, per-class accuracy, confusion matrix, top losses on `data`'s test set
-        (default: the data it was fitted on). Returns an Evaluation (`.loss`, `.accuracy`, ...)."""
+        """Test loss and accuracy, per-class accuracy, confusion matrix, top losses on `data`'s whole test set
+        (default: the data it was fitted on), as `convolab evaluate RUN` measures a run: fit's test_limit limits the
+        test after training only (its result's .evaluation). Returns an Evaluation (`.loss`, `.accuracy`, ...)."""
         from convolab.data import Dataset, load_dataset
         from convolab.evaluate import evaluate_model
 
