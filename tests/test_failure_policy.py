@@ -302,6 +302,24 @@ def test_class_names_with_mathtext_and_undecodable_bytes_train_and_report(tmp_pa
     assert "caf\\xe9" in page and "2$^$" in page
 
 
+def test_class_names_with_line_breaks_and_control_characters_show_as_escapes_on_one_line(tmp_path, capsys):
+    # A folder named "a\nb" split every table row its class was in (the hunt's finding); a tab shifted columns.
+    folder = tmp_path / "classes"
+    for name in ("a\nb", "tab\there", "plain"):
+        (folder / name).mkdir(parents=True)
+        for index in range(5):
+            write_gray(folder / name / f"{index}.png", 50 * index)
+    out = tmp_path / "run"
+    assert main(["train", TINY_SPEC, "--data", str(folder), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["dataset"]["class_names"] == ["a\\nb", "plain", "tab\\there"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "\t" not in printed
+    per_class = printed.split("accuracy per class\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[1] for line in per_class] == ["a\\nb", "plain", "tab\\there"]    # one row each
+
+
 # --- cause 8: nothing to test ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("per_class, flags", [(5, ["--test-split", "0"]), (1, [])])

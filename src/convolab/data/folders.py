@@ -7,6 +7,7 @@ without a word. Half a train/test layout (train/ beside val/) is refused rather 
 """
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +28,13 @@ def is_number(value) -> bool:
 
 
 def class_name_text(folder_name: str) -> str:
-    """A folder name as printable text: bytes that are not UTF-8 (which Python keeps as lone surrogates, and no font,
-    terminal or HTML page can show) become \\xNN escapes: b"caf\\xe9" -> "caf\\\\xe9". UTF-8 names are unchanged."""
-    return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A folder name as printable text on one line: bytes that are not UTF-8 (which Python keeps as lone surrogates,
+    and no font, terminal or HTML page can show) become \\xNN escapes: b"caf\\xe9" -> "caf\\\\xe9"; control characters
+    and line breaks (a folder "a\\nb" split every table row it was in) become their escapes: "a\\\\nb". Other UTF-8
+    names are unchanged."""
+    text = folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(character.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(character) in ("Cc", "Zl", "Zp") else character for character in text)
 
 
 # A folder a Mac's zip adds beside what was zipped: its "._NAME.png" files are Finder metadata, not images.
