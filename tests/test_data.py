@@ -580,6 +580,20 @@ def test_half_a_train_test_layout_is_refused_not_read_as_two_classes(tmp_path, b
     assert ("rename val/ to test/" in caught.value.fix) == (beside == "val")
 
 
+def test_a_val_folder_beside_train_and_test_is_named_as_not_read(tmp_path, recwarn):
+    # Was: train/, test/ and val/ loaded train/ and test/, and val/ was left out without a word.
+    from convolab.data.folders import UnreadFolderWarning
+
+    for split in ("train", "test", "val"):
+        make_folder(tmp_path / "set" / split, {"cat": 1, "dog": 1})
+    with pytest.warns(UnreadFolderWarning, match=r"val/ beside train/ and test/ is not read: .* name it test/"):
+        dataset = load_dataset(tmp_path / "set")
+    assert len(dataset.train_labels) == len(dataset.test_labels) == 2
+    shutil.rmtree(tmp_path / "set" / "val")
+    load_dataset(tmp_path / "set")                     # train/ and test/ alone: no warning
+    assert not [warning for warning in recwarn if warning.category is UnreadFolderWarning]
+
+
 def test_a_class_named_train_holding_its_own_images_is_a_class(tmp_path):
     root = make_folder(tmp_path / "vehicles", {"train": 2, "car": 2})
     make_folder(root / "car", {"old": 1})          # a nested folder inside a class is still that class's

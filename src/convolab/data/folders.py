@@ -8,6 +8,7 @@ without a word. Half a train/test layout (train/ beside val/) is refused rather 
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,6 +165,21 @@ def check_split_layout(root: Path) -> None:
     )
 
 
+class UnreadFolderWarning(UserWarning):
+    """Folders beside train/ and test/, which convolab does not read (val/, say)."""
+
+
+def warn_of_unread_folders(root: Path) -> None:
+    """An UnreadFolderWarning naming the folders beside train/ and test/: a val/ there (Keras's and Kaggle's third
+    split) was left out without a word."""
+    others = [class_name_text(child.name) + "/" for child in _class_folders(root) if child.name not in SPLIT_FOLDERS]
+    if others:
+        warnings.warn(f"{root}: {', '.join(others)} beside train/ and test/ {'is' if len(others) == 1 else 'are'} not "
+                      f"read: convolab trains on train/ and tests on test/ (to validate during training, "
+                      f"--validation-split holds out the end of train/; to test on {others[0]}, name it test/)",
+                      UnreadFolderWarning, stacklevel=3)
+
+
 def _all_gray(images: torch.Tensor) -> bool:
     return bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
 
@@ -231,6 +247,8 @@ def load_image_folder(root: str | Path, channels: int | None = None, image_size:
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     if not presplit:
         check_split_layout(root)
+    else:
+        warn_of_unread_folders(root)
     split_roots = [root / "train", root / "test"] if presplit else [root]
     class_folders = _folder_classes(root, split_roots)
     class_names = tuple(class_name_text(name) for name in class_folders)
