@@ -25,3 +25,14 @@ def test_even_epochs_are_not_flagged_and_old_runs_lack_cpu_seconds():
     assert describe_timing(timing) == "median epoch 11.0 s"
     assert epoch_timing(rows(0.2, 0.6)).busy_epochs == ()          # 3x, but less than a second: noise, not a machine
     assert math.isnan(epoch_timing([]).median_seconds)
+
+
+def test_an_epoch_whose_cpu_time_stretched_as_much_worked_longer_and_is_not_called_busy():
+    # An H200's first epoch (CUDA's start, cuDNN's kernel choice): 7.17 s wall, 6.81 s CPU, against 4.69 and 4.68.
+    # It was reported as "the machine was busy", which it was not: its CPU time grew as much as its wall time.
+    timing = epoch_timing(rows(7.171, 4.687, cpu=[6.813, 4.684]))
+    assert timing.busy_epochs == () and [epoch for epoch, _, _ in timing.longer_work_epochs] == [1]
+    assert describe_timing(timing).endswith("epoch 1 took 7.2 s, 1.5x the others, its CPU time as much: more work, "
+                                            "not a busy machine (the first epoch warms up)")
+    waited = epoch_timing(rows(14.0, 30.0, 14.2, cpu=[27.0, 29.0, 27.5]))     # wall 2.1x, CPU 1.05x: it waited
+    assert [epoch for epoch, _, _ in waited.busy_epochs] == [2] and waited.longer_work_epochs == ()
