@@ -120,6 +120,31 @@ def test_a_run_recorded_without_its_folders_files_evaluates_without_a_warning(tm
     assert "warning" not in capsys.readouterr().err
 
 
+# --- another folder of labelled images ---------------------------------------------------------------------------------
+
+def test_evaluating_on_another_folder_measures_every_image_and_the_runs_own_folder_its_split(tmp_path, capsys):
+    # Was: --data NEW_FOLDER measured only the 20% a split would hold out, and --test-split 0 refused ("no test images")
+    import shutil
+
+    from convolab.cli import main
+    from train_fixtures import train_folder_run
+
+    folder, run = train_folder_run(tmp_path)
+    other = tmp_path / "new-photos"
+    shutil.copytree(folder, other)
+
+    def first_line(*arguments) -> str:
+        capsys.readouterr()
+        assert main(["evaluate", str(run), *arguments]) == 0
+        return capsys.readouterr().out.splitlines()[0]
+
+    assert f"on photos test: 2 images" in first_line()                          # the run's held-out images
+    assert f"on photos test: 2 images" in first_line("--data", str(folder))       # the same folder, named
+    assert f"on photos every image: 8 images" in first_line("--data", str(folder), "--test-split", "0")
+    assert f"on new-photos every image: 8 images" in first_line("--data", str(other))
+    assert f"on new-photos test: 4 images" in first_line("--data", str(other), "--test-split", "0.5")
+
+
 class _ParametersElsewhere(torch.nn.Module):
     """A model whose weights live on PyTorch's "meta" device, standing in for a GPU on a machine without one: it
     records where each batch it is given lives and answers zeros on the CPU."""

@@ -81,7 +81,9 @@ def run_summary(args: argparse.Namespace) -> int:
 
 # --- data ------------------------------------------------------------------------------------------------------------
 
-def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False,
+                   test_split_help: str = "image folders without train/ and test/: fraction of each class held out "
+                                          "for test (default 0.2, fixed seed)") -> None:
     """Add the data flags every command shares; `positional=True` takes the dataset as an argument instead of --data."""
     if positional:
         parser.add_argument("data", nargs="?", default="fashion-mnist", metavar="DATASET|PATH",
@@ -97,9 +99,7 @@ def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False) ->
                         help="1 (gray) or 3 (RGB) (default: the data's own)")
     parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H,W",
                         help="fit images into H,W, aspect kept and padded (default: the data's own; 28,28 for folders)")
-    parser.add_argument("--test-split", type=arguments.FRACTION, default=0.2, metavar="F",
-                        help="image folders without train/ and test/: fraction of each class held out for test "
-                             "(default 0.2, fixed seed)")
+    parser.add_argument("--test-split", type=arguments.FRACTION, default=0.2, metavar="F", help=test_split_help)
     parser.add_argument("--stream", action="store_const", const=True, default=None,
                         help="image folders: keep the images on disk, decoded once by worker processes into a resized "
                              "cache and read batch by batch (default: only when the decoded folder exceeds "
@@ -345,8 +345,10 @@ def refuse_settings_a_resume_ignores(args: argparse.Namespace) -> None:
 
 def add_run_data_flags(parser: argparse.ArgumentParser) -> None:
     """Data flags for commands that read a run: by default the data the run recorded."""
-    add_data_flags(parser)
-    parser.set_defaults(data=None)
+    add_data_flags(parser, test_split_help="image folders without train/ and test/: the fraction of each class to "
+                                           "measure (fixed seed); default: the run's own folder's test split as it "
+                                           "trained, every image of another folder; 0: every image")
+    parser.set_defaults(data=None, test_split=None)
 
 
 def add_evaluate_parser(subparsers) -> None:
@@ -377,14 +379,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from convolab.evaluate import render_evaluation
     from convolab.experiment import evaluate_run
 
-    reshaped = args.data is not None or args.channels is not None or args.image_size is not None
-    evaluation, dataset = evaluate_run(args.run, data_options(args) if reshaped else None,
-                                       data_dir=args.data_dir, offline=args.offline, weights=args.weights,
-                                       test_limit=args.test_limit, device=args.device, top_k_losses=args.top)
+    reshaped = (args.data is not None or args.channels is not None or args.image_size is not None
+                or args.test_split is not None)
+    evaluation, dataset, measured = evaluate_run(args.run, data_options(args) if reshaped else None,
+                                                 data_dir=args.data_dir, offline=args.offline, weights=args.weights,
+                                                 test_limit=args.test_limit, device=args.device,
+                                                 top_k_losses=args.top)
     if args.json:
         print(json.dumps(evaluation.to_dict(), indent=2))
     else:
-        print(render_evaluation(evaluation, title=f"{Path(args.run)} on {dataset.name} test"))
+        print(render_evaluation(evaluation, title=f"{Path(args.run)} on {dataset.name} {measured}"))
     return 0
 
 

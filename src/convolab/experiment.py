@@ -468,18 +468,32 @@ def _resume_locked(path: Path, *, dataset: Dataset | None, epochs: int | None, c
 
 def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | None = None, offline: bool = False,
                  weights: str = "final", test_limit: int | None = None, device: str = "auto",
-                 top_k_losses: int = 9) -> tuple[Evaluation, Dataset]:
+                 top_k_losses: int = 9) -> tuple[Evaluation, Dataset, str]:
     """A run's model on test data: the data the run recorded (data_dir and offline may say where it is now), or
-    `data` (load_dataset's arguments) when it fits the run. Returns the evaluation and the dataset it used."""
+    `data` (load_dataset's arguments) when it fits the run. Returns the evaluation, the dataset it used, and what was
+    measured in words ("test", or "every image" of an image folder without train/ and test/).
+
+    A test_split of None in `data` means: the run's own folder's split as it trained (its held-out images), and every
+    image of another folder, which the run never saw. A test_split of 0 measures every image of a folder. Other data
+    is fitted to the model's input size and channels unless `data` says otherwise."""
     device = choose_device(device)
     run = load_run(path, device=device, weights=weights)
+    every_image = False
     if data is None:
         dataset = run.config.dataset.load(data_dir, offline)
     else:
-        recorded = data.get("source") is None    # --channels or --image-size alone: the recorded data, shaped so
+        recorded_options = run.config.dataset.load_options(data_dir, offline)
+        recorded = data.get("source") in (None, recorded_options.get("source"))   # the run's own data, maybe reshaped
         if recorded:
-            data = {**run.config.dataset.load_options(data_dir, offline),
-                    **{key: value for key, value in data.items() if value is not None and key != "source"}}
+            data = {**recorded_options, **{key: value for key, value in data.items()
+                                           if value is not None
+                                           and key not in ("source", "data_dir", "offline", "seed")}}
+        else:                                  # other data, prepared to the model's input as predict prepares images
+            height, width, channels = run.input_shape
+            data = {**data, "test_split": 0.0 if data.get("test_split") is None else data["test_split"],
+                    "image_size": data.get("image_size") or (height, width),
+                    "channels": data.get("channels") or channels}
+        every_image = data.get("test_split") == 0
         dataset = load_dataset(**data, progress=False)
         if recorded:
             run.config.dataset.warn_if_changed(dataset)
@@ -490,8 +504,11 @@ def evaluate_run(path: str | Path, data: dict | None = None, *, data_dir: str | 
                                              "data=None in Python)")
     class_names = list(dataset.class_names) if run.imported else run.class_names
     images, labels = dataset.test_images, dataset.test_labels
+    measured = "test"
+    if every_image and len(labels) == 0:         # a folder without train/ and test/, none held out: all of it
+        images, labels, measured = dataset.train_images, dataset.train_labels, "every image"
     if test_limit:
         images, labels = images[:test_limit], labels[:test_limit]
     # A run trained with test-time flips (a recipe's) is evaluated as its training tested it: config.json says so.
     return evaluate_model(run.model, images, labels, class_names, device=device, top_k_losses=top_k_losses,
-                          test_time_flip=run.config.train.test_time_flip), dataset
+                          test_time_flip=run.config.train.test_time_flip), dataset, measured
