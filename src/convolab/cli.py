@@ -81,25 +81,32 @@ def run_summary(args: argparse.Namespace) -> int:
 
 # --- data ------------------------------------------------------------------------------------------------------------
 
-def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False,
-                   test_split_help: str = "image folders without train/ and test/: fraction of each class held out "
-                                          "for test (default 0.2, fixed seed)") -> None:
-    """Add the data flags every command shares; `positional=True` takes the dataset as an argument instead of --data."""
+def add_data_flags(parser: argparse.ArgumentParser, positional: bool = False, for_run: bool = False) -> None:
+    """Add the data flags every command shares; `positional=True` takes the dataset as an argument instead of --data;
+    `for_run`: a command that reads a run, whose data is by default the run's own (evaluate)."""
+    data_help = ("default: the data the run trained on; or fashion-mnist, mnist, or a folder with one subfolder of "
+                 "images per class" if for_run else
+                 "fashion-mnist (default), mnist, or a folder with one subfolder of images per class")
     if positional:
-        parser.add_argument("data", nargs="?", default="fashion-mnist", metavar="DATASET|PATH",
-                            help="fashion-mnist (default), mnist, or a folder with one subfolder of images per class")
+        parser.add_argument("data", nargs="?", default="fashion-mnist", metavar="DATASET|PATH", help=data_help)
     else:
-        parser.add_argument("--data", default="fashion-mnist", metavar="DATASET|PATH",
-                            help="fashion-mnist (default), mnist, or a folder with one subfolder of images per class")
+        parser.add_argument("--data", default=None if for_run else "fashion-mnist", metavar="DATASET|PATH",
+                            help=data_help)
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder holding the four IDX files, gzipped or not (default: $CONVOLAB_DATA_DIR, then "
                              "the cache, the system copy, the download)")
     parser.add_argument("--offline", action="store_true", help="never download; use only local copies")
     parser.add_argument("--channels", type=arguments.COUNT, choices=(1, 3), default=None,
-                        help="1 (gray) or 3 (RGB) (default: the data's own)")
+                        help="1 (gray) or 3 (RGB) (default: " + ("the model's" if for_run else "the data's own") + ")")
     parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H,W",
-                        help="fit images into H,W, aspect kept and padded (default: the data's own; 28,28 for folders)")
-    parser.add_argument("--test-split", type=arguments.FRACTION, default=0.2, metavar="F", help=test_split_help)
+                        help="fit images into H,W, aspect kept and padded (default: " +
+                             ("the model's input size" if for_run else "the data's own; 28,28 for folders") + ")")
+    parser.add_argument("--test-split", type=arguments.FRACTION, default=None if for_run else 0.2, metavar="F",
+                        help="image folders without train/ and test/: the fraction of each class to measure (fixed "
+                             "seed); default: the run's own folder's test split as it trained, every image of another "
+                             "folder; 0: every image" if for_run else
+                             "image folders without train/ and test/: fraction of each class held out for test "
+                             "(default 0.2, fixed seed)")
     parser.add_argument("--stream", action="store_const", const=True, default=None,
                         help="image folders: keep the images on disk, decoded once by worker processes into a resized "
                              "cache and read batch by batch (default: only when the decoded folder exceeds "
@@ -345,10 +352,7 @@ def refuse_settings_a_resume_ignores(args: argparse.Namespace) -> None:
 
 def add_run_data_flags(parser: argparse.ArgumentParser) -> None:
     """Data flags for commands that read a run: by default the data the run recorded."""
-    add_data_flags(parser, test_split_help="image folders without train/ and test/: the fraction of each class to "
-                                           "measure (fixed seed); default: the run's own folder's test split as it "
-                                           "trained, every image of another folder; 0: every image")
-    parser.set_defaults(data=None, test_split=None)
+    add_data_flags(parser, for_run=True)
 
 
 def add_evaluate_parser(subparsers) -> None:
