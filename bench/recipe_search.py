@@ -118,7 +118,7 @@ def run_one(job: dict) -> dict:
     try:
         trial = run_trial(RECIPE, seed, changes, device=device, threads="1", erase=erase, dataset=_DATASET)
     except Exception:                           # recorded in the trial's line; the search goes on
-        trial = {"error": [traceback.format_exc(limit=8)]}
+        trial = {"error": traceback.format_exc(limit=8)}
     trial.update(phase=job["phase"], config=config, seed=seed, wall_seconds=round(time.perf_counter() - started, 1))
     return trial
 
@@ -153,7 +153,7 @@ def search(args, costs: dict) -> int:
         trials.append(trial)
         out.write(json.dumps(trial) + "\n")
         out.flush()
-        shown = ("ERROR " + trial["error"][-1].strip().splitlines()[-1]) if "error" in trial else (
+        shown = ("ERROR " + trial["error"].strip().splitlines()[-1]) if "error" in trial else (
             f"val {trial['val_accuracy']:.4f} flips {trial['val_accuracy_flips']:.4f} "
             f"train {trial['train_accuracy']:.4f} {trial['seconds']:.0f} s ({trial['engine']}, {trial['precision']})")
         print(f"[{time.monotonic() - started:5.0f} s] {trial['phase']} seed {trial['seed']} "

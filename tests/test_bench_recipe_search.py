@@ -55,5 +55,5 @@ def test_random_combinations_repeat_with_their_seed_and_stay_in_range():
 def test_failed_trials_do_not_count_in_the_means():
     config = {"network": "recipe"}
     trials = [{"config": config, "val_accuracy_flips": 0.94}, {"config": config, "val_accuracy_flips": 0.96},
-              {"config": config, "error": ["Traceback ..."]}]
+              {"config": config, "error": "Traceback ..."}]
     assert recipe_search.mean_accuracy(trials, "val_accuracy_flips") == {json.dumps(config): (pytest.approx(0.95), 2)}
