@@ -120,7 +120,7 @@ def test_a_run_recorded_without_its_folders_files_evaluates_without_a_warning(tm
     assert "warning" not in capsys.readouterr().err
 
 
-# --- another folder of labelled images ---------------------------------------------------------------------------------
+# --- another folder of labelled images --------------------------------------------------------------------------------
 
 def test_evaluating_on_another_folder_measures_every_image_and_the_runs_own_folder_its_split(tmp_path, capsys):
     # Was: --data NEW_FOLDER measured only the 20% a split would hold out, and --test-split 0 refused ("no test images")

@@ -600,6 +600,6 @@ def test_activation_functions_compute_what_real_keras_computes():
     for name in keras.activations.__dir__():
         if name == "get":
             continue
-        expected = torch.as_tensor(getattr(real_keras.activations, name)(values)).detach().cpu().numpy()   # torch backend
+        expected = torch.as_tensor(getattr(real_keras.activations, name)(values)).detach().numpy()  # torch backend
         np.testing.assert_allclose(getattr(keras.activations, name)(values), expected, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
