@@ -241,7 +241,7 @@ class LiveTraining:
             self.process.join(timeout=30)    # its last word is written; the process is only exiting
         if self.running:
             raise TrainingBusy(f"a training is already running ({Path(self.job.out).name}); one at a time",
-                           fix="stop it first, or wait until it ends")
+                               fix="stop it first, or wait until it ends")
 
     def start(self, job: TrainingJob) -> None:
         with self.lock:

@@ -19,8 +19,8 @@ from convolab.keras.layers import Input
 from convolab.keras.models import Model, Sequential, load_model
 from convolab.keras.surface import unsupported
 
-__all__ = ["Input", "Model", "Sequential", "activations", "callbacks", "datasets", "layers", "load_model", "losses", "models",
-           "optimizers", "utils"]
+__all__ = ["Input", "Model", "Sequential", "activations", "callbacks", "datasets", "layers", "load_model", "losses",
+           "models", "optimizers", "utils"]
 
 
 def __getattr__(name: str):
