@@ -208,3 +208,25 @@ def test_the_activation_grid_refuses_more_rows_than_a_readable_picture_before_an
     # Was: 300 rows drawn for minutes into a 69,000-pixel-tall PNG (no model is needed to refuse it now).
     with pytest.raises(ConvolabError, match=f"300 images asked for the grid; expected at most {MAX_GRID_ROWS}"):
         run_activation_grid(None, None, images, labels, ["a"], [0] * 300, filter_index=0)
+
+
+def test_installed_cjk_fonts_follow_matplotlibs_own_and_missing_ones_are_left_out():
+    installed = {"DejaVu Sans", "Droid Sans Fallback", "Noto Sans CJK JP"}
+    assert plots.with_installed_fallbacks(["sans-serif"], installed) == [
+        "sans-serif", "Noto Sans CJK JP", "Droid Sans Fallback"]                  # CJK_FONTS' order
+    assert plots.with_installed_fallbacks(["sans-serif"], {"DejaVu Sans"}) == ["sans-serif"]
+
+
+@pytest.mark.skipif("Droid Sans Fallback" not in {font.name for font in plots.font_manager.fontManager.ttflist},
+                    reason="needs Debian's fonts-droid-fallback (./dev test installs it; if it was installed after "
+                           "matplotlib built its font cache, delete ~/.cache/matplotlib)")
+def test_class_names_in_chinese_and_japanese_are_drawn_with_an_installed_cjk_font(tmp_path):
+    # Was: boxes and a "Glyph ... missing from font(s) DejaVu Sans" warning per character, with a CJK font installed.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = plots.confusion_figure(np.array([[3, 1], [0, 4]]), ["衬衫", "シャツ"], title="服装")
+        plots.save_figure(figure, tmp_path / "confusion.png")
+    assert not [str(warning.message) for warning in caught if "missing from font" in str(warning.message)]
+    assert (tmp_path / "confusion.png").stat().st_size > 0

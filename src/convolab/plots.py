@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 matplotlib.rcParams["text.parse_math"] = False
 
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib import font_manager  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -25,6 +26,25 @@ from convolab.activations import (Activations, LayerMaps, capture, check_filter_
                                   variance_by_filter)
 from convolab.errors import ConvolabError, SpecError  # noqa: E402
 from convolab.runs import HISTORY_JSON, METRICS, atomic_write_bytes, read_json, require_suffix  # noqa: E402
+
+# Class names in Chinese, Japanese or Korean: DejaVu Sans (matplotlib's own) has none of their glyphs, and matplotlib
+# falls back glyph by glyph only along font.family's list. So the CJK fonts this machine has installed follow it.
+# Only installed ones: a missing family costs a lookup each time. (A font installed after matplotlib built its cache,
+# ~/.cache/matplotlib, is found once that folder is deleted.)
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
+             "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Microsoft YaHei",
+             "SimHei", "PingFang SC", "Hiragino Sans", "Yu Gothic", "Meiryo", "MS Gothic", "Malgun Gothic",
+             "Apple SD Gothic Neo", "AppleGothic")
+
+
+def with_installed_fallbacks(families: list[str], installed: set[str], fallbacks: tuple[str, ...] = CJK_FONTS
+                             ) -> list[str]:
+    """`families` (font.family, "sans-serif" by default) followed by the `fallbacks` that are `installed`."""
+    return [*families, *(name for name in fallbacks if name in installed and name not in families)]
+
+
+matplotlib.rcParams["font.family"] = with_installed_fallbacks(
+    list(matplotlib.rcParams["font.family"]), {font.name for font in font_manager.fontManager.ttflist})
 
 FEATURE_COLORMAP = "inferno"  # the lab's own choice for feature maps
 KERNEL_COLORMAP = "RdBu_r"  # diverging: red positive, blue negative, white zero
