@@ -145,6 +145,33 @@ def test_evaluating_on_another_folder_measures_every_image_and_the_runs_own_fold
     assert f"on new-photos test: 4 images" in first_line("--data", str(other), "--test-split", "0.5")
 
 
+def test_the_runs_own_folder_named_again_is_split_with_the_runs_own_seed(tmp_path, capsys):
+    # Was: evaluate's data flags carried seed 0 (evaluate has no --seed) over the recorded one, so a run trained with
+    # --seed 3 was measured on another split of its own folder, training images among them, when --data named it.
+    import json
+
+    from convolab.cli import main
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    for label, name in enumerate(("dark", "light")):
+        (folder / name).mkdir(parents=True)
+        for index in range(10):
+            Image.new("L", (8, 8), 20 + 100 * label + 9 * index).save(folder / name / f"{index}.png")
+    run = tmp_path / "run"
+    assert main(["train", "flatten,dense", "--data", str(folder), "--image-size", "8,8", "--epochs", "1", "--seed",
+                 "3", "--quiet", "--out", str(run)]) == 0
+
+    def measured(*arguments) -> dict:
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--json", *arguments]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    recorded = measured()
+    assert measured("--data", str(folder)) == recorded
+    assert measured("--channels", "1") == recorded
+
+
 class _ParametersElsewhere(torch.nn.Module):
     """A model whose weights live on PyTorch's "meta" device, standing in for a GPU on a machine without one: it
     records where each batch it is given lives and answers zeros on the CPU."""
