@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from convolab.evaluate import (ConfusedPair, confusion_matrix, evaluate_logits, evaluate_model, loss_and_accuracy,
-                               model_device, most_confused, predict_logits,
-                               normalize_rows, per_class_accuracy, render_evaluation, top_losses)
+                               most_confused, normalize_rows, per_class_accuracy, predict_logits, render_evaluation,
+                               top_losses)
+from convolab.model import model_device
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -17,6 +17,7 @@ from convolab.errors import RunError, SpecError
 from convolab.shards import shard_context
 from convolab.shapes import keras_names
 from convolab.layers import KINDS
+from convolab.model import model_device
 from convolab.spec import (AveragePooling2D, Conv2D, DepthwiseConv2D, MaxPooling2D, ModelSpec,
                            SeparableConv2D)
 
@@ -156,13 +157,6 @@ def nchw_to_nhwc(values: torch.Tensor) -> np.ndarray:
     A (N, features) tensor (Flatten, Dense) has no channel axis to move and comes back as it is."""
     values = values.detach().to("cpu", torch.float32)
     return (values.permute(0, 2, 3, 1) if values.dim() == 4 else values).contiguous().numpy()
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Where the model's weights live (CPU for a model without any)."""
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
 
 
 def forward_keeping(model: torch.nn.Module, images: torch.Tensor, indices: list[int]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from convolab.data import iterate_batches
 from convolab.errors import DataError
+from convolab.model import model_device
 from convolab.recipes import mirror_average
 from convolab.shards import inference_pool, infer_in_shards, torch_threads
 
@@ -96,13 +97,6 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 
 
 # --- a model on a test set ------------------------------------------------------------------------------------------
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer; the CPU for a model that has neither."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,

@@ -31,6 +31,13 @@ from convolab.spec import ModelSpec
 KERAS_EPSILON = 1e-7  # keras.config.epsilon(): how far Keras's crossentropy clips probabilities from 0 and 1
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights (or, without any, its buffers) live; the CPU for a model that has neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def make_block(layer, report: LayerReport, activation: str | None = None) -> nn.Module:
     """The block computing `layer` on the input `report` describes; `activation` overrides the layer's own."""
     return layer.block(report.input_shape, activation)
